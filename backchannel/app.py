@@ -1,0 +1,82 @@
+"""The application factory: ``create_app(settings)`` returns a Starlette app.
+
+The lifespan owns every long-lived resource: the asyncpg pool, the aiohttp
+client session, the LISTEN connection, key and client caches, and background
+workers. Nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+from starlette.applications import Starlette
+
+from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
+from backchannel.db.migrate import pending_migrations
+from backchannel.db.pool import create_pool
+from backchannel.endpoints.routes import routes
+from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
+from backchannel.oauth.client_registry import ClientRegistry
+from backchannel.oauth.keys import KeyStore
+from backchannel.oauth.long_poll import DecisionWaiters
+from backchannel.services import Services
+from backchannel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class MigrationsPending(RuntimeError):
+    pass
+
+
+
+def create_app(settings: Settings) -> Starlette:
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url")
+    dsn = settings.database_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        try:
+            async with pool.acquire() as conn:
+                pending = await pending_migrations(conn)
+            if pending:
+                raise MigrationsPending(
+                    f"database has unapplied migrations ({', '.join(pending)}); "
+                    "run `backchannel migrate` first"
+                )
+            http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=settings.http_timeout),
+                headers={"User-Agent": "backchannel"},
+            )
+            keys = await KeyStore.load(pool, settings)
+            clients = ClientRegistry(pool)
+            waiters = DecisionWaiters()
+            listener = PgListener(dsn)
+            listener.subscribe(DECISION_CHANNEL, waiters.wake_hex)
+            listener.subscribe(CONFIG_CHANNEL, clients.on_config_event)
+            listener.subscribe(CONFIG_CHANNEL, keys.on_config_event)
+            listener.on_reconnect(waiters.wake_all)
+            listener.on_reconnect(clients.invalidate)
+            await listener.start()
+            services = Services(settings, pool, http, clients, keys, waiters, listener)
+            app.state.services = services
+            try:
+                yield
+            finally:
+                waiters.release_all()
+                await listener.close()
+                await http.close()
+        finally:
+            await pool.close()
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={OAuthError: render_oauth_error, Exception: render_unexpected_error},
+    )

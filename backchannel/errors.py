@@ -1,0 +1,162 @@
+"""The OAuth error hierarchy: each class carries its wire code and HTTP status.
+
+Lower layers raise these; one Starlette handler (``render_oauth_error``) turns
+any of them into the JSON body of RFC 6749 §5.2 / CIBA §13. Unexpected
+exceptions become a bare ``server_error`` without details.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import ClassVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger(__name__)
+
+# error_description may only carry %x20-21 / %x23-5B / %x5D-7E (RFC 6749 §5.2).
+_NOT_ALLOWED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def clean_description(text: str) -> str:
+    """Replace every character that RFC 6749 does not allow in error_description."""
+    return _NOT_ALLOWED.sub("?", text)[:500]
+
+
+class OAuthError(Exception):
+    """Base of every protocol error answered to a client."""
+
+    error: ClassVar[str] = "invalid_request"
+    status_code: ClassVar[int] = 400
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.description = description
+        self.status = status_code if status_code is not None else self.status_code
+        self.headers = dict(headers or {})
+        super().__init__(f"{self.error}: {description}" if description else self.error)
+
+    def body(self) -> dict[str, str]:
+        body = {"error": self.error}
+        if self.description:
+            body["error_description"] = clean_description(self.description)
+        return body
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    error = "invalid_client"
+    status_code = 401
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class UnsupportedTokenType(OAuthError):
+    error = "unsupported_token_type"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+
+
+class AccessDenied(OAuthError):
+    """The OP refused: 403 at /bc-authorize, 400 when answered to a token poll."""
+
+    error = "access_denied"
+    status_code = 403
+
+
+class ExpiredLoginHintToken(OAuthError):
+    error = "expired_login_hint_token"
+
+
+class UnknownUserId(OAuthError):
+    error = "unknown_user_id"
+
+
+class MissingUserCode(OAuthError):
+    error = "missing_user_code"
+
+
+class InvalidUserCode(OAuthError):
+    error = "invalid_user_code"
+
+
+class InvalidBindingMessage(OAuthError):
+    error = "invalid_binding_message"
+
+
+class AuthorizationPending(OAuthError):
+    error = "authorization_pending"
+
+
+class SlowDown(OAuthError):
+    error = "slow_down"
+
+
+class ExpiredToken(OAuthError):
+    error = "expired_token"
+
+
+class TemporarilyUnavailable(OAuthError):
+    """A temporary lock (poll abuse, shutdown): 503 with Retry-After."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+    def __init__(self, description: str | None = None, *, retry_after: int) -> None:
+        super().__init__(description, headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)
+
+
+class InvalidToken(OAuthError):
+    """A bearer token was refused at a resource endpoint (RFC 6750 §3.1)."""
+
+    error = "invalid_token"
+    status_code = 401
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+
+
+class ServerError(OAuthError):
+    error = "server_error"
+    status_code = 500
+
+
+def error_response(exc: OAuthError) -> Response:
+    headers = {**NO_STORE, **exc.headers}
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def render_oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    return error_response(exc)
+
+
+async def render_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ServerError())

@@ -1,0 +1,1 @@
+"""Protocol logic: no HTTP framework and no SQL text in this package."""

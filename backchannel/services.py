@@ -1,0 +1,30 @@
+"""The running app's shared resources, handed to endpoints and the protocol layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+import asyncpg
+
+from backchannel.settings import Settings
+
+if TYPE_CHECKING:
+    from backchannel.db.listener import PgListener
+    from backchannel.oauth.client_registry import ClientRegistry
+    from backchannel.oauth.keys import KeyStore
+    from backchannel.oauth.long_poll import DecisionWaiters
+
+
+@dataclass
+class Services:
+    """One instance per running app, stored on ``app.state.services``."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    http: aiohttp.ClientSession
+    clients: ClientRegistry
+    keys: KeyStore
+    waiters: DecisionWaiters
+    listener: PgListener

@@ -1,0 +1,193 @@
+"""Service configuration: the only module that reads the environment.
+
+Every setting has an environment variable ``BACKCHANNEL_<NAME>`` and may also
+come from a TOML file named by ``BACKCHANNEL_CONFIG_FILE`` (keys are the
+lower-case names below). The environment wins over the file. Values are
+validated once, at start, and every bad value is reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "BACKCHANNEL_"
+
+
+class SettingsError(ValueError):
+    """One or more configuration values are invalid; the message lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _bounded(low: int, high: int) -> dict[str, Any]:
+    return {"low": low, "high": high}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Durations are seconds, sizes are bytes or characters."""
+
+    issuer: str = "http://127.0.0.1:8000"
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata=_bounded(0, 65535))
+    data_dir: Path = Path(".backchannel")
+    db_pool_min: int = field(default=2, metadata=_bounded(1, 1000))
+    db_pool_max: int = field(default=10, metadata=_bounded(1, 1000))
+
+    # /bc-authorize
+    binding_message_max_length: int = field(default=128, metadata=_bounded(1, 4096))
+    default_request_expiry: int = field(default=300, metadata=_bounded(10, 86400))
+    max_request_expiry: int = field(default=1800, metadata=_bounded(10, 86400))
+    request_object_max_lifetime: int = field(default=3600, metadata=_bounded(60, 86400))
+    clock_skew: int = field(default=10, metadata=_bounded(0, 300))
+    max_body_bytes: int = field(default=65536, metadata=_bounded(1024, 10 * 1024 * 1024))
+
+    # /token polling
+    poll_interval: int = field(default=5, metadata=_bounded(1, 60))
+    poll_interval_max: int = field(default=60, metadata=_bounded(1, 600))
+    poll_grace_ms: int = field(default=500, metadata=_bounded(0, 5000))
+    poll_lock_after: int = field(default=8, metadata=_bounded(1, 10000))
+    poll_lock_seconds: int = field(default=10, metadata=_bounded(1, 3600))
+    poll_deny_after: int = field(default=100, metadata=_bounded(2, 100000))
+    long_poll_max: int = field(default=30, metadata=_bounded(0, 60))
+
+    # tokens
+    access_token_ttl: int = field(default=300, metadata=_bounded(30, 86400))
+    id_token_ttl: int = field(default=300, metadata=_bounded(30, 86400))
+    refresh_token_ttl: int = field(default=28800, metadata=_bounded(60, 90 * 86400))
+    key_retire_after: int = field(default=86400, metadata=_bounded(60, 365 * 86400))
+
+    # outbound HTTP (jwks_uri, notifications, push)
+    allow_insecure_urls: bool = False
+    http_timeout: float = 5.0
+
+    log_level: str = "INFO"
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
+
+    @property
+    def backchannel_endpoint(self) -> str:
+        return self.issuer + "/bc-authorize"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``) and the optional TOML file."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        problems: list[str] = []
+        config_file = env.get(ENV_PREFIX + "CONFIG_FILE")
+        if config_file:
+            try:
+                raw.update(tomllib.loads(Path(config_file).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                problems.append(f"{ENV_PREFIX}CONFIG_FILE={config_file}: {exc}")
+        known = {f.name for f in fields(cls)}
+        for name in raw:
+            if name not in known:
+                problems.append(f"{config_file}: unknown setting {name!r}")
+        for f in fields(cls):
+            value = env.get(ENV_PREFIX + f.name.upper())
+            if value is not None:
+                raw[f.name] = value
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            try:
+                values[f.name] = _convert(f, raw[f.name])
+            except ValueError as exc:
+                problems.append(f"{ENV_PREFIX}{f.name.upper()}: {exc}")
+        if problems:
+            raise SettingsError(problems)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check cross-field rules; raise :class:`SettingsError` listing every problem."""
+        problems: list[str] = []
+        parts = urlsplit(self.issuer)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            problems.append(f"{ENV_PREFIX}ISSUER: must be an absolute http(s) URL, got {self.issuer!r}")
+        elif parts.query or parts.fragment or self.issuer.endswith("/"):
+            problems.append(
+                f"{ENV_PREFIX}ISSUER: must have no query, fragment or trailing slash"
+            )
+        elif parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            if not self.allow_insecure_urls:
+                problems.append(
+                    f"{ENV_PREFIX}ISSUER: http is only allowed for loopback hosts "
+                    f"(or set {ENV_PREFIX}ALLOW_INSECURE_URLS=true)"
+                )
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            problems.append(f"{ENV_PREFIX}DATABASE_URL: must be a postgresql:// URL")
+        if self.db_pool_min > self.db_pool_max:
+            problems.append(f"{ENV_PREFIX}DB_POOL_MIN: must not exceed DB_POOL_MAX")
+        if self.default_request_expiry > self.max_request_expiry:
+            problems.append(
+                f"{ENV_PREFIX}DEFAULT_REQUEST_EXPIRY: must not exceed MAX_REQUEST_EXPIRY"
+            )
+        if self.poll_interval > self.poll_interval_max:
+            problems.append(f"{ENV_PREFIX}POLL_INTERVAL: must not exceed POLL_INTERVAL_MAX")
+        if self.poll_lock_after >= self.poll_deny_after:
+            problems.append(f"{ENV_PREFIX}POLL_LOCK_AFTER: must be below POLL_DENY_AFTER")
+        if not 0 < self.http_timeout <= 60:
+            problems.append(f"{ENV_PREFIX}HTTP_TIMEOUT: must be in (0, 60]")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
+        if problems:
+            raise SettingsError(problems)
+
+
+def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        if low is not None and not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+    if kind == "float":
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if kind == "Path":
+        return Path(str(value))
+    if kind in ("str", "str | None"):
+        text = str(value).strip()
+        if kind == "str | None" and not text:
+            return None
+        return text.rstrip("/") if f.name == "issuer" else text
+    raise ValueError(f"unsupported setting type {kind}")  # pragma: no cover
