@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 log = logging.getLogger(__name__)
 
 # error_description may only carry %x20-21 / %x23-5B / %x5D-7E (RFC 6749 §5.2).
-_NOT_ALLOWED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_NOT_ALLOWED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -160,3 +160,14 @@ async def render_oauth_error(request: Request, exc: Exception) -> Response:
 async def render_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(ServerError())
+
+
+class RequestNotPending(OAuthError):
+    """A decision arrived for a request that is no longer pending (decided, expired, unknown)."""
+
+    error = "invalid_request"
+    status_code = 409
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"the request is {state}")
+        self.state = state

@@ -123,17 +123,20 @@ class Settings:
         problems: list[str] = []
         parts = urlsplit(self.issuer)
         if parts.scheme not in ("https", "http") or not parts.netloc:
-            problems.append(f"{ENV_PREFIX}ISSUER: must be an absolute http(s) URL, got {self.issuer!r}")
-        elif parts.query or parts.fragment or self.issuer.endswith("/"):
             problems.append(
-                f"{ENV_PREFIX}ISSUER: must have no query, fragment or trailing slash"
+                f"{ENV_PREFIX}ISSUER: must be an absolute http(s) URL, got {self.issuer!r}"
             )
-        elif parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-            if not self.allow_insecure_urls:
-                problems.append(
-                    f"{ENV_PREFIX}ISSUER: http is only allowed for loopback hosts "
-                    f"(or set {ENV_PREFIX}ALLOW_INSECURE_URLS=true)"
-                )
+        elif parts.query or parts.fragment or self.issuer.endswith("/"):
+            problems.append(f"{ENV_PREFIX}ISSUER: must have no query, fragment or trailing slash")
+        elif (
+            parts.scheme == "http"
+            and parts.hostname not in ("127.0.0.1", "localhost", "::1")
+            and not self.allow_insecure_urls
+        ):
+            problems.append(
+                f"{ENV_PREFIX}ISSUER: http is only allowed for loopback hosts "
+                f"(or set {ENV_PREFIX}ALLOW_INSECURE_URLS=true)"
+            )
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):

@@ -57,7 +57,9 @@ class Client:
             "grant_types": list(self.grant_types),
             "scope": " ".join(self.scopes),
             "backchannel_token_delivery_mode": self.backchannel_token_delivery_mode,
-            "backchannel_client_notification_endpoint": self.backchannel_client_notification_endpoint,
+            "backchannel_client_notification_endpoint": (
+                self.backchannel_client_notification_endpoint
+            ),
             "backchannel_authentication_request_signing_alg": (
                 self.backchannel_authentication_request_signing_alg
             ),

@@ -1,7 +1,22 @@
-# placeholder
+"""POST /bc-authorize: the backchannel authentication endpoint (CIBA §7)."""
+
+from __future__ import annotations
+
+from backchannel.oauth.client_auth import authenticate_client
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+
+from backchannel.endpoints.forms import read_form
+from backchannel.endpoints.request_context import services_of
+from backchannel.errors import NO_STORE
+from backchannel.oauth.ciba import start_authentication
 
 
 async def bc_authorize(request: Request) -> Response:
-    raise NotImplementedError
+    services = services_of(request)
+    form = await read_form(request, services.settings.max_body_bytes)
+    client = await authenticate_client(
+        services, form, request.headers.get("authorization"), services.settings.backchannel_endpoint
+    )
+    body = await start_authentication(services, client, form)
+    return JSONResponse(body, headers=NO_STORE)

@@ -1,7 +1,62 @@
-# placeholder
+"""POST /token: the CIBA grant (poll mode, with optional long polling) and refresh tokens."""
+
+from __future__ import annotations
+
+from backchannel.oauth.client_auth import authenticate_client
+from backchannel.oauth.refresh import refresh_grant
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+
+from backchannel.db.clients import CIBA_GRANT
+from backchannel.endpoints.forms import read_form
+from backchannel.endpoints.request_context import services_of
+from backchannel.errors import (
+    NO_STORE,
+    InvalidRequest,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from backchannel.oauth.polling import poll_for_tokens
+
+
+def requested_wait(prefer: str | None, limit: int) -> int:
+    """The ``wait`` preference of an RFC 7240 ``Prefer`` header, capped at ``limit``."""
+    if not prefer:
+        return 0
+    for preference in prefer.replace(";", ",").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            value = value.strip().strip('"')
+            if value.isascii() and value.isdigit():
+                return min(int(value[:6]), limit)
+    return 0
 
 
 async def token(request: Request) -> Response:
-    raise NotImplementedError
+    services = services_of(request)
+    settings = services.settings
+    form = await read_form(request, settings.max_body_bytes)
+    client = await authenticate_client(
+        services, form, request.headers.get("authorization"), settings.token_endpoint
+    )
+    grant_type = form.get("grant_type")
+    if grant_type is None:
+        raise InvalidRequest("grant_type is required")
+    headers = dict(NO_STORE)
+    if grant_type == CIBA_GRANT:
+        if not client.uses_ciba:
+            raise UnauthorizedClient("this client is not registered for the CIBA grant")
+        if client.backchannel_token_delivery_mode == "push":
+            raise UnauthorizedClient("push-mode clients receive tokens at their endpoint")
+        auth_req_id = form.get("auth_req_id")
+        if auth_req_id is None:
+            raise InvalidRequest("auth_req_id is required")
+        wait = requested_wait(request.headers.get("prefer"), settings.long_poll_max)
+        if wait:
+            headers["Preference-Applied"] = f"wait={wait}"
+        body = await poll_for_tokens(services, client, auth_req_id, wait=wait)
+    elif grant_type == "refresh_token":
+        body = await refresh_grant(services, client, form)
+    else:
+        raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported")
+    return JSONResponse(body, headers=headers)

@@ -17,6 +17,10 @@ class DecisionWaiters:
         self._released = False
 
     @property
+    def released(self) -> bool:
+        return self._released
+
+    @property
     def held(self) -> int:
         return sum(len(s) for s in self._waiting.values())
 
@@ -55,10 +59,10 @@ class DecisionWaiters:
         self.wake_all()
 
     @staticmethod
-    async def wait(future: asyncio.Future[None], timeout: float) -> bool:
-        """True if woken, False if the timeout passed first."""
+    async def wait(future: asyncio.Future[None], seconds: float) -> bool:
+        """True if woken, False if ``seconds`` passed first."""
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            await asyncio.wait_for(asyncio.shield(future), seconds)
         except TimeoutError:
             return False
         return True

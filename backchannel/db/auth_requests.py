@@ -1,0 +1,281 @@
+"""The ``auth_requests`` table: backchannel authentication requests and their poll state.
+
+Each state change is one conditional statement, so concurrent polls, decisions
+and redemptions have exactly one winner; the audit row for a change is
+written by the same statement or transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class NewAuthRequest:
+    id_hash: bytes
+    client_id: str
+    user_id: int
+    scope: tuple[str, ...]
+    acr_values: tuple[str, ...] | None
+    binding_message: str | None
+    delivery_mode: str
+    client_notification_token: str | None
+    requested_expiry: int | None
+    expires_in: int
+    poll_interval: int
+
+
+@dataclass(frozen=True)
+class IssuedAuthRequest:
+    id: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PollLimits:
+    """The pacing rules a poll is judged by (from settings)."""
+
+    grace_ms: int
+    lock_after: int
+    lock_seconds: int
+    deny_after: int
+    interval_step: int
+    interval_max: int
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll found. ``verdict`` is one of: pending, approved, slow_down, lock,
+    locked, abuse_denied, denied, expired, spent."""
+
+    verdict: str
+    id: int
+    user_id: int
+    poll_interval: int
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class Redemption:
+    id: int
+    user_id: int
+    subject: str
+    scope: tuple[str, ...]
+    acr_values: tuple[str, ...] | None
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    client_id: str
+    user_id: int
+    status: str
+    denial_reason: str | None
+
+
+async def insert_auth_request(
+    conn: asyncpg.Connection | asyncpg.Pool, request: NewAuthRequest, audit_detail: dict[str, Any]
+) -> IssuedAuthRequest:
+    """Store a new pending request and its ``auth_request_issued`` audit row atomically."""
+    row = await conn.fetchrow(
+        """WITH ins AS (
+               INSERT INTO auth_requests
+                      (id_hash, client_id, user_id, scope, acr_values, binding_message,
+                       delivery_mode, client_notification_token, requested_expiry,
+                       expires_at, poll_interval)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                       now() + make_interval(secs => $10), $11)
+            RETURNING id, client_id, user_id, expires_at
+           ), audit AS (
+               INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
+               SELECT 'auth_request_issued', client_id, user_id, id, $12 FROM ins
+           )
+           SELECT id, expires_at FROM ins""",
+        request.id_hash,
+        request.client_id,
+        request.user_id,
+        list(request.scope),
+        list(request.acr_values) if request.acr_values is not None else None,
+        request.binding_message,
+        request.delivery_mode,
+        request.client_notification_token,
+        request.requested_expiry,
+        request.expires_in,
+        request.poll_interval,
+        audit_detail,
+    )
+    assert row is not None
+    return IssuedAuthRequest(row["id"], row["expires_at"])
+
+
+# One statement judges a poll and records its pacing: the interval a slow_down
+# raises is written together with the poll time, under the row lock, so polls
+# spread over several replicas cannot reset it. Strikes (too-fast polls and
+# polls during a lock) escalate from slow_down to a temporary lock to a terminal
+# denial; each strike is audited by the same statement.
+_POLL = """
+WITH cur AS (
+    SELECT id, user_id, status, expires_at, poll_interval, last_polled_at,
+           poll_strikes, locked_until, now() AS t
+      FROM auth_requests
+     WHERE id_hash = $1 AND client_id = $2
+       FOR UPDATE
+), judged AS (
+    SELECT cur.*,
+           CASE
+             WHEN status = 'redeemed' THEN 'spent'
+             WHEN status = 'denied' THEN 'denied'
+             WHEN expires_at <= t THEN 'expired'
+             WHEN NOT $3 THEN CASE WHEN status = 'approved' THEN 'approved' ELSE 'pending' END
+             WHEN locked_until > t THEN
+                  CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied' ELSE 'locked' END
+             WHEN last_polled_at IS NOT NULL
+                  AND t - last_polled_at
+                      < make_interval(secs => poll_interval - $4 / 1000.0) THEN
+                  CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied'
+                       WHEN poll_strikes + 1 >= $5 THEN 'lock'
+                       ELSE 'slow_down' END
+             WHEN status = 'approved' THEN 'approved'
+             ELSE 'pending'
+           END AS verdict
+      FROM cur
+), upd AS (
+    UPDATE auth_requests r SET
+           last_polled_at = CASE WHEN $3 THEN j.t ELSE r.last_polled_at END,
+           poll_count = r.poll_count + CASE WHEN $3 THEN 1 ELSE 0 END,
+           poll_strikes = r.poll_strikes
+               + CASE WHEN j.verdict IN ('slow_down', 'lock', 'locked', 'abuse_denied')
+                      THEN 1 ELSE 0 END,
+           poll_interval = CASE WHEN j.verdict = 'slow_down'
+                                THEN least(r.poll_interval + $8, $9)
+                                ELSE r.poll_interval END,
+           locked_until = CASE WHEN j.verdict = 'lock'
+                               THEN j.t + make_interval(secs => $6)
+                               ELSE r.locked_until END,
+           lock_count = r.lock_count + CASE WHEN j.verdict = 'lock' THEN 1 ELSE 0 END,
+           status = CASE WHEN j.verdict = 'abuse_denied' THEN 'denied' ELSE r.status END,
+           denial_reason = CASE WHEN j.verdict = 'abuse_denied' THEN 'poll_abuse'
+                                ELSE r.denial_reason END,
+           decided_at = CASE WHEN j.verdict = 'abuse_denied' THEN j.t ELSE r.decided_at END
+      FROM judged j
+     WHERE r.id = j.id AND j.verdict IN
+           ('pending', 'approved', 'slow_down', 'lock', 'locked', 'abuse_denied')
+ RETURNING r.id, r.poll_interval, r.poll_strikes, r.locked_until
+), audit AS (
+    INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
+    SELECT CASE j.verdict WHEN 'slow_down' THEN 'poll_slow_down'
+                          WHEN 'lock' THEN 'poll_locked'
+                          WHEN 'locked' THEN 'poll_refused_locked'
+                          ELSE 'poll_abuse_denied' END,
+           $2, j.user_id, j.id,
+           jsonb_build_object('strikes', u.poll_strikes, 'interval', u.poll_interval,
+                              'locked_until', u.locked_until)
+      FROM judged j JOIN upd u ON u.id = j.id
+     WHERE j.verdict IN ('slow_down', 'lock', 'locked', 'abuse_denied')
+), notified AS (
+    SELECT pg_notify('bc_decision', encode($1, 'hex'))
+      FROM judged WHERE verdict = 'abuse_denied'
+)
+SELECT j.verdict, j.id, j.user_id,
+       coalesce(u.poll_interval, j.poll_interval) AS poll_interval,
+       greatest(1, ceil(extract(epoch FROM coalesce(u.locked_until, j.locked_until) - j.t)))::int
+           AS retry_after,
+       (SELECT count(*) FROM notified) AS _n
+  FROM judged j LEFT JOIN upd u ON u.id = j.id
+"""
+
+
+async def poll_auth_request(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    id_hash: bytes,
+    client_id: str,
+    limits: PollLimits,
+    *,
+    counts_as_poll: bool = True,
+) -> PollResult | None:
+    """Judge one token poll; ``None`` when no request with that id belongs to the client.
+
+    ``counts_as_poll=False`` re-reads the state after a long-poll wake-up
+    without touching the pacing.
+    """
+    row = await conn.fetchrow(
+        _POLL,
+        id_hash,
+        client_id,
+        counts_as_poll,
+        limits.grace_ms,
+        limits.lock_after,
+        limits.lock_seconds,
+        limits.deny_after,
+        limits.interval_step,
+        limits.interval_max,
+    )
+    if row is None:
+        return None
+    retry_after = row["retry_after"] if row["retry_after"] is not None else 1
+    return PollResult(row["verdict"], row["id"], row["user_id"], row["poll_interval"], retry_after)
+
+
+async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Redemption | None:
+    """Spend an approved, unexpired request; exactly one caller gets the row."""
+    row = await conn.fetchrow(
+        """UPDATE auth_requests r
+              SET status = 'redeemed', redeemed_at = now()
+             FROM users u
+            WHERE r.id = $1 AND r.status = 'approved' AND r.expires_at > now()
+              AND u.user_id = r.user_id
+        RETURNING r.id, r.user_id, u.subject, r.scope, r.acr_values, r.decided_at""",
+        request_id,
+    )
+    if row is None:
+        return None
+    return Redemption(
+        row["id"],
+        row["user_id"],
+        row["subject"],
+        tuple(row["scope"]),
+        tuple(row["acr_values"]) if row["acr_values"] is not None else None,
+        row["decided_at"],
+    )
+
+
+async def decide_auth_request(
+    conn: asyncpg.Connection,
+    id_hash: bytes,
+    status: str,
+    *,
+    device_id: str | None,
+    reason: str | None,
+) -> Decision | None:
+    """Record approve/deny on a pending, unexpired request; ``None`` if it was not pending."""
+    row = await conn.fetchrow(
+        """UPDATE auth_requests
+              SET status = $2, decided_at = now(), decided_by_device = $3, denial_reason = $4
+            WHERE id_hash = $1 AND status = 'pending' AND expires_at > now()
+        RETURNING id, client_id, user_id, status, denial_reason""",
+        id_hash,
+        status,
+        device_id,
+        reason,
+    )
+    if row is None:
+        return None
+    return Decision(**dict(row))
+
+
+async def select_auth_request_status(
+    conn: asyncpg.Connection | asyncpg.Pool, id_hash: bytes
+) -> str | None:
+    """pending, approved, denied, redeemed or expired (a pending request past its expiry)."""
+    value: str | None = await conn.fetchval(
+        """SELECT CASE WHEN status IN ('pending', 'approved') AND expires_at <= now()
+                       THEN 'expired' ELSE status END
+             FROM auth_requests WHERE id_hash = $1""",
+        id_hash,
+    )
+    return value

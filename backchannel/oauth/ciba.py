@@ -1,0 +1,99 @@
+"""The backchannel authentication request (CIBA §7): validate, resolve the user, store.
+
+Every outcome after the client is known is audited: ``auth_request_issued``
+with the stored row, ``auth_request_rejected`` with the error code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from backchannel.oauth.hints import resolve_user
+from backchannel.oauth.request_object import verify_request_object
+
+from backchannel.db.audit import insert_audit_event
+from backchannel.db.auth_requests import NewAuthRequest, insert_auth_request
+from backchannel.db.clients import Client
+from backchannel.db.users import User
+from backchannel.errors import InvalidRequest, InvalidUserCode, OAuthError
+from backchannel.oauth.authentication_request import (
+    REQUEST_PARAMS,
+    AuthenticationRequest,
+    check_client_may_use_ciba,
+    parse_authentication_request,
+)
+from backchannel.oauth.secrets import hash_secret, new_secret, secret_matches
+from backchannel.services import Services
+
+
+async def start_authentication(
+    services: Services, client: Client, form: Mapping[str, str]
+) -> dict[str, Any]:
+    """Handle an authenticated client's request; return the §7.3 response body."""
+    try:
+        check_client_may_use_ciba(client)
+        params = await _request_parameters(services, client, form)
+        request = parse_authentication_request(params, client, services.settings)
+        user = await resolve_user(services, client, **{request.hint_kind: request.hint})
+        _check_user_code(client, user, request)
+    except OAuthError as exc:
+        await insert_audit_event(
+            services.pool,
+            "auth_request_rejected",
+            client_id=client.client_id,
+            detail={"error": exc.error, "description": exc.description},
+        )
+        raise
+    auth_req_id = new_secret()
+    interval = services.settings.poll_interval
+    await insert_auth_request(
+        services.pool,
+        NewAuthRequest(
+            id_hash=hash_secret(auth_req_id),
+            client_id=client.client_id,
+            user_id=user.user_id,
+            scope=request.scope,
+            acr_values=request.acr_values,
+            binding_message=request.binding_message,
+            delivery_mode=client.backchannel_token_delivery_mode,
+            client_notification_token=request.client_notification_token,
+            requested_expiry=request.requested_expiry,
+            expires_in=request.expires_in,
+            poll_interval=interval,
+        ),
+        {
+            "scope": list(request.scope),
+            "hint": request.hint_kind,
+            "binding_message": request.binding_message,
+            "expires_in": request.expires_in,
+            "signed": "request" in form,
+        },
+    )
+    return {"auth_req_id": auth_req_id, "expires_in": request.expires_in, "interval": interval}
+
+
+async def _request_parameters(
+    services: Services, client: Client, form: Mapping[str, str]
+) -> Mapping[str, Any]:
+    """The request's parameters: from the signed request object when there is one (§7.1.1)."""
+    request_jwt = form.get("request")
+    if request_jwt is None:
+        if client.require_signed_request:
+            raise InvalidRequest("this client must send a signed authentication request")
+        return form
+    outside = sorted(name for name in form if name in REQUEST_PARAMS)
+    if outside:
+        raise InvalidRequest(
+            "with a signed request, parameters must be inside it: " + ", ".join(outside)
+        )
+    claims = await verify_request_object(services, client, request_jwt)
+    return {name: value for name, value in claims.items() if name in REQUEST_PARAMS}
+
+
+def _check_user_code(client: Client, user: User, request: AuthenticationRequest) -> None:
+    if not client.backchannel_user_code_parameter:
+        return
+    assert request.user_code is not None
+    if not secret_matches(request.user_code, user.user_code_hash):
+        raise InvalidUserCode("the user_code does not match")

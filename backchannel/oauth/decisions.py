@@ -1,0 +1,65 @@
+"""Recording the user's decision on a backchannel request: the one way a request
+leaves ``pending`` by the user's hand.
+
+Exactly one decision wins under concurrent calls (a conditional UPDATE); the
+audit row and the cross-replica wake-up of held polls commit with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+
+from backchannel.db.audit import insert_audit_event
+from backchannel.db.auth_requests import Decision, decide_auth_request, select_auth_request_status
+from backchannel.db.listener import DECISION_CHANNEL, notify
+from backchannel.errors import RequestNotPending
+
+DecisionValue = Literal["approved", "denied"]
+
+
+async def record_decision(
+    conn: asyncpg.Connection,
+    id_hash: bytes,
+    decision: DecisionValue,
+    *,
+    device_id: str | None = None,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Decision:
+    """Approve or deny the pending request whose auth_req_id hashes to ``id_hash``.
+
+    Raises :class:`RequestNotPending` (with ``state`` decided/expired/unknown) if
+    the request cannot take a decision any more.
+    """
+    if decision not in ("approved", "denied"):
+        raise ValueError(f"unknown decision {decision!r}")
+    if decision == "denied" and reason is None:
+        reason = "user"
+    async with conn.transaction():
+        decided = await decide_auth_request(
+            conn, id_hash, decision, device_id=device_id, reason=reason
+        )
+        if decided is None:
+            state = await select_auth_request_status(conn, id_hash)
+            raise RequestNotPending("unknown" if state is None else _describe(state))
+        await insert_audit_event(
+            conn,
+            "auth_request_decided",
+            client_id=decided.client_id,
+            user_id=decided.user_id,
+            auth_request_id=decided.id,
+            device_id=device_id,
+            detail={"decision": decision, "reason": reason, **(detail or {})},
+        )
+        await notify(conn, DECISION_CHANNEL, id_hash.hex())
+    return decided
+
+
+def _describe(state: str) -> str:
+    return {
+        "approved": "already approved",
+        "denied": "already denied",
+        "redeemed": "already used",
+    }.get(state, state)

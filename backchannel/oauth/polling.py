@@ -1,0 +1,122 @@
+"""Token polls for the CIBA grant (CIBA §10.1, §11) with optional long polling.
+
+A normal poll is one database statement (``poll_auth_request``). A held poll
+registers a waiter before that statement and, when the decision's
+notification arrives, re-reads the state without counting it as a new poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Any
+
+from backchannel.oauth.tokens import issue_tokens
+
+from backchannel.db.auth_requests import (
+    PollLimits,
+    PollResult,
+    poll_auth_request,
+    redeem_auth_request,
+)
+from backchannel.db.clients import Client
+from backchannel.errors import (
+    AccessDenied,
+    AuthorizationPending,
+    ExpiredToken,
+    InvalidGrant,
+    SlowDown,
+    TemporarilyUnavailable,
+)
+from backchannel.oauth.secrets import hash_secret
+from backchannel.services import Services
+from backchannel.settings import Settings
+
+AUTH_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+SLOW_DOWN_STEP = 5
+
+
+def poll_limits(settings: Settings) -> PollLimits:
+    return PollLimits(
+        grace_ms=settings.poll_grace_ms,
+        lock_after=settings.poll_lock_after,
+        lock_seconds=settings.poll_lock_seconds,
+        deny_after=settings.poll_deny_after,
+        interval_step=SLOW_DOWN_STEP,
+        interval_max=settings.poll_interval_max,
+    )
+
+
+async def poll_for_tokens(
+    services: Services, client: Client, auth_req_id: str, *, wait: float = 0.0
+) -> dict[str, Any]:
+    """Answer one poll: the token response, or raise the §11 error that applies.
+
+    ``wait`` > 0 holds the poll up to that many seconds while the request is pending.
+    """
+    if not AUTH_REQ_ID.match(auth_req_id):
+        raise InvalidGrant("unknown auth_req_id")
+    id_hash = hash_secret(auth_req_id)
+    limits = poll_limits(services.settings)
+    waiters = services.waiters
+    deadline = time.monotonic() + wait
+    counts_as_poll = True
+    while True:
+        watch = waiters.watch(id_hash) if wait > 0 else contextlib.nullcontext(None)
+        with watch as woken:
+            result = await poll_auth_request(
+                services.pool, id_hash, client.client_id, limits, counts_as_poll=counts_as_poll
+            )
+            if result is None:
+                raise InvalidGrant("unknown auth_req_id")
+            if result.verdict != "pending" or woken is None or waiters.released:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await waiters.wait(woken, remaining):
+                break
+        counts_as_poll = False
+    if result.verdict == "approved":
+        return await _redeem(services, client, result, auth_req_id)
+    raise _error_for(result)
+
+
+async def _redeem(
+    services: Services, client: Client, result: PollResult, auth_req_id: str
+) -> dict[str, Any]:
+    async with services.pool.acquire() as conn, conn.transaction():
+        redemption = await redeem_auth_request(conn, result.id)
+        if redemption is None:
+            raise InvalidGrant("auth_req_id has already been used")
+        return await issue_tokens(
+            services,
+            conn,
+            client=client,
+            user_id=redemption.user_id,
+            subject=redemption.subject,
+            scope=redemption.scope,
+            auth_time=redemption.decided_at,
+            auth_request_id=redemption.id,
+            auth_req_id=auth_req_id,
+        )
+
+
+def _error_for(result: PollResult) -> Exception:
+    match result.verdict:
+        case "pending":
+            return AuthorizationPending("the user has not decided yet")
+        case "slow_down":
+            return SlowDown(f"poll at most every {result.poll_interval} seconds")
+        case "lock" | "locked":
+            return TemporarilyUnavailable(
+                "too many polls; retry later", retry_after=result.retry_after
+            )
+        case "abuse_denied":
+            return AccessDenied("the request was ended after repeated polling", status_code=400)
+        case "denied":
+            return AccessDenied("the request was denied", status_code=400)
+        case "expired":
+            return ExpiredToken("the request has expired")
+        case "spent":
+            return InvalidGrant("auth_req_id has already been used")
+    raise AssertionError(f"unknown poll verdict {result.verdict}")

@@ -1,0 +1,320 @@
+"""POST /token with the CIBA grant in poll mode (CIBA §10.1, §11)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.conftest import RegisteredClient
+from tests.support.ciba import (
+    CIBA_GRANT,
+    audit_events,
+    decide,
+    poll,
+    rewind,
+    start_auth_req_id,
+)
+
+pytestmark = pytest.mark.usefixtures("alice")
+
+
+def error_of(response: httpx.Response) -> str:
+    error: str = response.json()["error"]
+    return error
+
+
+async def test_undecided_request_answers_authorization_pending(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    response = await poll(http, rp.basic_auth(), auth_req_id)
+    assert response.status_code == 400
+    assert error_of(response) == "authorization_pending"
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_approved_request_yields_tokens_once(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth(), scope="openid email")
+    await decide(db, auth_req_id, "approved")
+    response = await poll(http, rp.basic_auth(), auth_req_id)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] > 0
+    assert {"access_token", "id_token", "refresh_token"} <= set(body)
+    jwks = KeySet.import_key_set((await http.get("/jwks")).json())
+    id_token = jwt.decode(body["id_token"], jwks)
+    assert id_token.claims["sub"] == "alice"
+    assert id_token.claims["aud"] == rp.client_id
+    assert id_token.claims["urn:openid:params:jwt:claim:auth_req_id"] == auth_req_id
+    again = await poll(http, rp.basic_auth(), auth_req_id)
+    assert again.status_code == 400
+    assert error_of(again) == "invalid_grant"
+
+
+async def test_denied_request_answers_access_denied(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, auth_req_id, "denied")
+    response = await poll(http, rp.basic_auth(), auth_req_id)
+    assert response.status_code == 400
+    assert error_of(response) == "access_denied"
+
+
+async def test_expired_request_answers_expired_token(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await rewind(db, auth_req_id, 301)
+    response = await poll(http, rp.basic_auth(), auth_req_id)
+    assert error_of(response) == "expired_token"
+
+
+async def test_approval_after_expiry_is_refused_and_poll_says_expired(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from backchannel.errors import RequestNotPending
+
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await rewind(db, auth_req_id, 301)
+    with pytest.raises(RequestNotPending, match="expired"):
+        await decide(db, auth_req_id, "approved")
+    assert error_of(await poll(http, rp.basic_auth(), auth_req_id)) == "expired_token"
+
+
+async def test_another_clients_auth_req_id_is_invalid_grant(
+    http: httpx.AsyncClient, rp: RegisteredClient, make_client: Any, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, auth_req_id, "approved")
+    intruder = await make_client()
+    response = await poll(http, intruder.basic_auth(), auth_req_id)
+    assert error_of(response) == "invalid_grant"
+    # ...and the rightful client can still redeem it.
+    assert (await poll(http, rp.basic_auth(), auth_req_id)).status_code == 200
+
+
+@pytest.mark.parametrize("auth_req_id", ["unknown-id", "bad id with spaces", "é" * 10, "x" * 300])
+async def test_unknown_or_malformed_auth_req_id_is_invalid_grant(
+    http: httpx.AsyncClient, rp: RegisteredClient, auth_req_id: str
+) -> None:
+    response = await poll(http, rp.basic_auth(), auth_req_id)
+    assert response.status_code == 400
+    assert error_of(response) == "invalid_grant"
+
+
+async def test_missing_auth_req_id_is_invalid_request(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    response = await http.post("/token", data={"grant_type": CIBA_GRANT}, headers=rp.basic_auth())
+    assert error_of(response) == "invalid_request"
+
+
+async def test_missing_grant_type_is_invalid_request(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    response = await http.post("/token", data={"auth_req_id": "x"}, headers=rp.basic_auth())
+    assert error_of(response) == "invalid_request"
+
+
+async def test_unknown_grant_type_is_unsupported_grant_type(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    response = await http.post(
+        "/token", data={"grant_type": "password", "username": "a"}, headers=rp.basic_auth()
+    )
+    assert response.status_code == 400
+    assert error_of(response) == "unsupported_grant_type"
+
+
+async def test_push_mode_client_may_not_use_the_ciba_grant(
+    http: httpx.AsyncClient, make_client: Any
+) -> None:
+    pusher = await make_client(
+        backchannel_token_delivery_mode="push",
+        backchannel_client_notification_endpoint="https://rp.example/cb",
+    )
+    response = await poll(http, pusher.basic_auth(), "whatever")
+    assert error_of(response) == "unauthorized_client"
+
+
+async def test_unauthenticated_poll_is_invalid_client(http: httpx.AsyncClient) -> None:
+    response = await http.post("/token", data={"grant_type": CIBA_GRANT, "auth_req_id": "x"})
+    assert response.status_code == 401
+    assert error_of(response) == "invalid_client"
+
+
+async def test_wrong_content_type_is_invalid_request(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    response = await http.post(
+        "/token", json={"grant_type": CIBA_GRANT, "auth_req_id": "x"}, headers=rp.basic_auth()
+    )
+    assert response.status_code == 400
+    assert error_of(response) == "invalid_request"
+
+
+async def test_polling_faster_than_the_interval_gets_slow_down_and_a_longer_interval(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    assert error_of(await poll(http, rp.basic_auth(), auth_req_id)) == "authorization_pending"
+    assert error_of(await poll(http, rp.basic_auth(), auth_req_id)) == "slow_down"
+    assert await db.fetchval("SELECT poll_interval FROM auth_requests") == 10
+    await rewind(db, auth_req_id, 7)  # past the old 5 s interval, not the new 10 s one
+    assert error_of(await poll(http, rp.basic_auth(), auth_req_id)) == "slow_down"
+    assert await db.fetchval("SELECT poll_interval FROM auth_requests") == 15
+    await rewind(db, auth_req_id, 16)
+    assert error_of(await poll(http, rp.basic_auth(), auth_req_id)) == "authorization_pending"
+    assert [e["detail"]["interval"] for e in await audit_events(db, "poll_slow_down")] == [10, 15]
+
+
+async def test_polling_at_the_interval_never_slows_down(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    for _ in range(5):
+        assert error_of(await poll(http, rp.basic_auth(), auth_req_id)) == "authorization_pending"
+        await rewind(db, auth_req_id, 5)
+    await decide(db, auth_req_id, "approved")
+    assert (await poll(http, rp.basic_auth(), auth_req_id)).status_code == 200
+
+
+async def test_burst_of_twenty_polls_is_slowed_and_locked_but_not_killed(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    """The conformance suite's multiple-call-to-token-endpoint burst."""
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    answers = [await poll(http, rp.basic_auth(), auth_req_id) for _ in range(20)]
+    for response in answers:
+        if response.status_code == 503:
+            assert int(response.headers["retry-after"]) >= 1
+        else:
+            assert error_of(response) in ("authorization_pending", "slow_down")
+    assert any(r.status_code == 503 for r in answers)
+    assert await db.fetchval("SELECT status FROM auth_requests") == "pending"
+    # Once the lock has passed and the user approves, a well-behaved poll gets tokens.
+    await rewind(db, auth_req_id, 120)
+    await decide(db, auth_req_id, "approved")
+    assert (await poll(http, rp.basic_auth(), auth_req_id)).status_code == 200
+
+
+async def test_lockout_escalates_to_terminal_denial_past_the_threshold(
+    settings: Any, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from tests.conftest import start_app
+
+    strict = settings.replace(poll_lock_after=3, poll_deny_after=6)
+    async for app in start_app(strict):
+        auth_req_id = await start_auth_req_id(app.http, rp.basic_auth())
+        codes = []
+        for _ in range(8):
+            response = await poll(app.http, rp.basic_auth(), auth_req_id)
+            codes.append(response.status_code if response.status_code == 503 else error_of(response))
+        assert codes == [
+            "authorization_pending",
+            "slow_down",
+            "slow_down",
+            503,
+            503,
+            503,
+            "access_denied",
+            "access_denied",
+        ]
+        row = await db.fetchrow("SELECT status, denial_reason FROM auth_requests")
+        assert (row["status"], row["denial_reason"]) == ("denied", "poll_abuse")
+        events = [e["event"] for e in await audit_events(db) if e["event"].startswith("poll_")]
+        assert events == [
+            "poll_slow_down",
+            "poll_slow_down",
+            "poll_locked",
+            "poll_refused_locked",
+            "poll_refused_locked",
+            "poll_abuse_denied",
+        ]
+
+
+async def test_concurrent_polls_of_an_approved_request_yield_one_token_response(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, auth_req_id, "approved")
+    answers = await asyncio.gather(*(poll(http, rp.basic_auth(), auth_req_id) for _ in range(20)))
+    assert sum(r.status_code == 200 for r in answers) == 1
+    assert all(r.status_code in (200, 400, 503) for r in answers)
+    assert await db.fetchval("SELECT count(*) FROM access_tokens") == 1
+
+
+async def test_long_poll_answers_the_moment_the_user_approves(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    started = time.monotonic()
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
+    await asyncio.sleep(0.3)
+    assert not held.done()
+    await decide(db, auth_req_id, "approved")
+    response = await asyncio.wait_for(held, 5)
+    assert response.status_code == 200, response.text
+    assert response.headers["preference-applied"] == "wait=10"
+    assert time.monotonic() - started < 3
+
+
+async def test_long_poll_answers_denial_immediately(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
+    await asyncio.sleep(0.2)
+    await decide(db, auth_req_id, "denied")
+    response = await asyncio.wait_for(held, 5)
+    assert error_of(response) == "access_denied"
+
+
+async def test_long_poll_without_decision_answers_pending_after_the_wait(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    started = time.monotonic()
+    response = await poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=1"})
+    assert error_of(response) == "authorization_pending"
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+async def test_long_poll_wait_is_capped_at_the_configured_maximum(
+    http: httpx.AsyncClient, rp: RegisteredClient
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=9999"}))
+    await asyncio.sleep(0.1)
+    held.cancel()
+    from backchannel.endpoints.token import requested_wait
+
+    assert requested_wait("wait=9999", 30) == 30
+    assert requested_wait("respond-async, wait=12", 30) == 12
+    assert requested_wait("wait=abc", 30) == 0
+    assert requested_wait(None, 30) == 0
+
+
+async def test_shutdown_answers_held_polls_at_once(
+    running: Any, rp: RegisteredClient
+) -> None:
+    auth_req_id = await start_auth_req_id(running.http, rp.basic_auth())
+    held = asyncio.create_task(
+        poll(running.http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=20"})
+    )
+    await asyncio.sleep(0.2)
+    running.services.waiters.release_all()
+    response = await asyncio.wait_for(held, 3)
+    assert error_of(response) == "authorization_pending"
