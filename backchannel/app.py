@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-import asyncpg
 from starlette.applications import Starlette
 
 from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 
 class MigrationsPending(RuntimeError):
     pass
-
 
 
 def create_app(settings: Settings) -> Starlette:

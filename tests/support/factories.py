@@ -15,9 +15,7 @@ from backchannel.oauth.secrets import hash_secret, new_secret
 _ids = itertools.count(1)
 
 
-async def create_client(
-    conn: asyncpg.Connection, **overrides: Any
-) -> tuple[Client, str | None]:
+async def create_client(conn: asyncpg.Connection, **overrides: Any) -> tuple[Client, str | None]:
     """A poll-mode client_secret_basic client unless ``overrides`` say otherwise."""
     secret = new_secret()
     fields: dict[str, Any] = {
