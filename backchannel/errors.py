@@ -138,6 +138,13 @@ class InvalidToken(OAuthError):
     status_code = 401
 
 
+class InsufficientScope(OAuthError):
+    """The token lacks the scope the resource needs (RFC 6750 §3.1)."""
+
+    error = "insufficient_scope"
+    status_code = 403
+
+
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
 

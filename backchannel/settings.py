@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -67,9 +68,31 @@ class Settings:
     refresh_token_ttl: int = field(default=28800, metadata=_bounded(60, 90 * 86400))
     key_retire_after: int = field(default=86400, metadata=_bounded(60, 365 * 86400))
 
+    # push authenticator (docs/device-api.md)
+    enrolment_code_ttl: int = field(default=600, metadata=_bounded(60, 86400))
+    # How far a device-signed call's iat may be from now (the contract caps it at 2 minutes).
+    device_clock_skew: int = field(default=60, metadata=_bounded(5, 120))
+
     # outbound HTTP (jwks_uri, notifications, push)
     allow_insecure_urls: bool = False
     http_timeout: float = 5.0
+
+    # Web Push delivery (backchannel/delivery/)
+    # VAPID "sub" claim (RFC 8292 §2.1): how push services reach the operator.
+    vapid_subject: str = "mailto:security@example.com"
+    # Push service hosts a subscription endpoint may name ("*.example.com" = any name below).
+    push_allowed_hosts: tuple[str, ...] = (
+        "*.push.apple.com",
+        "web.push.apple.com",
+        "fcm.googleapis.com",
+        "updates.push.services.mozilla.com",
+        "*.notify.windows.com",
+    )
+    # Dev/test only: also accept http(s) endpoints on 127.0.0.1, ::1 and localhost.
+    push_allow_loopback: bool = False
+    push_timeout: float = 10.0
+    push_max_attempts: int = field(default=10, metadata=_bounded(1, 100))
+    outbox_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
     log_level: str = "INFO"
 
@@ -80,6 +103,22 @@ class Settings:
     @property
     def backchannel_endpoint(self) -> str:
         return self.issuer + "/bc-authorize"
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer + "/jwks"
+
+    @property
+    def userinfo_endpoint(self) -> str:
+        return self.issuer + "/userinfo"
+
+    @property
+    def revocation_endpoint(self) -> str:
+        return self.issuer + "/revoke"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return self.issuer + "/introspect"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -153,10 +192,33 @@ class Settings:
             problems.append(f"{ENV_PREFIX}POLL_LOCK_AFTER: must be below POLL_DENY_AFTER")
         if not 0 < self.http_timeout <= 60:
             problems.append(f"{ENV_PREFIX}HTTP_TIMEOUT: must be in (0, 60]")
+        problems.extend(self._push_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
         if problems:
             raise SettingsError(problems)
+
+    def _push_problems(self) -> list[str]:
+        problems: list[str] = []
+        subject = self.vapid_subject
+        if not (
+            (subject.startswith("mailto:") and "@" in subject)
+            or (subject.startswith("https://") and len(subject) > len("https://"))
+        ):
+            problems.append(f"{ENV_PREFIX}VAPID_SUBJECT: must be a mailto: or https: URL")
+        for pattern in self.push_allowed_hosts:
+            if not _HOST_PATTERN.fullmatch(pattern):
+                problems.append(
+                    f"{ENV_PREFIX}PUSH_ALLOWED_HOSTS: {pattern!r} is not a host name "
+                    "(optionally starting with '*.')"
+                )
+        if not 0 < self.push_timeout <= 60:
+            problems.append(f"{ENV_PREFIX}PUSH_TIMEOUT: must be in (0, 60]")
+        return problems
+
+
+# A lower-case DNS name with at least two labels, optionally "*." in front.
+_HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 
 
 def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
@@ -186,6 +248,10 @@ def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
             return float(str(value).strip())
         except ValueError:
             raise ValueError(f"expected a number, got {value!r}") from None
+    if kind == "tuple[str, ...]":
+        # A TOML list, or a comma-separated string from the environment.
+        items = value if isinstance(value, list | tuple) else str(value).split(",")
+        return tuple(str(item).strip().lower() for item in items if str(item).strip())
     if kind == "Path":
         return Path(str(value))
     if kind in ("str", "str | None"):

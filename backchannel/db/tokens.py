@@ -1,0 +1,234 @@
+"""The ``refresh_tokens`` and ``access_tokens`` tables.
+
+Refresh tokens are stored as SHA-256 hashes and grouped in families (every
+token descending from one grant). Access tokens are JWTs; only their ``jti``
+and lifetime are stored, so that revocation and introspection can see them.
+Expiry is judged by the database clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    token_hash: bytes
+    family_id: uuid.UUID
+    client_id: str
+    user_id: int
+    auth_request_id: int | None
+    scope: tuple[str, ...]
+    auth_time: datetime
+    created_at: datetime
+    expires_at: datetime
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+    expired: bool  # by the database clock, when read
+    subject: str
+    user_disabled: bool
+
+
+@dataclass(frozen=True)
+class AccessTokenRecord:
+    jti: str
+    family_id: uuid.UUID | None
+    client_id: str
+    user_id: int
+    scope: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    expired: bool  # by the database clock, when read
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and not self.expired
+
+
+@dataclass(frozen=True)
+class RevokedCount:
+    refresh_tokens: int
+    access_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.refresh_tokens + self.access_tokens
+
+
+_REFRESH_COLUMNS = """r.token_hash, r.family_id, r.client_id, r.user_id, r.auth_request_id,
+    r.scope, r.auth_time, r.created_at, r.expires_at, r.rotated_at, r.revoked_at,
+    r.expires_at <= now() AS expired, u.subject, u.disabled_at IS NOT NULL AS user_disabled"""
+
+_ACCESS_COLUMNS = """jti, family_id, client_id, user_id, scope, created_at, expires_at,
+    revoked_at, expires_at <= now() AS expired"""
+
+
+def _refresh(row: asyncpg.Record) -> RefreshToken:
+    values = dict(row)
+    values["token_hash"] = bytes(values["token_hash"])
+    values["scope"] = tuple(values["scope"])
+    return RefreshToken(**values)
+
+
+def _access(row: asyncpg.Record) -> AccessTokenRecord:
+    values = dict(row)
+    values["scope"] = tuple(values["scope"])
+    return AccessTokenRecord(**values)
+
+
+async def insert_access_token(
+    conn: asyncpg.Connection,
+    *,
+    jti: str,
+    family_id: uuid.UUID | None,
+    client_id: str,
+    user_id: int,
+    scope: Sequence[str],
+    ttl: int,
+) -> AccessTokenRecord:
+    row = await conn.fetchrow(
+        f"""INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope, expires_at)
+            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+            RETURNING {_ACCESS_COLUMNS}""",
+        jti,
+        family_id,
+        client_id,
+        user_id,
+        list(scope),
+        float(ttl),
+    )
+    assert row is not None
+    return _access(row)
+
+
+async def insert_refresh_token(
+    conn: asyncpg.Connection,
+    *,
+    token_hash: bytes,
+    family_id: uuid.UUID,
+    client_id: str,
+    user_id: int,
+    auth_request_id: int | None,
+    scope: Sequence[str],
+    auth_time: datetime,
+    ttl: int,
+) -> datetime:
+    """Store a refresh token's hash; return its expiry."""
+    expires_at: datetime = await conn.fetchval(
+        """INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id,
+                                       auth_request_id, scope, auth_time, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+           RETURNING expires_at""",
+        token_hash,
+        family_id,
+        client_id,
+        user_id,
+        auth_request_id,
+        list(scope),
+        auth_time,
+        float(ttl),
+    )
+    return expires_at
+
+
+async def rotate_refresh_token(
+    conn: asyncpg.Connection, token_hash: bytes, client_id: str
+) -> RefreshToken | None:
+    """Spend a usable refresh token of ``client_id``; None unless this call spent it.
+
+    One conditional statement: under concurrent use exactly one caller gets the row.
+    """
+    row = await conn.fetchrow(
+        f"""UPDATE refresh_tokens r SET rotated_at = now()
+              FROM users u
+             WHERE r.token_hash = $1 AND r.client_id = $2
+               AND r.rotated_at IS NULL AND r.revoked_at IS NULL AND r.expires_at > now()
+               AND u.user_id = r.user_id AND u.disabled_at IS NULL
+         RETURNING {_REFRESH_COLUMNS}""",
+        token_hash,
+        client_id,
+    )
+    return _refresh(row) if row else None
+
+
+async def select_refresh_token(
+    conn: asyncpg.Connection | asyncpg.Pool, token_hash: bytes
+) -> RefreshToken | None:
+    row = await conn.fetchrow(
+        f"""SELECT {_REFRESH_COLUMNS}
+              FROM refresh_tokens r JOIN users u ON u.user_id = r.user_id
+             WHERE r.token_hash = $1""",
+        token_hash,
+    )
+    return _refresh(row) if row else None
+
+
+async def select_access_token(
+    conn: asyncpg.Connection | asyncpg.Pool, jti: str
+) -> AccessTokenRecord | None:
+    row = await conn.fetchrow(f"SELECT {_ACCESS_COLUMNS} FROM access_tokens WHERE jti = $1", jti)
+    return _access(row) if row else None
+
+
+async def revoke_family(conn: asyncpg.Connection, family_id: uuid.UUID) -> RevokedCount:
+    """Revoke every refresh and access token of a family."""
+    row = await conn.fetchrow(
+        """WITH r AS (UPDATE refresh_tokens SET revoked_at = now()
+                       WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1),
+                a AS (UPDATE access_tokens SET revoked_at = now()
+                       WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1)
+           SELECT (SELECT count(*) FROM r) AS refresh, (SELECT count(*) FROM a) AS access""",
+        family_id,
+    )
+    assert row is not None
+    return RevokedCount(row["refresh"], row["access"])
+
+
+async def revoke_access_token(conn: asyncpg.Connection, jti: str, client_id: str) -> int | None:
+    """Revoke one access token of ``client_id``; its user_id if this call revoked it."""
+    user_id: int | None = await conn.fetchval(
+        """UPDATE access_tokens SET revoked_at = now()
+            WHERE jti = $1 AND client_id = $2 AND revoked_at IS NULL
+        RETURNING user_id""",
+        jti,
+        client_id,
+    )
+    return user_id
+
+
+async def revoke_user_tokens(conn: asyncpg.Connection, user_id: int) -> RevokedCount:
+    """Revoke every unexpired refresh and access token issued for a user."""
+    row = await conn.fetchrow(
+        """WITH r AS (UPDATE refresh_tokens SET revoked_at = now()
+                       WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+                   RETURNING 1),
+                a AS (UPDATE access_tokens SET revoked_at = now()
+                       WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+                   RETURNING 1)
+           SELECT (SELECT count(*) FROM r) AS refresh, (SELECT count(*) FROM a) AS access""",
+        user_id,
+    )
+    assert row is not None
+    return RevokedCount(row["refresh"], row["access"])
+
+
+async def revoke_client_tokens(conn: asyncpg.Connection, client_id: str) -> RevokedCount:
+    """Revoke every unexpired refresh and access token issued to a client."""
+    row = await conn.fetchrow(
+        """WITH r AS (UPDATE refresh_tokens SET revoked_at = now()
+                       WHERE client_id = $1 AND revoked_at IS NULL AND expires_at > now()
+                   RETURNING 1),
+                a AS (UPDATE access_tokens SET revoked_at = now()
+                       WHERE client_id = $1 AND revoked_at IS NULL AND expires_at > now()
+                   RETURNING 1)
+           SELECT (SELECT count(*) FROM r) AS refresh, (SELECT count(*) FROM a) AS access""",
+        client_id,
+    )
+    assert row is not None
+    return RevokedCount(row["refresh"], row["access"])

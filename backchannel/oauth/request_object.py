@@ -1,0 +1,81 @@
+"""Signed authentication requests (CIBA §7.1.1, FAPI-CIBA §5.2.2).
+
+The request parameters travel as claims of a compact JWS signed by the
+client with an asymmetric algorithm. Every refusal is ``invalid_request``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from backchannel.db.clients import Client
+from backchannel.db.jtis import insert_jti
+from backchannel.errors import InvalidRequest
+from backchannel.oauth.algorithms import (
+    REQUEST_OBJECT_ALGS,
+    REQUEST_OBJECT_ALGS_BY_REGISTRATION,
+)
+from backchannel.oauth.jwt_claims import (
+    MAX_JTI_LENGTH,
+    JWTRejected,
+    check_audience,
+    check_times,
+    expiry_of,
+    read_header,
+    string_claim,
+)
+from backchannel.oauth.remote_jwks import verify_client_jwt
+from backchannel.services import Services
+
+JTI_PURPOSE = "request_object"
+
+
+def allowed_request_algs(client: Client) -> tuple[str, ...]:
+    """The registered signing alg when there is one (if acceptable at all), else the defaults."""
+    registered = client.backchannel_authentication_request_signing_alg
+    if registered is None:
+        return REQUEST_OBJECT_ALGS
+    return (registered,) if registered in REQUEST_OBJECT_ALGS_BY_REGISTRATION else ()
+
+
+async def verify_request_object(
+    services: Services, client: Client, request_jwt: str
+) -> dict[str, Any]:
+    """The verified claims of ``request_jwt``, the request's parameters among them."""
+    try:
+        alg = read_header(request_jwt)["alg"]
+        allowed = allowed_request_algs(client)
+        if alg not in allowed:
+            raise JWTRejected(f"signing algorithm {alg} is not allowed for this client")
+        claims = await verify_client_jwt(services, client, request_jwt, allowed)
+        _check_claims(services, client, claims)
+    except JWTRejected as exc:
+        raise InvalidRequest(f"request object refused: {exc}") from None
+    expires = datetime.fromtimestamp(expiry_of(claims) + services.settings.clock_skew, UTC)
+    fresh = await insert_jti(
+        services.pool,
+        issuer=client.client_id,
+        purpose=JTI_PURPOSE,
+        jti=claims["jti"],
+        expires_at=expires,
+    )
+    if not fresh:
+        raise InvalidRequest("request object refused: its jti was already used")
+    return claims
+
+
+def _check_claims(services: Services, client: Client, claims: dict[str, Any]) -> None:
+    settings = services.settings
+    if claims.get("iss") != client.client_id:
+        raise JWTRejected("iss must be the client_id")
+    check_audience(
+        claims, {settings.issuer, settings.backchannel_endpoint, settings.token_endpoint}
+    )
+    check_times(
+        claims,
+        skew=settings.clock_skew,
+        require=("exp", "iat", "nbf"),
+        max_lifetime=settings.request_object_max_lifetime,
+    )
+    string_claim(claims, "jti", max_length=MAX_JTI_LENGTH)
