@@ -14,14 +14,20 @@ from collections.abc import AsyncIterator
 import aiohttp
 from starlette.applications import Starlette
 
+from backchannel.audit.sealer import AuditSealer
 from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
 from backchannel.db.migrate import pending_migrations
 from backchannel.db.pool import create_pool
+from backchannel.db.push_outbox import OUTBOX_CHANNEL
+from backchannel.delivery.vapid import ensure_vapid_key
+from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.routes import routes
 from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
 from backchannel.oauth.client_registry import ClientRegistry
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
+from backchannel.oauth.url_guard import PublicOnlyResolver
+from backchannel.policy.store import PolicyStore
 from backchannel.services import Services
 from backchannel.settings import Settings
 
@@ -51,6 +57,10 @@ def create_app(settings: Settings) -> Starlette:
             http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=settings.http_timeout),
                 headers={"User-Agent": "backchannel"},
+                # Outbound URLs come from outside: connect only to public addresses.
+                connector=aiohttp.TCPConnector(
+                    resolver=PublicOnlyResolver(allow_insecure=settings.allow_insecure_urls)
+                ),
             )
             keys = await KeyStore.load(pool, settings)
             clients = ClientRegistry(pool)
@@ -59,17 +69,33 @@ def create_app(settings: Settings) -> Starlette:
             listener.subscribe(DECISION_CHANNEL, waiters.wake_hex)
             listener.subscribe(CONFIG_CHANNEL, clients.on_config_event)
             listener.subscribe(CONFIG_CHANNEL, keys.on_config_event)
+            policy = await PolicyStore.load(pool)
+            listener.subscribe(CONFIG_CHANNEL, policy.on_config_event)
+            listener.on_reconnect(policy.invalidate)
             listener.on_reconnect(waiters.wake_all)
             listener.on_reconnect(clients.invalidate)
+            listener.on_reconnect(keys.schedule_reload)
+            await ensure_vapid_key(pool)
+            outbox = OutboxWorker(pool, http, settings)
+            listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
+            listener.on_reconnect(outbox.wake)
             await listener.start()
-            services = Services(settings, pool, http, clients, keys, waiters, listener)
+            await outbox.start()
+            sealer = AuditSealer(pool)
+            await sealer.start()
+            services = Services(
+                settings, pool, http, clients, keys, waiters, listener, policy=policy
+            )
             app.state.services = services
             try:
                 yield
             finally:
                 waiters.release_all()
+                await sealer.stop()
+                await outbox.stop()
                 await listener.close()
                 await http.close()
+                await keys.close()
         finally:
             await pool.close()
 

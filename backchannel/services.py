@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from backchannel.oauth.client_registry import ClientRegistry
     from backchannel.oauth.keys import KeyStore
     from backchannel.oauth.long_poll import DecisionWaiters
+    from backchannel.policy.store import PolicyStore
 
 
 @dataclass
@@ -28,3 +29,4 @@ class Services:
     keys: KeyStore
     waiters: DecisionWaiters
     listener: PgListener
+    policy: PolicyStore

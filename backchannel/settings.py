@@ -73,6 +73,14 @@ class Settings:
     # How far a device-signed call's iat may be from now (the contract caps it at 2 minutes).
     device_clock_skew: int = field(default=60, metadata=_bounded(5, 120))
 
+    # push fatigue and "this wasn't me" (docs/policy.md); 0 turns a limit off
+    fatigue_max_pending: int = field(default=3, metadata=_bounded(0, 1000))
+    fatigue_max_prompts: int = field(default=10, metadata=_bounded(0, 100000))
+    fatigue_window: int = field(default=600, metadata=_bounded(1, 86400))
+    not_me_mute: int = field(default=1800, metadata=_bounded(0, 7 * 86400))
+    not_me_suspend_after: int = field(default=3, metadata=_bounded(0, 10000))
+    not_me_suspend_window: int = field(default=86400, metadata=_bounded(60, 30 * 86400))
+
     # outbound HTTP (jwks_uri, notifications, push)
     allow_insecure_urls: bool = False
     http_timeout: float = 5.0

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.oauth.push_topic import push_topic
+
 
 @dataclass(frozen=True)
 class NewAuthRequest:
@@ -27,6 +29,8 @@ class NewAuthRequest:
     requested_expiry: int | None
     expires_in: int
     poll_interval: int
+    # What the user's device signs its decision over (docs/device-api.md).
+    device_challenge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,21 +85,48 @@ class Decision:
 async def insert_auth_request(
     conn: asyncpg.Connection | asyncpg.Pool, request: NewAuthRequest, audit_detail: dict[str, Any]
 ) -> IssuedAuthRequest:
-    """Store a new pending request and its ``auth_request_issued`` audit row atomically."""
+    """Store a new pending request and its ``auth_request_issued`` audit row atomically.
+
+    The same statement queues a ``prompt`` push (docs/device-api.md) to each of
+    the user's active devices with a subscription, and wakes the outbox workers.
+    """
+    ref = request.id_hash.hex()
     row = await conn.fetchrow(
         """WITH ins AS (
                INSERT INTO auth_requests
                       (id_hash, client_id, user_id, scope, acr_values, binding_message,
                        delivery_mode, client_notification_token, requested_expiry,
-                       expires_at, poll_interval)
+                       expires_at, poll_interval, device_challenge)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                       now() + make_interval(secs => $10), $11)
-            RETURNING id, client_id, user_id, expires_at
+                       now() + make_interval(secs => $10), $11, $13)
+            RETURNING id, client_id, user_id, expires_at, scope, binding_message,
+                      device_challenge
            ), audit AS (
                INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
                SELECT 'auth_request_issued', client_id, user_id, id, $12 FROM ins
+           ), prompts AS (
+               INSERT INTO push_outbox (device_id, auth_request_id, kind, topic, payload,
+                                        deliver_before)
+               SELECT d.device_id, ins.id, 'prompt', $15,
+                      jsonb_build_object(
+                          'type', 'prompt',
+                          'ref', $14::text,
+                          'client_name', c.name,
+                          'binding_message', ins.binding_message,
+                          'scope', to_jsonb(ins.scope),
+                          'expires_at', to_char(ins.expires_at AT TIME ZONE 'UTC',
+                                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                          'challenge', ins.device_challenge),
+                      ins.expires_at
+                 FROM ins
+                 JOIN clients c ON c.client_id = ins.client_id
+                 JOIN devices d ON d.user_id = ins.user_id
+                WHERE d.removed_at IS NULL AND d.push_endpoint IS NOT NULL
+            RETURNING id
+           ), notified AS (
+               SELECT pg_notify('bc_outbox', '') WHERE EXISTS (SELECT 1 FROM prompts)
            )
-           SELECT id, expires_at FROM ins""",
+           SELECT id, expires_at, (SELECT count(*) FROM notified) AS _n FROM ins""",
         request.id_hash,
         request.client_id,
         request.user_id,
@@ -108,6 +139,9 @@ async def insert_auth_request(
         request.expires_in,
         request.poll_interval,
         audit_detail,
+        request.device_challenge,
+        ref,
+        push_topic(ref),
     )
     assert row is not None
     return IssuedAuthRequest(row["id"], row["expires_at"])

@@ -33,6 +33,8 @@ class Client:
     login_hint_token_issuers: tuple[dict[str, Any], ...] = field(default=())
     created_at: datetime | None = None
     disabled_at: datetime | None = None
+    # May obtain enrolment codes for users at POST /admin/enrolments.
+    may_enrol_users: bool = False
 
     @property
     def disabled(self) -> bool:
@@ -80,7 +82,7 @@ _COLUMNS = """client_id, name, secret_hash, token_endpoint_auth_method, jwks, jw
     backchannel_client_notification_endpoint, backchannel_authentication_request_signing_alg,
     require_signed_request, backchannel_user_code_parameter, id_token_signed_response_alg,
     access_token_ttl, refresh_token_ttl, max_requested_expiry, login_hint_token_issuers,
-    created_at, disabled_at"""
+    created_at, disabled_at, may_enrol_users"""
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -96,7 +98,7 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
     row = await conn.fetchrow(
         f"""INSERT INTO clients ({_COLUMNS.replace("created_at, disabled_at", "disabled_at")})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                    $18, $19)
+                    $18, $19, $20)
             RETURNING {_COLUMNS}""",
         client.client_id,
         client.name,
@@ -117,6 +119,7 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
         client.max_requested_expiry,
         list(client.login_hint_token_issuers),
         client.disabled_at,
+        client.may_enrol_users,
     )
     assert row is not None
     return _client(row)

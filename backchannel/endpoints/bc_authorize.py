@@ -18,5 +18,6 @@ async def bc_authorize(request: Request) -> Response:
     client = await authenticate_client(
         services, form, request.headers.get("authorization"), services.settings.backchannel_endpoint
     )
-    body = await start_authentication(services, client, form)
+    caller_ip = request.client.host if request.client is not None else None
+    body = await start_authentication(services, client, form, caller_ip)
     return JSONResponse(body, headers=NO_STORE)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
-from backchannel.endpoints import bc_authorize, discovery, introspect, revoke, token, userinfo
+from backchannel.endpoints import (
+    admin,
+    bc_authorize,
+    device,
+    discovery,
+    introspect,
+    receipts,
+    revoke,
+    token,
+    userinfo,
+)
+from backchannel.endpoints.authenticator_app import authenticator_files
 
 
 def routes() -> list[BaseRoute]:
@@ -16,4 +27,15 @@ def routes() -> list[BaseRoute]:
         Route("/userinfo", userinfo.userinfo, methods=["GET", "POST"]),
         Route("/revoke", revoke.revoke, methods=["POST"]),
         Route("/introspect", introspect.introspect, methods=["POST"]),
+        Route(device.CONFIG_PATH, device.device_config, methods=["GET"]),
+        Route(device.ENROL_PATH, device.device_enrol, methods=["POST"]),
+        Route(device.REQUESTS_PATH, device.device_requests, methods=["POST"]),
+        Route(device.DECISION_PATH, device.device_decision, methods=["POST"]),
+        Route(device.SUBSCRIPTION_PATH, device.device_subscription, methods=["POST"]),
+        Route(device.HISTORY_PATH, device.device_history, methods=["POST"]),
+        Route(device.DEVICES_PATH, device.device_devices, methods=["POST"]),
+        Route(device.REMOVE_PATH, device.device_remove, methods=["POST"]),
+        Route(admin.ENROLMENTS_PATH, admin.create_enrolment, methods=["POST"]),
+        Route(receipts.RECEIPTS_PATH, receipts.receipts, methods=["POST"]),
+        Mount("/authenticator", app=authenticator_files()),
     ]

@@ -24,13 +24,21 @@ from backchannel.oauth.authentication_request import (
     parse_authentication_request,
 )
 from backchannel.oauth.secrets import hash_secret, new_secret, secret_matches
+from backchannel.policy.admission import admit_request
 from backchannel.services import Services
 
 
 async def start_authentication(
-    services: Services, client: Client, form: Mapping[str, str]
+    services: Services,
+    client: Client,
+    form: Mapping[str, str],
+    caller_ip: str | None = None,
 ) -> dict[str, Any]:
-    """Handle an authenticated client's request; return the §7.3 response body."""
+    """Handle an authenticated client's request; return the §7.3 response body.
+
+    Policy rules and push-fatigue limits (docs/policy.md) may refuse it with
+    ``access_denied`` before it is stored; ``caller_ip`` is the client's address.
+    """
     try:
         check_client_may_use_ciba(client)
         params = await _request_parameters(services, client, form)
@@ -45,6 +53,7 @@ async def start_authentication(
             detail={"error": exc.error, "description": exc.description},
         )
         raise
+    admitted = await admit_request(services, client, user, request, caller_ip)
     auth_req_id = new_secret()
     interval = services.settings.poll_interval
     await insert_auth_request(
@@ -61,6 +70,7 @@ async def start_authentication(
             requested_expiry=request.requested_expiry,
             expires_in=request.expires_in,
             poll_interval=interval,
+            device_challenge=new_secret(16),
         ),
         {
             "scope": list(request.scope),
@@ -68,6 +78,7 @@ async def start_authentication(
             "binding_message": request.binding_message,
             "expires_in": request.expires_in,
             "signed": "request" in form,
+            **admitted,
         },
     )
     return {"auth_req_id": auth_req_id, "expires_in": request.expires_in, "interval": interval}

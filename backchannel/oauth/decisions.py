@@ -14,7 +14,9 @@ import asyncpg
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.auth_requests import Decision, decide_auth_request, select_auth_request_status
 from backchannel.db.listener import DECISION_CHANNEL, notify
+from backchannel.db.push_outbox import withdraw_request_prompts
 from backchannel.errors import RequestNotPending
+from backchannel.policy.fatigue import NOT_ME, NotMeLimits, record_not_me
 
 DecisionValue = Literal["approved", "denied"]
 
@@ -27,11 +29,14 @@ async def record_decision(
     device_id: str | None = None,
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
+    not_me_limits: NotMeLimits | None = None,
 ) -> Decision:
     """Approve or deny the pending request whose auth_req_id hashes to ``id_hash``.
 
     Raises :class:`RequestNotPending` (with ``state`` decided/expired/unknown) if
-    the request cannot take a decision any more.
+    the request cannot take a decision any more. A denial with reason ``not_me``
+    also mutes the user and may suspend the client (docs/policy.md), under
+    ``not_me_limits`` (default: the settings' defaults).
     """
     if decision not in ("approved", "denied"):
         raise ValueError(f"unknown decision {decision!r}")
@@ -54,6 +59,10 @@ async def record_decision(
             detail={"decision": decision, "reason": reason, **(detail or {})},
         )
         await notify(conn, DECISION_CHANNEL, id_hash.hex())
+        # The user's other phones drop the prompt at once (docs/device-api.md, dismiss).
+        await withdraw_request_prompts(conn, decided.id, except_device=device_id)
+        if reason == NOT_ME:
+            await record_not_me(conn, decided, not_me_limits or NotMeLimits.defaults())
     return decided
 
 

@@ -1,0 +1,264 @@
+// The screens: functions from data (and callbacks) to DOM. No fetching, no state.
+import { h } from "./dom.js";
+import { clock, decisionWords, scopeWords, when } from "./words.js";
+
+// Under this many seconds left, the countdown turns urgent.
+const SOON = 30;
+
+/** A live "time left" label; app.js re-renders every element with data-deadline each second. */
+function countdown(request) {
+  return h(
+    "span",
+    { class: "left", dataset: { deadline: request.deadline, ref: request.ref } },
+    `${clock((request.deadline - Date.now()) / 1000)} left`,
+  );
+}
+
+/** Update countdowns under `root`; return the refs whose time ran out. */
+export function tick(root, now = Date.now()) {
+  const expired = new Set();
+  for (const element of root.querySelectorAll("[data-deadline]")) {
+    const seconds = (Number(element.dataset.deadline) - now) / 1000;
+    if (element.tagName === "PROGRESS") element.value = Math.max(0, seconds);
+    else element.textContent = `${clock(seconds)} left`;
+    element.classList.toggle("soon", seconds <= SOON);
+    if (seconds <= 0) expired.add(element.dataset.ref);
+  }
+  return expired;
+}
+
+export function notice(text, kind = "info") {
+  return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+}
+
+function message(request) {
+  return request.binding_message
+    ? h("p", { class: "message" }, request.binding_message)
+    : h("p", { class: "message none" }, "No message with this request");
+}
+
+export function notEnrolledScreen() {
+  return h(
+    "section",
+    { class: "card center" },
+    h("h2", {}, "This phone isn't set up yet"),
+    h("p", {}, "Open the setup link or scan the QR code you were given to set it up."),
+  );
+}
+
+export function enrolScreen({ defaultName, replacing, onSubmit }) {
+  const name = h("input", {
+    id: "device-name",
+    name: "device-name",
+    value: defaultName,
+    maxlength: "64",
+    autocomplete: "off",
+    required: true,
+  });
+  const button = h("button", { class: "primary", type: "submit" }, "Set up this phone");
+  const status = h("div", { class: "status", "aria-live": "polite" });
+  const form = h(
+    "form",
+    {
+      class: "card",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        button.disabled = true;
+        status.replaceChildren(notice("Setting up…"));
+        try {
+          await onSubmit(name.value.trim() || defaultName);
+        } catch (error) {
+          status.replaceChildren(notice(error.message, "error"));
+          button.disabled = false;
+        }
+      },
+    },
+    h("h2", {}, "Set up this phone"),
+    h("p", {}, "This phone will ask you to approve sign-ins and payments."),
+    replacing && notice(`This phone is set up for ${replacing}. Continuing replaces that.`, "warn"),
+    h("label", { for: "device-name" }, "Name this phone"),
+    name,
+    h("p", { class: "small" }, "You'll be asked to allow notifications: requests arrive as notifications."),
+    button,
+    status,
+  );
+  return form;
+}
+
+export function enrolledScreen({ displayName, onContinue }) {
+  return h(
+    "section",
+    { class: "card center ready" },
+    h("p", { class: "big-mark", "aria-hidden": "true" }, "✓"),
+    h("h2", {}, "This phone is ready"),
+    h("p", {}, "Requests to approve for ", h("strong", { class: "user" }, displayName), " will appear here."),
+    h("button", { class: "primary", type: "button", onclick: onContinue }, "Done"),
+  );
+}
+
+export function requestListScreen(requests, { onOpen }) {
+  if (requests.length === 0) {
+    return h(
+      "section",
+      { class: "requests empty" },
+      h("h2", {}, "No requests waiting"),
+      h("p", { class: "muted" }, "When a service asks you to approve something, it shows up here."),
+    );
+  }
+  return h(
+    "section",
+    { class: "requests" },
+    h("h2", {}, requests.length === 1 ? "1 request waiting" : `${requests.length} requests waiting`),
+    h(
+      "ul",
+      { class: "list" },
+      requests.map((request) =>
+        h(
+          "li",
+          { dataset: { ref: request.ref } },
+          h(
+            "button",
+            { class: "request", type: "button", onclick: () => onOpen(request.ref) },
+            h("span", { class: "client" }, request.client_name),
+            message(request),
+            countdown(request),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+export function approvalScreen(request, { onDecide }) {
+  const choice = (decision, style, label) =>
+    h("button", { class: style, type: "button", dataset: { decision } }, label);
+  const buttons = [
+    choice("approve", "primary approve", "Approve"),
+    choice("deny", "secondary deny", "Deny"),
+    choice("not_me", "danger not-me", "This wasn't me"),
+  ];
+  for (const button of buttons) {
+    button.addEventListener("click", async () => {
+      buttons.forEach((b) => (b.disabled = true));
+      try {
+        await onDecide(button.dataset.decision);
+      } finally {
+        buttons.forEach((b) => (b.disabled = false));
+      }
+    });
+  }
+  const total = Math.max(1, request.expires_in);
+  return h(
+    "section",
+    { class: "approval", dataset: { ref: request.ref } },
+    h("p", { class: "eyebrow" }, "Request from"),
+    h("h2", { class: "client" }, request.client_name),
+    h("div", { class: "binding" }, message(request)),
+    h("p", { class: "hint" }, "Approve only if this matches the screen where you started."),
+    h("h3", {}, `If you approve, ${request.client_name} can:`),
+    h("ul", { class: "scopes" }, scopeWords(request.scope).map((words) => h("li", {}, words))),
+    h(
+      "div",
+      { class: "timer" },
+      countdown(request),
+      h("progress", {
+        max: String(total),
+        value: String(total),
+        "aria-hidden": "true",
+        dataset: { deadline: request.deadline, ref: request.ref },
+      }),
+    ),
+    h("div", { class: "actions" }, buttons),
+    h("p", { class: "small" }, "“This wasn't me” denies it and reports that you didn't ask."),
+  );
+}
+
+const OUTCOMES = {
+  approve: ["✓", "Approved", (name) => `You can go back to ${name}.`],
+  deny: ["✕", "Denied", (name) => `${name} has been told you said no.`],
+  not_me: ["!", "Denied and reported", (name) => `${name} has been told no, and that you didn't ask.`],
+};
+
+export function outcomeScreen(request, decision, { onBack }) {
+  const [mark, title, text] = OUTCOMES[decision];
+  return h(
+    "section",
+    { class: `card center outcome ${decision.replace("_", "-")}`, dataset: { ref: request.ref } },
+    h("p", { class: "big-mark", "aria-hidden": "true" }, mark),
+    h("h2", {}, title),
+    h("p", {}, text(request.client_name)),
+    h("button", { class: "secondary", type: "button", onclick: onBack }, "Back to requests"),
+  );
+}
+
+export function historyScreen(decisions) {
+  if (decisions.length === 0) {
+    return h(
+      "section",
+      { class: "history empty" },
+      h("h2", {}, "Recent decisions"),
+      h("p", { class: "muted" }, "Nothing decided on this phone yet."),
+    );
+  }
+  return h(
+    "section",
+    { class: "history" },
+    h("h2", {}, "Recent decisions"),
+    h(
+      "ul",
+      { class: "list" },
+      decisions.map((item) =>
+        h(
+          "li",
+          { class: `entry ${String(item.decision).replace("_", "-")}`, dataset: { ref: item.ref } },
+          h("span", { class: "client" }, item.client_name),
+          message(item),
+          h("span", { class: "decision" }, decisionWords(item.decision)),
+          h("span", { class: "meta" }, when(item.decided_at)),
+        ),
+      ),
+    ),
+  );
+}
+
+export function devicesScreen(devices, { onRemove }) {
+  return h(
+    "section",
+    { class: "devices" },
+    h("h2", {}, "Your devices"),
+    h(
+      "ul",
+      { class: "list" },
+      devices.map((device) => {
+        const remove = h("button", { class: "danger small-button", type: "button" }, "Remove");
+        let armed = false;
+        remove.addEventListener("click", async () => {
+          if (!armed) {
+            armed = true;
+            remove.textContent = "Tap again to remove";
+            return;
+          }
+          remove.disabled = true;
+          try {
+            await onRemove(device);
+          } finally {
+            remove.disabled = false;
+          }
+        });
+        return h(
+          "li",
+          { class: "entry device", dataset: { deviceId: device.device_id } },
+          h(
+            "span",
+            { class: "client" },
+            device.name,
+            device.this_device && h("span", { class: "badge" }, "This phone"),
+          ),
+          h("span", { class: "meta" }, `Added ${when(device.created_at)}`),
+          device.last_seen_at && h("span", { class: "meta" }, `Last used ${when(device.last_seen_at)}`),
+          remove,
+        );
+      }),
+    ),
+  );
+}

@@ -1,0 +1,105 @@
+// The service worker (a module worker): shows prompts, closes stale ones, and answers
+// Deny / "This wasn't me" straight from the notification. Approval needs the page:
+// the notification offers no Approve button.
+import { ApiError, decide, getConfig } from "./api.js";
+import { syncSubscription } from "./push.js";
+import { loadDevice } from "./store.js";
+
+const APP_URL = new URL("./", self.location.href).href;
+const ICON = new URL("icons/icon-192.png", APP_URL).href;
+
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+
+self.addEventListener("push", (event) => {
+  let message = null;
+  try {
+    message = event.data ? event.data.json() : null;
+  } catch {
+    message = null;
+  }
+  if (message?.type === "prompt") event.waitUntil(showPrompt(message));
+  else if (message?.type === "dismiss") event.waitUntil(dismiss(message.ref));
+});
+
+async function showPrompt(prompt) {
+  await self.registration.showNotification(prompt.client_name || "Approval request", {
+    body: prompt.binding_message || "Asks you to approve a request.",
+    tag: prompt.ref,
+    requireInteraction: true,
+    icon: ICON,
+    data: { prompt },
+    actions: [
+      { action: "deny", title: "Deny" },
+      { action: "not_me", title: "This wasn't me" },
+    ],
+  });
+  await tellPages({ type: "prompt", ref: prompt.ref });
+}
+
+async function closeNotifications(ref) {
+  for (const notification of await self.registration.getNotifications({ tag: ref })) {
+    notification.close();
+  }
+}
+
+async function dismiss(ref) {
+  await closeNotifications(ref);
+  await tellPages({ type: "dismiss", ref });
+}
+
+async function tellPages(message) {
+  const pages = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  for (const page of pages) page.postMessage(message);
+}
+
+self.addEventListener("notificationclick", (event) => {
+  const prompt = event.notification.data?.prompt;
+  event.notification.close();
+  if (prompt && (event.action === "deny" || event.action === "not_me")) {
+    event.waitUntil(answer(prompt, event.action));
+  } else {
+    event.waitUntil(openApp(prompt?.ref));
+  }
+});
+
+/** Focus an open app window (and point it at the request), or open a new one. */
+async function openApp(ref) {
+  const url = ref ? `${APP_URL}#request=${encodeURIComponent(ref)}` : APP_URL;
+  const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  const open = windows.find((page) => page.url.startsWith(APP_URL));
+  if (!open) return self.clients.openWindow(url);
+  // Point the page at the request first: focusing may be refused, navigating is not.
+  if (ref) open.postMessage({ type: "open", ref });
+  await open.focus();
+}
+
+async function answer(prompt, decision) {
+  try {
+    const result = await decide(prompt, decision);
+    await tellPages({ type: "decided", ref: prompt.ref, status: result.status });
+  } catch (error) {
+    if (error instanceof ApiError && error.requestGone) {
+      await tellPages({ type: "dismiss", ref: prompt.ref });
+      return;
+    }
+    // Never fail silently: the user believes they said no.
+    await self.registration.showNotification("Your answer was not sent", {
+      body: `Open the app to answer ${prompt.client_name}.`,
+      tag: prompt.ref,
+      icon: ICON,
+      data: { prompt },
+    });
+  }
+}
+
+self.addEventListener("pushsubscriptionchange", (event) => {
+  event.waitUntil(renewSubscription(event.newSubscription));
+});
+
+async function renewSubscription(renewed) {
+  const device = await loadDevice();
+  if (!device) return;
+  const { vapid_public_key: vapidKey } = await getConfig();
+  await syncSubscription(self.registration, device, vapidKey, renewed);
+}

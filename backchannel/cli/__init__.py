@@ -1,0 +1,100 @@
+"""The operator's command line: ``backchannel COMMAND`` (also ``python -m backchannel``).
+
+Every command takes ``--json``. Exit codes: 0 success, 2 bad usage or
+invalid input (settings, metadata, hints), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from backchannel.cli import audit, clients, devices, keys, migrate, requests, serve, users, vapid
+from backchannel.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError, Context, Output
+from backchannel.oauth.provisioning import ProvisioningError
+from backchannel.oauth.registration import RegistrationError
+from backchannel.settings import Settings, SettingsError
+
+__all__ = ["build_parser", "main"]
+
+SERVER_COMMANDS = frozenset({"serve", "dev"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backchannel",
+        description="OpenID Connect CIBA authorization server. Configuration comes from "
+        "BACKCHANNEL_* environment variables (see docs/configuration.md).",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    # Each command repeats --json; SUPPRESS keeps a top-level --json from being reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.add_parser(commands, common)
+    migrate.add_parser(commands, common)
+    clients.add_parser(commands, common)
+    users.add_parser(commands, common)
+    keys.add_parser(commands, common)
+    vapid.add_parser(commands, common)
+    requests.add_parser(commands, common)
+    devices.add_parser(commands, common)
+    audit.add_parser(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    out = Output(json=args.json)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        out.error("invalid configuration", exc.problems)
+        return EXIT_USAGE
+    _configure_logging(settings, server=args.command in SERVER_COMMANDS)
+    try:
+        args.run(Context(args, settings, out))
+    except (RegistrationError, ProvisioningError) as exc:
+        problems = getattr(exc, "problems", [])
+        out.error("invalid input" if problems else str(exc), problems)
+        return EXIT_USAGE
+    except CommandError as exc:
+        out.error(str(exc), exc.problems)
+        return exc.exit_code
+    except SettingsError as exc:
+        out.error("invalid configuration", exc.problems)
+        return EXIT_USAGE
+    except (OSError, asyncpg.PostgresError) as exc:
+        out.error(f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        logging.getLogger("backchannel.cli").debug("command failed", exc_info=True)
+        out.error(f"{type(exc).__name__}: {exc} (set BACKCHANNEL_LOG_LEVEL=DEBUG for details)")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _configure_logging(settings: Settings, *, server: bool) -> None:
+    level = settings.log_level.upper() if server else "WARNING"
+    if settings.log_level.upper() == "DEBUG":
+        level = "DEBUG"
+    root = logging.getLogger()
+    if root.handlers:  # embedded (tests, another program): leave logging alone
+        return
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pgserver narrates every pg_ctl call at INFO.
+    logging.getLogger("pgserver").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,145 @@
+"""``backchannel user enrol`` and ``backchannel device list|remove``: users' authenticator phones.
+
+``user enrol`` issues a one-time enrolment code and shows it as a link and a
+terminal QR code; the user opens it on the phone that becomes their device.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from backchannel.cli.database import database_command
+from backchannel.cli.output import CommandError, Context, UsageError, table
+from backchannel.db.devices import Device, select_active_devices
+from backchannel.db.users import select_user_by_subject
+from backchannel.oauth.device_management import remove_device
+from backchannel.oauth.enrolment import ISSUED_BY_CLI, issue_enrolment_code
+
+# The bounds of the enrolment_code_ttl setting.
+MIN_TTL, MAX_TTL = 60, 86400
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """The ``device`` command group."""
+    group = commands.add_parser("device", help="list and remove users' authenticator devices")
+    sub = group.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+
+    listing = sub.add_parser("list", parents=[common], help="list active devices")
+    listing.add_argument("--user", metavar="SUBJECT", help="only this user's devices")
+    listing.set_defaults(run=database_command(list_devices))
+
+    remove = sub.add_parser(
+        "remove",
+        parents=[common],
+        help="remove a device: its calls are refused and its prompts withdrawn",
+    )
+    remove.add_argument("device_id", metavar="DEVICE_ID")
+    remove.set_defaults(run=database_command(remove_one_device))
+
+
+def add_enrol_parser(user_commands: Any, common: argparse.ArgumentParser) -> None:
+    """``user enrol``, added to the ``user`` command group."""
+    enrol = user_commands.add_parser(
+        "enrol",
+        parents=[common],
+        help="issue a one-time link (and QR code) that enrols a phone as the user's device",
+    )
+    enrol.add_argument("subject", metavar="SUBJECT")
+    enrol.add_argument(
+        "--ttl",
+        type=int,
+        metavar="SECONDS",
+        help="how long the code is valid (default: the enrolment_code_ttl setting)",
+    )
+    enrol.set_defaults(run=database_command(enrol_user))
+
+
+async def enrol_user(ctx: Context, conn: asyncpg.Connection) -> None:
+    args, settings = ctx.args, ctx.settings
+    ttl = settings.enrolment_code_ttl if args.ttl is None else args.ttl
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise UsageError(f"--ttl must be between {MIN_TTL} and {MAX_TTL} seconds")
+    user = await select_user_by_subject(conn, args.subject)
+    if user is None:
+        raise CommandError(f"no user {args.subject!r}", exit_code=2)
+    if user.disabled:
+        raise CommandError(f"user {args.subject!r} is disabled")
+    code = await issue_enrolment_code(
+        conn, user.user_id, ISSUED_BY_CLI, ttl, issuer=settings.issuer
+    )
+
+    def text() -> str:
+        return "\n".join(
+            [
+                f"Enrolment link for {user.subject} (valid {_duration(code.expires_in)}, once):",
+                f"  {code.url}",
+                "",
+                code.qr_terminal().rstrip("\n"),
+                "Open it on the phone that should approve this user's requests.",
+            ]
+        )
+
+    ctx.out.result(
+        {
+            "subject": user.subject,
+            "code": code.code,
+            "url": code.url,
+            "expires_in": code.expires_in,
+        },
+        text,
+    )
+
+
+async def list_devices(ctx: Context, conn: asyncpg.Connection) -> None:
+    user_id = None
+    if ctx.args.user is not None:
+        user = await select_user_by_subject(conn, ctx.args.user)
+        if user is None:
+            raise CommandError(f"no user {ctx.args.user!r}", exit_code=2)
+        user_id = user.user_id
+    devices = await select_active_devices(conn, user_id=user_id)
+    rows = [
+        [d.device_id, subject, d.name, _when(d.created_at), _when(d.last_seen_at)]
+        for d, subject in devices
+    ]
+    ctx.out.result(
+        {"devices": [device_json(d, subject) for d, subject in devices]},
+        lambda: table(["DEVICE_ID", "USER", "NAME", "ENROLLED", "LAST SEEN"], rows),
+    )
+
+
+async def remove_one_device(ctx: Context, conn: asyncpg.Connection) -> None:
+    device = await remove_device(conn, ctx.args.device_id, detail={"by": "cli"})
+    if device is None:
+        raise CommandError(f"no active device {ctx.args.device_id!r}")
+    ctx.out.result(
+        {"device_id": device.device_id, "removed": True},
+        f"removed device {device.device_id} ({device.name})",
+    )
+
+
+def device_json(device: Device, subject: str) -> dict[str, Any]:
+    return {
+        "device_id": device.device_id,
+        "subject": subject,
+        "name": device.name,
+        "created_at": device.created_at.isoformat(),
+        "last_seen_at": device.last_seen_at.isoformat() if device.last_seen_at else None,
+        "push": device.push_endpoint is not None,
+    }
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"

@@ -1,0 +1,236 @@
+"""Sending one Web Push message (RFC 8030) and classifying what the push service said.
+
+The payload is encrypted to the subscription with pywebpush (RFC 8291,
+``aes128gcm``) and signed with the VAPID key the subscription was made for
+(RFC 8292). The POST itself is made here, on the app's shared aiohttp session,
+rather than by ``WebPusher.send_async``: that call follows redirects (aiohttp's
+default), which would carry the request past the push-host allow-list, and it
+cannot connect to the address that was checked (DNS rebinding).
+
+The endpoint is outside input (the browser's subscription), so every send
+first passes :func:`check_push_endpoint`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from py_vapid import Vapid, VapidException
+from pywebpush import WebPusher, WebPushException
+
+from backchannel.oauth.url_guard import (
+    UnsafeURL,
+    check_outbound_url,
+    pinned_request_options,
+    resolve_public_addresses,
+)
+from backchannel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Push services accept at most 4096 bytes of encrypted body (RFC 8030 §7.2).
+MAX_BODY_BYTES = 4096
+# A VAPID token's lifetime (RFC 8292 §2: at most 24 hours).
+VAPID_TOKEN_LIFETIME = 3600
+# Exponential back-off: 1, 2, 4 ... seconds, capped; Retry-After wins when longer.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 60.0
+# Addresses of one push host tried in turn when a connection cannot be made.
+MAX_ADDRESSES_TRIED = 3
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+Outcome = Literal["sent", "gone", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    endpoint: str
+    p256dh: str  # base64url uncompressed P-256 point
+    auth: str  # base64url 16-byte secret
+
+    def as_subscription_info(self) -> dict[str, Any]:
+        """The ``PushSubscription.toJSON()`` shape pywebpush reads."""
+        return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What became of one attempt: ``sent``; ``gone`` (the subscription is dead);
+    ``retry`` (try again, not before ``retry_after`` seconds if given); ``failed``
+    (permanently: refused endpoint, bad subscription, 4xx)."""
+
+    outcome: Outcome
+    status: int | None = None
+    retry_after: float | None = None
+    error: str | None = None
+
+
+def check_push_endpoint(endpoint: str, settings: Settings) -> str:
+    """Return ``endpoint`` if a push may be sent to it; :class:`UnsafeURL` otherwise.
+
+    https and a host from ``settings.push_allowed_hosts``; with
+    ``settings.push_allow_loopback`` (dev and tests) also http(s) on loopback.
+    """
+    try:
+        host = (urlsplit(endpoint).hostname or "").rstrip(".")
+    except ValueError as exc:
+        raise UnsafeURL(f"malformed URL: {exc}") from None
+    if settings.push_allow_loopback and host in LOOPBACK_HOSTS:
+        return check_outbound_url(endpoint, allow_insecure=True)
+    return check_outbound_url(
+        endpoint, allow_insecure=False, allowed_hosts=settings.push_allowed_hosts
+    )
+
+
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """The message's plaintext: compact UTF-8 JSON."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def vapid_headers(vapid: Vapid, endpoint: str, subject: str) -> dict[str, str]:
+    """``Authorization: vapid t=<JWT>,k=<key>`` for the endpoint's origin (RFC 8292 §3)."""
+    parts = urlsplit(endpoint)
+    # A fresh claims dict each time: signers fill in and keep what they are given.
+    claims: dict[str, str | int] = {
+        "aud": f"{parts.scheme}://{parts.netloc}",
+        "exp": int(time.time()) + VAPID_TOKEN_LIFETIME,
+        "sub": subject,
+    }
+    headers: dict[str, str] = vapid.sign(claims)
+    return headers
+
+
+async def send_web_push(
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    subscription: PushSubscription,
+    payload: dict[str, Any],
+    *,
+    vapid: Vapid,
+    topic: str,
+    ttl: int,
+    urgency: str = "high",
+) -> PushResult:
+    """Encrypt, sign and POST one message; never raises for delivery problems."""
+    try:
+        endpoint = check_push_endpoint(subscription.endpoint, settings)
+    except UnsafeURL as exc:
+        return PushResult("failed", error=f"endpoint refused: {exc}")
+    try:
+        body = WebPusher(subscription.as_subscription_info()).encode(
+            encode_payload(payload), "aes128gcm"
+        )["body"]
+        auth = vapid_headers(vapid, endpoint, settings.vapid_subject)
+    except (WebPushException, VapidException, ValueError, TypeError) as exc:
+        return PushResult("failed", error=f"cannot encrypt or sign: {exc}")
+    if len(body) > MAX_BODY_BYTES:
+        return PushResult("failed", error=f"message too large ({len(body)} bytes encrypted)")
+    headers = {
+        **auth,
+        "TTL": str(max(0, ttl)),
+        "Urgency": urgency,
+        "Topic": topic,
+        "Content-Encoding": "aes128gcm",
+        "Content-Type": "application/octet-stream",
+    }
+    try:
+        # One deadline for resolving the host and every connection attempt.
+        async with asyncio.timeout(settings.push_timeout):
+            attempts = await _connection_attempts(endpoint, settings)
+            status, retry_after = await _post(http, attempts, headers, body)
+    except UnsafeURL as exc:
+        return PushResult("failed", error=f"endpoint refused: {exc}")
+    except TimeoutError:
+        return PushResult("retry", error=f"no answer within {settings.push_timeout} s")
+    except aiohttp.ClientError as exc:
+        return PushResult("retry", error=f"{type(exc).__name__}: {exc}")
+    return classify_response(status, retry_after)
+
+
+def classify_response(status: int, retry_after: str | None) -> PushResult:
+    """RFC 8030 §5 answers: 201 (and 200/202) sent; 404/410 the subscription is
+    gone; 408/429/5xx retry (honouring Retry-After); any other status fails."""
+    if 200 <= status <= 202:
+        return PushResult("sent", status)
+    if status in (404, 410):
+        return PushResult("gone", status, error=f"HTTP {status}")
+    if status in (408, 425, 429) or status >= 500:
+        return PushResult("retry", status, parse_retry_after(retry_after), f"HTTP {status}")
+    return PushResult("failed", status, error=f"HTTP {status}")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        at = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
+
+
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds before attempt ``attempt + 1``: capped exponential back-off with a
+    little jitter, or the push service's Retry-After when that is longer."""
+    backoff: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
+    backoff *= 1 + random.random() / 10
+    return backoff if retry_after is None else max(retry_after, backoff)
+
+
+async def _connection_attempts(endpoint: str, settings: Settings) -> list[dict[str, Any]]:
+    """Request options per address to try: loopback as is; public hosts pinned to
+    the addresses just checked, so that the name cannot be re-pointed meanwhile."""
+    host = (urlsplit(endpoint).hostname or "").rstrip(".")
+    if settings.push_allow_loopback and host in LOOPBACK_HOSTS:
+        return [{"url": endpoint}]
+    addresses = await resolve_public_addresses(host, allow_insecure=False)
+    return [pinned_request_options(endpoint, a) for a in addresses[:MAX_ADDRESSES_TRIED]]
+
+
+async def _post(
+    http: aiohttp.ClientSession,
+    attempts: list[dict[str, Any]],
+    headers: dict[str, str],
+    body: bytes,
+) -> tuple[int, str | None]:
+    """POST to the first address that connects; (status, Retry-After).
+
+    The caller bounds the time; the session's own default timeout is lifted
+    so that it cannot cut in first.
+    """
+    for i, attempt in enumerate(attempts):
+        options = dict(attempt)
+        pinned_headers = options.pop("headers", {})
+        try:
+            async with http.post(
+                **options,
+                headers={**headers, **pinned_headers},
+                data=body,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            ) as resp:
+                # The answer's body is not needed; reading a little lets the
+                # connection go back to the pool.
+                await resp.content.read(4096)
+                return resp.status, resp.headers.get("Retry-After")
+        except aiohttp.ClientConnectorError:
+            if i == len(attempts) - 1:
+                raise
+    raise aiohttp.ClientError("no address to connect to")  # pragma: no cover

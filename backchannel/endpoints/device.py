@@ -1,0 +1,218 @@
+"""The device API the authenticator app calls (docs/device-api.md): thin handlers.
+
+Every ``POST`` carries one compact JWS as ``application/jose``; the protocol
+layer verifies it (``oauth.device_auth``) and acts. Answers are JSON and never
+cached.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from backchannel.db.devices import (
+    PendingRequest,
+    select_active_devices,
+    select_active_vapid_key,
+    select_device,
+    select_device_history,
+)
+from backchannel.endpoints.request_context import services_of
+from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest, PayloadTooLarge
+from backchannel.oauth.device_auth import (
+    DeviceCall,
+    verify_device_call,
+    verify_enrolment_proof,
+)
+from backchannel.oauth.device_decisions import (
+    HISTORY_LIMIT,
+    decide_on_device,
+    decision_label,
+    pending_requests,
+)
+from backchannel.oauth.device_management import (
+    parse_subscription,
+    refresh_subscription,
+    remove_device,
+)
+from backchannel.oauth.enrolment import enrol_device
+from backchannel.oauth.shown_digest import request_ref
+from backchannel.services import Services
+
+JOSE_TYPE = "application/jose"
+# A device JWS is small; the largest (an enrolment) stays well under this.
+MAX_DEVICE_BODY = 16384
+
+CONFIG_PATH = "/device/config"
+ENROL_PATH = "/device/enrol"
+REQUESTS_PATH = "/device/requests"
+DECISION_PATH = "/device/decision"
+SUBSCRIPTION_PATH = "/device/subscription"
+HISTORY_PATH = "/device/history"
+DEVICES_PATH = "/device/devices"
+REMOVE_PATH = "/device/remove"
+
+
+async def read_jose(request: Request, max_bytes: int = MAX_DEVICE_BODY) -> str:
+    """The compact JWS a device posted; ``invalid_request`` for anything else."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != JOSE_TYPE:
+        raise InvalidRequest(f"the request body must be {JOSE_TYPE}")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequest("malformed Content-Length")
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    try:
+        token = b"".join(chunks).decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body must be a compact JWS") from None
+    if not token:
+        raise InvalidRequest("the body must be a compact JWS")
+    return token
+
+
+def timestamp(moment: datetime) -> str:
+    """UTC, whole seconds, ``Z``: the format of the push messages' ``expires_at``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json(body: dict[str, Any], status_code: int = 200) -> Response:
+    return JSONResponse(body, status_code=status_code, headers=NO_STORE)
+
+
+async def _device_call(request: Request, path: str) -> tuple[Services, DeviceCall]:
+    services = services_of(request)
+    token = await read_jose(request)
+    return services, await verify_device_call(services, token, path)
+
+
+async def device_config(request: Request) -> Response:
+    services = services_of(request)
+    vapid = await select_active_vapid_key(services.pool)
+    return _json(
+        {"issuer": services.settings.issuer, "vapid_public_key": vapid[1] if vapid else None}
+    )
+
+
+async def device_enrol(request: Request) -> Response:
+    services = services_of(request)
+    proof = await verify_enrolment_proof(services, await read_jose(request), ENROL_PATH)
+    async with services.pool.acquire() as conn:
+        enrolled = await enrol_device(conn, services.settings, proof)
+    return _json(
+        {
+            "device_id": enrolled.device_id,
+            "user": {"display_name": enrolled.display_name},
+            "vapid_public_key": enrolled.vapid_public_key,
+        },
+        status_code=201,
+    )
+
+
+def _pending_json(request: PendingRequest) -> dict[str, Any]:
+    return {
+        "ref": request_ref(request.id_hash),
+        "client_name": request.client_name,
+        "binding_message": request.binding_message,
+        "scope": list(request.scope),
+        "created_at": timestamp(request.created_at),
+        "expires_at": timestamp(request.expires_at),
+        "expires_in": request.expires_in,
+        "challenge": request.challenge,
+    }
+
+
+async def device_requests(request: Request) -> Response:
+    services, call = await _device_call(request, REQUESTS_PATH)
+    async with services.pool.acquire() as conn:
+        pending = await pending_requests(conn, call.device.user_id)
+    return _json({"requests": [_pending_json(r) for r in pending]})
+
+
+async def device_decision(request: Request) -> Response:
+    services, call = await _device_call(request, DECISION_PATH)
+    async with services.pool.acquire() as conn:
+        decided = await decide_on_device(conn, call, skew=services.settings.device_clock_skew)
+    return _json({"ref": decided.ref, "status": decided.status})
+
+
+async def device_subscription(request: Request) -> Response:
+    services, call = await _device_call(request, SUBSCRIPTION_PATH)
+    subscription = parse_subscription(
+        call.payload.get("subscription"), allow_insecure=services.settings.allow_insecure_urls
+    )
+    await refresh_subscription(services.pool, call.device, subscription)
+    return _json({"device_id": call.device.device_id})
+
+
+async def device_history(request: Request) -> Response:
+    services, call = await _device_call(request, HISTORY_PATH)
+    history = await select_device_history(services.pool, call.device.device_id, HISTORY_LIMIT)
+    return _json(
+        {
+            "decisions": [
+                {
+                    "ref": request_ref(past.id_hash),
+                    "client_name": past.client_name,
+                    "binding_message": past.binding_message,
+                    "decision": decision_label(past),
+                    "decided_at": timestamp(past.decided_at),
+                }
+                for past in history
+            ]
+        }
+    )
+
+
+async def device_devices(request: Request) -> Response:
+    services, call = await _device_call(request, DEVICES_PATH)
+    devices = await select_active_devices(services.pool, user_id=call.device.user_id)
+    return _json(
+        {
+            "devices": [
+                {
+                    "device_id": device.device_id,
+                    "name": device.name,
+                    "created_at": timestamp(device.created_at),
+                    "last_seen_at": (
+                        timestamp(device.last_seen_at) if device.last_seen_at else None
+                    ),
+                    "this_device": device.device_id == call.device.device_id,
+                }
+                for device, _subject in devices
+            ]
+        }
+    )
+
+
+async def device_remove(request: Request) -> Response:
+    services, call = await _device_call(request, REMOVE_PATH)
+    target_id = call.payload.get("device_id")
+    if target_id is None:
+        target_id = call.device.device_id
+    if not isinstance(target_id, str) or not target_id:
+        raise InvalidRequest("device_id must be a string")
+    async with services.pool.acquire() as conn:
+        target = await select_device(conn, target_id)
+        if target is None or target.removed:
+            raise InvalidRequest("no such active device", status_code=404)
+        if target.user_id != call.device.user_id:
+            raise AccessDenied("the device belongs to another user")
+        removed = await remove_device(
+            conn, target_id, detail={"by": "device", "by_device": call.device.device_id}
+        )
+    if removed is None:
+        raise InvalidRequest("no such active device", status_code=404)
+    return _json({"device_id": target_id, "removed": True})

@@ -1,0 +1,149 @@
+"""The user's decision, signed on their device (docs/device-api.md, ``POST /device/decision``).
+
+A decision counts only if it was made over exactly what the request shows: the
+device signs the request's ``challenge`` and the ``shown`` digest of its
+client name, binding message and scope, with a short ``exp``. Then it takes
+the one decision path, :func:`record_decision`, with the device recorded.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from backchannel.db.devices import (
+    PastDecision,
+    PendingRequest,
+    assign_missing_challenges,
+    select_decision_target,
+    select_pending_requests,
+)
+from backchannel.errors import AccessDenied, InvalidRequest, InvalidToken, RequestNotPending
+from backchannel.oauth.decisions import DecisionValue, record_decision
+from backchannel.oauth.device_auth import DeviceCall
+from backchannel.oauth.secrets import new_secret
+from backchannel.oauth.shown_digest import shown_digest
+
+# exp may lie at most this long after iat.
+MAX_DECISION_LIFETIME = 120
+HISTORY_LIMIT = 20
+_REF = re.compile(r"[0-9a-f]{64}")
+_MAX_FIELD = 256
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: DecisionValue
+    reason: str | None
+    detail: dict[str, Any]
+
+
+_OUTCOMES = {
+    "approve": _Outcome("approved", None, {"via": "device"}),
+    "deny": _Outcome("denied", "user", {"via": "device"}),
+    "not_me": _Outcome("denied", "not_me", {"via": "device", "reported": True}),
+}
+_STATES = {"approved": "already approved", "denied": "already denied", "redeemed": "already used"}
+
+
+@dataclass(frozen=True)
+class DeviceDecision:
+    ref: str
+    status: str
+
+
+def parse_ref(value: object) -> bytes:
+    """The request id hash a ``ref`` (64 lower-case hex digits) names."""
+    if not isinstance(value, str) or not _REF.fullmatch(value):
+        raise InvalidRequest("ref must be 64 lower-case hex digits")
+    return bytes.fromhex(value)
+
+
+async def decide_on_device(
+    conn: asyncpg.Connection, call: DeviceCall, *, skew: float
+) -> DeviceDecision:
+    """Check a decision call's payload against the request, then record it.
+
+    400 malformed or not over what the request shows, 401 expired, 403 another
+    user's request, 404 unknown, 409 no longer pending.
+    """
+    payload = call.payload
+    ref = payload.get("ref")
+    id_hash = parse_ref(ref)
+    assert isinstance(ref, str)
+    decision = payload.get("decision")
+    outcome = _OUTCOMES.get(decision) if isinstance(decision, str) else None
+    if outcome is None:
+        raise InvalidRequest("decision must be approve, deny or not_me")
+    shown, challenge = payload.get("shown"), payload.get("challenge")
+    if not _short_string(shown) or not _short_string(challenge):
+        raise InvalidRequest("shown and challenge are required")
+    assert isinstance(shown, str) and isinstance(challenge, str)
+    _check_expiry(payload, skew)
+
+    target = await select_decision_target(conn, id_hash)
+    if target is None:
+        raise InvalidRequest("unknown request", status_code=404)
+    if target.user_id != call.device.user_id:
+        raise AccessDenied("the request is not for this device's user")
+    if target.state != "pending":
+        raise RequestNotPending(_STATES.get(target.state, target.state))
+    if target.challenge is None or not _same(challenge, target.challenge):
+        raise InvalidRequest("the challenge does not match the request")
+    expected = shown_digest(ref, target.client_name, target.binding_message, target.scope)
+    if not _same(shown, expected):
+        raise InvalidRequest("the decision was made over something the request does not show")
+    decided = await record_decision(
+        conn,
+        id_hash,
+        outcome.status,
+        device_id=call.device.device_id,
+        reason=outcome.reason,
+        detail=outcome.detail,
+    )
+    return DeviceDecision(ref, decided.status)
+
+
+def _short_string(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_FIELD
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _check_expiry(payload: dict[str, Any], skew: float) -> None:
+    iat, exp = payload.get("iat"), payload.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp != exp:
+        raise InvalidRequest("exp must be a number")
+    assert isinstance(iat, int | float)  # checked by device_auth
+    if not 0 < exp - iat <= MAX_DECISION_LIFETIME:
+        raise InvalidRequest(f"exp must be within {MAX_DECISION_LIFETIME} seconds after iat")
+    if time.time() > exp + skew:
+        raise InvalidToken("the decision has expired (exp)")
+
+
+async def pending_requests(conn: asyncpg.Connection, user_id: int) -> list[PendingRequest]:
+    """The user's pending, unexpired requests; each gets a challenge if it has none yet.
+
+    The prompt writer normally sets the challenge; a request that has none
+    (no device was prompted) gets one here, first writer wins.
+    """
+    requests = await select_pending_requests(conn, user_id)
+    missing = {r.id: new_secret(16) for r in requests if r.challenge is None}
+    if not missing:
+        return requests
+    await assign_missing_challenges(conn, missing)
+    return await select_pending_requests(conn, user_id)
+
+
+def decision_label(past: PastDecision) -> str:
+    """What the device decided, in the vocabulary it posts: approve, deny or not_me."""
+    if past.status in ("approved", "redeemed"):
+        return "approve"
+    return "not_me" if past.denial_reason == "not_me" else "deny"

@@ -1,0 +1,110 @@
+"""A device's life after enrolment: its push subscription and its removal.
+
+Removing a device withdraws its prompts in the same transaction: unsent
+prompts are dropped, and for every pending request whose prompt may have
+reached the phone a ``dismiss`` is queued in ``push_outbox`` (under the
+prompt's topic, ``push_topic(ref)``), so the phone closes the notification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from backchannel.db.audit import insert_audit_event
+from backchannel.db.devices import (
+    Device,
+    Subscription,
+    mark_device_removed,
+    select_active_vapid_key,
+    update_subscription,
+    withdraw_device_prompts,
+)
+from backchannel.db.push_outbox import DISMISS_GRACE_SECONDS
+from backchannel.errors import InvalidRequest, InvalidToken
+from backchannel.oauth.url_guard import UnsafeURL, check_outbound_url
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+# Uncompressed P-256 point (RFC 8291 §3.1) and the 16-byte auth secret (§3.2).
+_P256DH_BYTES = 65
+_AUTH_BYTES = 16
+
+
+def parse_subscription(value: object, *, allow_insecure: bool) -> Subscription:
+    """A browser's ``PushSubscription.toJSON()``, checked; ``invalid_request`` otherwise.
+
+    The endpoint's shape is checked here; the push-host allow-list is applied
+    when a message is sent.
+    """
+    if not isinstance(value, dict):
+        raise InvalidRequest("subscription must be a PushSubscription object")
+    endpoint, keys = value.get("endpoint"), value.get("keys")
+    if not isinstance(endpoint, str) or not isinstance(keys, dict):
+        raise InvalidRequest("subscription needs endpoint and keys")
+    try:
+        check_outbound_url(endpoint, allow_insecure=allow_insecure)
+    except UnsafeURL as exc:
+        raise InvalidRequest(f"subscription endpoint refused: {exc}") from None
+    p256dh = _base64url(keys.get("p256dh"), "p256dh", _P256DH_BYTES)
+    _base64url(keys.get("auth"), "auth", _AUTH_BYTES)
+    try:
+        if not p256dh.startswith(b"\x04"):
+            raise ValueError("compressed")
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
+    except ValueError:
+        raise InvalidRequest(
+            "subscription key p256dh must be an uncompressed P-256 point"
+        ) from None
+    return Subscription(endpoint, keys["p256dh"].rstrip("="), keys["auth"].rstrip("="))
+
+
+def _base64url(value: object, name: str, size: int) -> bytes:
+    if not isinstance(value, str) or len(value) > 2 * size or not _BASE64URL.fullmatch(value):
+        raise InvalidRequest(f"subscription key {name} must be base64url")
+    try:
+        raw = base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"subscription key {name} must be base64url") from None
+    if len(raw) != size:
+        raise InvalidRequest(f"subscription key {name} must be {size} bytes")
+    return raw
+
+
+async def refresh_subscription(
+    conn: asyncpg.Connection | asyncpg.Pool, device: Device, subscription: Subscription
+) -> None:
+    """Replace the device's push subscription (made with the active VAPID key)."""
+    vapid = await select_active_vapid_key(conn)
+    if not await update_subscription(
+        conn, device.device_id, subscription, vapid[0] if vapid else None
+    ):
+        raise InvalidToken("unknown or removed device")
+
+
+async def remove_device(
+    conn: asyncpg.Connection, device_id: str, *, detail: dict[str, Any] | None = None
+) -> Device | None:
+    """Remove an active device and withdraw its prompts; ``None`` if not active.
+
+    Later calls signed by the device are refused. Audited as ``device_removed``.
+    """
+    async with conn.transaction():
+        device = await mark_device_removed(conn, device_id)
+        if device is None:
+            return None
+        dismissed = await withdraw_device_prompts(
+            conn, device_id, dismiss_grace=DISMISS_GRACE_SECONDS
+        )
+        await insert_audit_event(
+            conn,
+            "device_removed",
+            user_id=device.user_id,
+            device_id=device_id,
+            detail={"name": device.name, "dismissed": dismissed, **(detail or {})},
+        )
+    return device

@@ -1,0 +1,347 @@
+"""Driving the authenticator PWA in headless Chromium against a real hypercorn server.
+
+``pushManager.subscribe()`` needs the browser vendor's push service, which is
+unreachable offline: an init script replaces ``subscribe``/``getSubscription``
+with a subscription whose endpoint and keys the test owns. Pushes reach the
+service worker through CDP (``ServiceWorker.deliverPushMessage``), which runs
+the worker's real ``push`` handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    Page,
+    Response,
+    ViewportSize,
+    async_playwright,
+)
+from starlette.applications import Starlette
+
+from backchannel.app import create_app
+from backchannel.db.users import User
+from backchannel.oauth.enrolment import issue_enrolment_code
+from backchannel.server import bind, hypercorn_config, serve
+from backchannel.settings import Settings
+from tests.support.push_service import LocalPushService, TestSubscription, run_push_service
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+PHONE_VIEWPORT: ViewportSize = {"width": 360, "height": 740}
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+# Replaces the browser's push subscription with the test's. Kept in localStorage so
+# that getSubscription() after a reload finds what subscribe() made, as in a browser.
+PUSH_STUB = """
+(() => {
+  const subscription = __SUBSCRIPTION__;
+  const STORAGE = "test-push-application-server-key";
+  const decode = (text) => {
+    const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+    return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  };
+  const encode = (bytes) => btoa(String.fromCharCode(...bytes))
+    .replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+  const make = (serverKey) => ({
+    endpoint: subscription.endpoint,
+    expirationTime: null,
+    options: { userVisibleOnly: true, applicationServerKey: decode(serverKey).buffer },
+    getKey: (name) => decode(subscription.keys[name]).buffer,
+    toJSON: () => JSON.parse(JSON.stringify(subscription)),
+    unsubscribe: async () => {
+      localStorage.removeItem(STORAGE);
+      return true;
+    },
+  });
+  PushManager.prototype.subscribe = async function (options) {
+    const key = options.applicationServerKey;
+    const bytes = typeof key === "string" ? decode(key)
+      : key instanceof ArrayBuffer ? new Uint8Array(key)
+      : new Uint8Array(key.buffer, key.byteOffset, key.byteLength);
+    const serverKey = encode(bytes);
+    localStorage.setItem(STORAGE, serverKey);
+    localStorage.setItem("test-push-subscribe-calls",
+      String(Number(localStorage.getItem("test-push-subscribe-calls") || 0) + 1));
+    return make(serverKey);
+  };
+  PushManager.prototype.getSubscription = async function () {
+    const serverKey = localStorage.getItem(STORAGE);
+    return serverKey ? make(serverKey) : null;
+  };
+})();
+"""
+
+NOTIFICATIONS_JS = """
+async () => {
+  const registration = await navigator.serviceWorker.ready;
+  return (await registration.getNotifications()).map((n) => ({
+    title: n.title, body: n.body, tag: n.tag, requireInteraction: n.requireInteraction,
+    actions: n.actions.map((a) => a.action), actionTitles: n.actions.map((a) => a.title),
+  }));
+}
+"""
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
+    """Await ``check()`` until it returns something truthy; fail after ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Server:
+    url: str
+    app: Starlette
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    """The real app under hypercorn on a loopback port, as ``backchannel serve`` runs it."""
+    listening = bind(settings.replace(host="127.0.0.1", port=0), hypercorn_config())
+    # The test's push service is on loopback over http: both settings admit it
+    # (the subscription check at /device/enrol follows allow_insecure_urls).
+    app = create_app(
+        settings.replace(
+            issuer=listening.url,
+            port=listening.port,
+            push_allow_loopback=True,
+            allow_insecure_urls=True,
+        )
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, listening.config, stop=stop))
+    # The socket is bound but hypercorn listens only once the lifespan has started.
+    async with httpx.AsyncClient() as probe:
+        for _ in range(600):
+            if task.done():
+                task.result()  # the startup failure
+                raise AssertionError("the server stopped during startup")
+            try:
+                (await probe.get(listening.url + "/device/config")).raise_for_status()
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the server did not answer within 30 s")
+    yield Server(listening.url, app)
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium; without it these tests skip, except in CI, where they fail."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@dataclass
+class AppPhone:
+    """The PWA in a phone-sized browser context, with its push subscription and CDP."""
+
+    server: Server
+    context: BrowserContext
+    page: Page
+    cdp: CDPSession
+    push_service: LocalPushService
+    subscription: TestSubscription
+    registrations: dict[str, str] = field(default_factory=dict)  # scopeURL -> registrationId
+
+    @property
+    def app_url(self) -> str:
+        return self.server.url + "/authenticator/"
+
+    async def open(self, fragment: str = "") -> None:
+        await self.page.goto(self.app_url + fragment)
+
+    async def enrol(self, enrol_url: str, name: str = "Alice's phone") -> None:
+        await self.page.goto(enrol_url)
+        await self.page.get_by_label("Name this phone").fill(name)
+        await self.page.get_by_role("button", name="Set up this phone").click()
+        ready = self.page.get_by_role("heading", name="This phone is ready")
+        refused = self.page.locator(".notice.error")
+        await ready.or_(refused).wait_for()
+        if await refused.is_visible():
+            raise AssertionError(f"enrolment refused: {await refused.text_content()}")
+
+    async def registration_id(self) -> str:
+        async def registered() -> str | None:
+            return self.registrations.get(self.app_url)
+
+        found: str = await eventually(registered)
+        return found
+
+    async def push(self, message: dict[str, Any] | str | bytes) -> None:
+        """Hand a decrypted push message to the service worker's ``push`` handler."""
+        if isinstance(message, bytes):
+            data = message.decode()
+        else:
+            data = message if isinstance(message, str) else json.dumps(message)
+        await self.cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": self.server.url,
+                "registrationId": await self.registration_id(),
+                "data": data,
+            },
+        )
+
+    async def receive(self, kind: str, ref: str, within: float = 10.0) -> dict[str, Any]:
+        """Wait until the push service accepted a ``kind`` message about ``ref`` for this
+        phone, then deliver its decrypted payload to the service worker."""
+
+        def matching() -> list[dict[str, Any]]:
+            return [
+                m.payload
+                for m in self.push_service.received_by(self.subscription)
+                if m.payload.get("type") == kind and m.payload.get("ref") == ref
+            ]
+
+        await self.push_service.wait_until(lambda: bool(matching()), within=within)
+        payload = matching()[0]
+        await self.push(json.dumps(payload, ensure_ascii=False))
+        return payload
+
+    async def click_notification(self, tag: str, action: str = "") -> None:
+        """Run the worker's ``notificationclick`` handler for the notification ``tag``.
+
+        CDP cannot click a notification, so the event is dispatched inside the
+        worker: the handler's own code runs (routing, signing with the key from
+        IndexedDB), though not the browser's click plumbing; being untrusted,
+        the event refuses ``waitUntil``, which the work started before it ignores.
+        """
+        worker = next(
+            (w for w in self.context.service_workers if w.url == self.app_url + "sw.js"), None
+        )
+        assert worker is not None, "the service worker is not running"
+        await worker.evaluate(
+            """async ([tag, action]) => {
+                const [notification] = await self.registration.getNotifications({ tag });
+                if (!notification) throw new Error(`no notification tagged ${tag}`);
+                const click = new NotificationEvent("notificationclick", { notification, action });
+                self.dispatchEvent(click);
+            }""",
+            [tag, action],
+        )
+
+    async def notifications(self) -> list[dict[str, Any]]:
+        shown: list[dict[str, Any]] = await self.page.evaluate(NOTIFICATIONS_JS)
+        return shown
+
+    async def subscribe_calls(self) -> int:
+        calls = await self.page.evaluate("localStorage.getItem('test-push-subscribe-calls')")
+        return int(calls or 0)
+
+    async def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / name
+        await self.page.screenshot(path=str(path), full_page=False)
+        return path
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[LocalPushService]:
+    async with run_push_service() as service:
+        yield service
+
+
+@pytest.fixture
+async def phone(
+    browser: Browser, server: Server, push_service: LocalPushService
+) -> AsyncIterator[AppPhone]:
+    """The app in a fresh phone-sized context whose push subscription is at ``push_service``."""
+    subscription = push_service.subscribe()
+    context = await browser.new_context(
+        viewport=PHONE_VIEWPORT,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="en-GB",
+        timezone_id="Europe/London",
+    )
+    await context.grant_permissions(["notifications"], origin=server.url)
+    await context.add_init_script(
+        PUSH_STUB.replace("__SUBSCRIPTION__", json.dumps(subscription.to_json()))
+    )
+    context.set_default_timeout(5000)
+    page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    app_phone = AppPhone(server, context, page, cdp, push_service, subscription)
+
+    def on_registration(event: dict[str, Any]) -> None:
+        for registration in event["registrations"]:
+            if registration["isDeleted"]:
+                app_phone.registrations.pop(registration["scopeURL"], None)
+            else:
+                app_phone.registrations[registration["scopeURL"]] = registration["registrationId"]
+
+    cdp.on("ServiceWorker.workerRegistrationUpdated", on_registration)
+    await cdp.send("ServiceWorker.enable")
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Printed only when a test fails: what the page said while it ran.
+    page.on("console", lambda message: print(f"[console.{message.type}] {message.text}"))
+    page.on("requestfailed", lambda request: print(f"[request failed] {request.url}"))
+    page.on("response", _print_http_error)
+    try:
+        yield app_phone
+    finally:
+        with contextlib.suppress(Exception):
+            await context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def _print_http_error(response: Response) -> None:
+    if response.status >= 400:
+        print(f"[HTTP {response.status}] {response.request.method} {response.url}")
+
+
+@pytest.fixture
+async def enrol_url(server: Server, db: asyncpg.Connection, alice: User) -> str:
+    """A fresh one-time enrolment link for Alice, as the operator's CLI prints it."""
+    issued = await issue_enrolment_code(db, alice.user_id, "cli", 600, issuer=server.url)
+    return issued.url

@@ -1,0 +1,256 @@
+"""Sending one Web Push message: encryption, VAPID, headers, the endpoint guard and
+how each answer of the push service is classified."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import aiohttp
+import pytest
+from py_vapid import Vapid
+
+from backchannel.delivery.vapid import application_server_key, load_vapid, new_vapid_key
+from backchannel.delivery.webpush import (
+    BACKOFF_CAP,
+    PushResult,
+    PushSubscription,
+    check_push_endpoint,
+    classify_response,
+    parse_retry_after,
+    retry_delay,
+    send_web_push,
+)
+from backchannel.oauth.push_topic import push_topic
+from backchannel.oauth.url_guard import UnsafeURL
+from backchannel.settings import Settings
+from tests.support.push_service import LocalPushService, TestSubscription, run_push_service
+
+SETTINGS = Settings(push_allow_loopback=True, allow_insecure_urls=True, push_timeout=1.0)
+TOPIC = push_topic("ab" * 32)
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[LocalPushService]:
+    async with run_push_service() as service:
+        yield service
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # Like the app's session: a short default timeout the sender must override.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def vapid() -> Vapid:
+    return load_vapid(new_vapid_key()[1])
+
+
+def subscription_of(sub: TestSubscription) -> PushSubscription:
+    return PushSubscription(sub.endpoint, sub.p256dh, sub.auth)
+
+
+async def send(
+    http: aiohttp.ClientSession,
+    sub: TestSubscription,
+    vapid: Vapid,
+    payload: dict[str, object] | None = None,
+    settings: Settings = SETTINGS,
+) -> PushResult:
+    return await send_web_push(
+        http,
+        settings,
+        subscription_of(sub),
+        payload if payload is not None else {"type": "dismiss", "ref": "ab" * 32},
+        vapid=vapid,
+        topic=TOPIC,
+        ttl=120,
+    )
+
+
+async def test_a_message_arrives_encrypted_signed_and_with_its_headers(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    sub = push_service.subscribe(server_key=application_server_key(vapid))
+    payload = {"type": "prompt", "binding_message": "Pay €80 at 咖啡 ☕️", "scope": ["openid"]}
+
+    result = await send(http, sub, vapid, payload)
+
+    assert result == PushResult("sent", 201)
+    assert push_service.errors == []
+    [message] = push_service.received_by(sub)
+    assert message.payload == payload
+    assert (message.ttl, message.urgency, message.topic) == (120, "high", TOPIC)
+    assert message.vapid_key == application_server_key(vapid)
+    assert message.vapid_claims["aud"] == push_service.origin
+    assert message.vapid_claims["sub"] == SETTINGS.vapid_subject
+
+
+async def test_each_message_gets_its_own_vapid_claims(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    async with run_push_service() as other_service:
+        first, second = push_service.subscribe(), other_service.subscribe()
+        assert (await send(http, first, vapid)).outcome == "sent"
+        assert (await send(http, second, vapid)).outcome == "sent"
+        # aud follows each endpoint; a reused claims dict would keep the first one.
+        assert push_service.errors == other_service.errors == []
+        assert other_service.received[0].vapid_claims["aud"] == other_service.origin
+
+
+async def test_a_dead_subscription_is_reported_gone(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    result = await send(http, push_service.subscribe("gone"), vapid)
+    assert (result.outcome, result.status) == ("gone", 410)
+
+
+async def test_a_busy_push_service_means_retry_after_its_delay(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    sub = push_service.subscribe("busy", retry_after="7")
+    result = await send(http, sub, vapid)
+    assert (result.outcome, result.status, result.retry_after) == ("retry", 503, 7.0)
+    assert (await send(http, sub, vapid)).outcome == "sent"
+
+
+async def test_no_answer_within_the_push_timeout_means_retry(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    sub = push_service.subscribe("slow", slow_seconds=5)
+    result = await send(http, sub, vapid, settings=SETTINGS.replace(push_timeout=0.3))
+    assert result.outcome == "retry"
+    assert result.status is None
+
+
+async def test_an_unreachable_push_service_means_retry(
+    http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    async with run_push_service() as service:
+        sub = service.subscribe()
+    result = await send(http, sub, vapid)  # the service is gone: connection refused
+    assert result.outcome == "retry"
+
+
+async def test_a_redirect_is_not_followed(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    target = push_service.subscribe()
+    result = await send(http, push_service.subscribe("redirect"), vapid)
+    assert (result.outcome, result.status) == ("failed", 307)
+    assert push_service.attempts_at(target) == []
+
+
+async def test_an_endpoint_off_the_allow_list_is_never_contacted(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    sub = push_service.subscribe()
+    result = await send(http, sub, vapid, settings=SETTINGS.replace(push_allow_loopback=False))
+    assert result.outcome == "failed"
+    assert result.error is not None and result.error.startswith("endpoint refused")
+    assert push_service.attempts == []
+
+
+async def test_a_message_too_large_for_web_push_is_not_sent(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    result = await send(http, push_service.subscribe(), vapid, {"binding_message": "字" * 2000})
+    assert result.outcome == "failed"
+    assert push_service.attempts == []
+
+
+async def test_a_subscription_with_a_broken_key_fails_without_sending(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    sub = push_service.subscribe()
+    broken = PushSubscription(sub.endpoint, "AAAA", sub.auth)
+    result = await send_web_push(
+        http, SETTINGS, broken, {"type": "dismiss"}, vapid=vapid, topic=TOPIC, ttl=60
+    )
+    assert result.outcome == "failed"
+    assert push_service.attempts == []
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://api.push.apple.com/3/device/abc",
+        "https://web.push.apple.com/QGx",
+        "https://fcm.googleapis.com/fcm/send/abc:def",
+        "https://updates.push.services.mozilla.com/wpush/v2/gAAA",
+        "https://wns2-par02p.notify.windows.com/w/?token=BQYAAAB",
+    ],
+)
+def test_known_push_services_are_allowed(endpoint: str) -> None:
+    assert check_push_endpoint(endpoint, Settings()) == endpoint
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://fcm.googleapis.com/fcm/send/abc",  # not https
+        "https://push.apple.com.evil.example/x",  # look-alike
+        "https://evil.example/push/x",
+        "https://user@fcm.googleapis.com/fcm/send/abc",
+        "https://fcm.googleapis.com:0/x",
+        "https://127.0.0.1/push/x",
+        "http://localhost:8080/push/x",
+        "https://169.254.169.254/latest/meta-data",
+        "not a url",
+    ],
+)
+def test_other_endpoints_are_refused(endpoint: str) -> None:
+    with pytest.raises(UnsafeURL):
+        check_push_endpoint(endpoint, Settings())
+
+
+def test_loopback_endpoints_need_the_dev_setting() -> None:
+    loopback = Settings(push_allow_loopback=True)
+    for endpoint in ("http://127.0.0.1:9/push/x", "http://localhost:9/x", "http://[::1]:9/x"):
+        assert check_push_endpoint(endpoint, loopback) == endpoint
+    with pytest.raises(UnsafeURL):
+        check_push_endpoint("http://10.0.0.1/push/x", loopback)
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (201, "sent"),
+        (202, "sent"),
+        (404, "gone"),
+        (410, "gone"),
+        (429, "retry"),
+        (500, "retry"),
+        (503, "retry"),
+        (400, "failed"),
+        (403, "failed"),
+        (413, "failed"),
+        (301, "failed"),
+    ],
+)
+def test_push_service_answers_are_classified(status: int, outcome: str) -> None:
+    assert classify_response(status, None).outcome == outcome
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now=now) == 120.0
+    later = format_datetime(now + timedelta(seconds=90), usegmt=True)
+    assert parse_retry_after(later, now=now) == 90.0
+    earlier = format_datetime(now - timedelta(seconds=90), usegmt=True)
+    assert parse_retry_after(earlier, now=now) == 0.0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None) is None
+
+
+def test_back_off_grows_is_capped_and_yields_to_a_longer_retry_after() -> None:
+    delays = [retry_delay(attempt, None) for attempt in range(1, 12)]
+    assert 1 <= delays[0] < 1.2 and 2 <= delays[1] < 2.3
+    assert all(a <= b * 1.1 for a, b in itertools.pairwise(delays))
+    assert max(delays) <= BACKOFF_CAP * 1.1
+    assert retry_delay(1, 30.0) == 30.0
+    assert retry_delay(6, 1.0) >= 32
