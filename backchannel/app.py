@@ -27,6 +27,8 @@ from backchannel.oauth.client_registry import ClientRegistry
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
 from backchannel.oauth.url_guard import PublicOnlyResolver
+from backchannel.observability.metrics import Metrics
+from backchannel.observability.middleware import ObservedStarlette
 from backchannel.policy.store import PolicyStore
 from backchannel.services import Services
 from backchannel.settings import Settings
@@ -42,6 +44,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
     dsn = settings.database_url
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,7 +79,7 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(clients.invalidate)
             listener.on_reconnect(keys.schedule_reload)
             await ensure_vapid_key(pool)
-            outbox = OutboxWorker(pool, http, settings)
+            outbox = OutboxWorker(pool, http, settings, metrics=metrics)
             listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
             listener.on_reconnect(outbox.wake)
             await listener.start()
@@ -84,7 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             sealer = AuditSealer(pool)
             await sealer.start()
             services = Services(
-                settings, pool, http, clients, keys, waiters, listener, policy=policy
+                settings, pool, http, clients, keys, waiters, listener, policy, metrics
             )
             app.state.services = services
             try:
@@ -99,7 +102,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await pool.close()
 
-    return Starlette(
+    return ObservedStarlette(
+        metrics,
         routes=routes(),
         lifespan=lifespan,
         exception_handlers={OAuthError: render_oauth_error, Exception: render_unexpected_error},

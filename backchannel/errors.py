@@ -161,6 +161,7 @@ def error_response(exc: OAuthError) -> Response:
 
 async def render_oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
+    request.state.oauth_error = exc.error  # the outcome observability.middleware counts
     return error_response(exc)
 
 

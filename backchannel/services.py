@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
 import asyncpg
 
+from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,3 +31,4 @@ class Services:
     waiters: DecisionWaiters
     listener: PgListener
     policy: PolicyStore
+    metrics: Metrics = field(default_factory=Metrics)

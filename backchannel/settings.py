@@ -103,6 +103,10 @@ class Settings:
     outbox_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
     log_level: str = "INFO"
+    # "json" (one object per line) or "text", for serve and dev (docs/operations.md).
+    log_format: str = "json"
+    # Bearer token GET /metrics requires; unset: /metrics answers loopback callers only.
+    metrics_token: str | None = None
 
     @property
     def token_endpoint(self) -> str:
@@ -203,17 +207,22 @@ class Settings:
         problems.extend(self._push_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
+        if self.log_format not in ("json", "text"):
+            problems.append(f"{ENV_PREFIX}LOG_FORMAT: one of json, text")
+        if self.metrics_token is not None and not _METRICS_TOKEN.fullmatch(self.metrics_token):
+            problems.append(
+                f"{ENV_PREFIX}METRICS_TOKEN: at least 16 visible ASCII characters, no spaces"
+            )
         if problems:
             raise SettingsError(problems)
 
     def _push_problems(self) -> list[str]:
         problems: list[str] = []
-        subject = self.vapid_subject
-        if not (
-            (subject.startswith("mailto:") and "@" in subject)
-            or (subject.startswith("https://") and len(subject) > len("https://"))
-        ):
-            problems.append(f"{ENV_PREFIX}VAPID_SUBJECT: must be a mailto: or https: URL")
+        if not _VAPID_SUBJECT.fullmatch(self.vapid_subject):
+            problems.append(
+                f"{ENV_PREFIX}VAPID_SUBJECT: must be mailto:<address> or https://<host> "
+                "(no path), as push services and py_vapid require"
+            )
         for pattern in self.push_allowed_hosts:
             if not _HOST_PATTERN.fullmatch(pattern):
                 problems.append(
@@ -225,6 +234,12 @@ class Settings:
         return problems
 
 
+# What py_vapid accepts as the VAPID "sub" claim (it refuses to sign otherwise).
+_VAPID_SUBJECT = re.compile(
+    r"mailto:[^@\s]+@(localhost|[\w-]+(\.[\w-]+)+)|https://(localhost|[\w-]+\.[\w.-]+)"
+)
+# A /metrics bearer token: long enough not to be guessed, and safe in a header.
+_METRICS_TOKEN = re.compile(r"[\x21-\x7e]{16,}")
 # A lower-case DNS name with at least two labels, optionally "*." in front.
 _HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 

@@ -4,16 +4,22 @@
                                   [--profile] [--what-if] [--nice -20]
 
 Starts a private PostgreSQL (or uses BACKCHANNEL_DATABASE_URL, which must name a
-scratch database), migrates it, provisions one client_secret_basic client and
-users (a fresh one for every /bc-authorize request, so the push-fatigue caps
-never refuse), then runs each server alone under the same hypercorn setup
-(bench/hypercorn.toml, 1 worker process) pinned to one core with taskset:
+scratch database), migrates it, provisions one client_secret_basic client, then
+runs the baseline (bench/baseline_app.py) and backchannel side by side, each
+under the same hypercorn setup (bench/hypercorn.toml, 1 worker process) pinned
+to the same core with taskset. Only one is loaded at a time: the measured time
+is split into rounds, and every round drives, one after the other,
 
   baseline      bench/baseline_app.py: read form, one UPDATE ... RETURNING, JSON
-  /bc-authorize client_secret_basic, login_hint of an existing user
-  /token        CIBA normal polls of pending requests, each id at most once per interval
-  long polling  held polls (Prefer: wait=25): decision COMMIT -> token response latency
+  /bc-authorize client_secret_basic, login_hint of an existing user (a new user
+                per request, so the push-fatigue caps never refuse one)
+  /token        CIBA normal polls of pending requests, no id twice within the interval
 
+so that a machine whose load drifts affects all three alike. After each run the
+bench waits 1.2 s and charges the server's CPU meanwhile (sealing audit rows the
+run wrote, say) to that run. Then: statement
+counts per request, long polling (decision COMMIT -> token response latency),
+and optionally py-spy profiles and a run without asyncpg's pool reset.
 wrk (1 thread, bench/wrk/rotate.lua) drives the load from the other core.
 Results go to stdout, bench/results/latest.md and bench/results/latest.json;
 bench/README.md explains them.
@@ -33,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -53,6 +60,7 @@ from harness import (
     LoadResult,
     Server,
     bc_bodies,
+    combine,
     create_users,
     insert_pending_requests,
     log,
@@ -76,6 +84,10 @@ TARGET_POLL_RATIO = 0.85
 TARGET_POLL_ROUND_TRIPS = 1
 TARGET_LONG_POLL_P99_MS = 100.0
 BUSY_ENOUGH_PCT = 90.0  # below this the server was held back by something else
+# Idle seconds after each interleaved run: the server's CPU meanwhile (sealing the audit
+# rows the run wrote, say) is charged to that run, and the next run starts clean.
+TAIL_S = 1.2
+PHASES = ("baseline", "bc-authorize", "poll")
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -85,6 +97,15 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 def read_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+@dataclass
+class Workload:
+    name: str
+    server: Server
+    path: str
+    bodies: list[Path]  # one file per round
+    auth: str | None = None
 
 
 class Bench:
@@ -105,9 +126,10 @@ class Bench:
         self.counter_file = write_lines(
             work_dir / "counter.txt", [f"id={i}" for i in range(1, COUNTER_ROWS + 1)]
         )
-        self.rate_bound = 5000.0  # req/s no phase will reach; lowered after baseline-1
+        self.rate_bound = 5000.0  # req/s; set from the baseline's warm-up
         self.profiles: dict[str, Any] = {}
         self.censuses: dict[str, Census] = {}
+        self.poll_ids: dict[str, Any] = {}
 
     # -- servers
 
@@ -119,6 +141,7 @@ class Bench:
             env["BENCH_DATABASE_URL"] = with_query(self.db.dsn, application_name="bench_baseline")
             target = "bench/baseline_app.py:app"
         else:
+            await migrate(self.conn)  # the tree may have gained a migration since provisioning
             env |= {
                 "BACKCHANNEL_DATABASE_URL": with_query(
                     self.db.dsn, application_name="bench_server"
@@ -129,8 +152,6 @@ class Bench:
             }
             target = "bench/backchannel_server.py:app"
         a = self.args
-        if kind == "backchannel":
-            await migrate(self.conn)  # the tree may have gained a migration since provisioning
         server = Server(kind, target, env, a.server_cpu, self.log_dir, a.nice)
         self.servers.append(server)
         log(f"{kind}: starting hypercorn on cpu {a.server_cpu}")
@@ -139,142 +160,147 @@ class Bench:
 
     # -- load
 
-    def wrk(
+    async def wrk(
         self,
         name: str,
         server: Server,
         path: str,
         bodies: Path,
-        duration: float,
+        seconds: float,
         *,
         auth: str | None = None,
         ids_out: Path | None = None,
-    ) -> Any:
-        a = self.args
-        return run_wrk(
-            name, server, path, bodies, duration=duration, concurrency=a.concurrency,
-            load_cpu=a.load_cpu, work_dir=self.work_dir, nice=a.nice, auth=auth, ids_out=ids_out,
-        )  # fmt: skip
-
-    async def measure(
-        self,
-        name: str,
-        server: Server,
-        path: str,
-        bodies: Path,
-        warm_bodies: Path | None = None,
-        *,
-        auth: str | None = None,
-        ids_out: Path | None = None,
-        profile: bool = False,
-        warmup: bool = True,
+        tail: float = 0.0,
     ) -> LoadResult:
         a = self.args
-        if warmup:
-            await self.wrk(f"{name}-warmup", server, path, warm_bodies or bodies, a.warmup,
-                           auth=auth, ids_out=ids_out)  # fmt: skip
-        log(f"{name}: {a.duration:g} s at concurrency {a.concurrency}")
-        load = self.wrk(name, server, path, bodies, a.duration, auth=auth, ids_out=ids_out)
-        if profile:
-            assert server.worker_pid is not None
-            out = BENCH / "results" / f"profile-{name}.txt"
-            result, summary = await profiled(load, server.worker_pid, a.duration, out, a.load_cpu)
-            self.profiles[name] = {"raw_stacks": str(out.relative_to(ROOT)), **summary}
-        else:
-            result = await load
-        log(
-            f"{name}: {result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 "
-            f"{result.p99_ms:.1f} ms, server CPU {result.server_cpu_pct:.0f}%"
-        )
-        return result
+        return await run_wrk(
+            name, server, path, bodies, duration=seconds, concurrency=a.concurrency,
+            load_cpu=a.load_cpu, work_dir=self.work_dir, nice=a.nice, auth=auth, ids_out=ids_out,
+            postmaster_pid=self.db.postmaster_pid, tail=tail,
+        )  # fmt: skip
 
-    async def census(
-        self, name: str, server: Server, app_name: str, path: str, bodies: Path,
-        count_sql: str, auth: str | None = None,
-    ) -> None:  # fmt: skip
-        load = self.wrk(f"{name}-census", server, path, bodies, self.args.census, auth=auth)
-        self.censuses[name] = await statement_census(self.db, self.conn, app_name, count_sql, load)
-        c = self.censuses[name]
-        log(f"{name}: {c.per_request():.2f} statements per request over {c.requests} requests")
+    async def bc_file(self, name: str, count: int) -> Path:
+        """``count`` /bc-authorize bodies, each naming a new user."""
+        hints = await create_users(self.conn, self.fixture, max(200, count))
+        return write_lines(self.work_dir / f"{name}.txt", bc_bodies(hints))
 
-    async def pending(self, count: int, created: list[str]) -> tuple[list[str], int]:
-        """``count`` never-polled pending ids: from ``created`` first, the rest inserted."""
+    async def poll_file(self, name: str, count: int, created: list[str]) -> Path:
+        """``count`` never-polled pending ids (``created`` ones first, then rows
+        inserted directly), as /token bodies."""
         ids = created[:count]
+        created[:count] = []
         missing = max(0, count - len(ids))
         if missing:
             ids += await insert_pending_requests(self.conn, self.fixture, missing)
-        return ids, missing
+        self.poll_ids["distinct"] = self.poll_ids.get("distinct", 0) + len(ids)
+        self.poll_ids["inserted_directly"] = self.poll_ids.get("inserted_directly", 0) + missing
+        return write_lines(self.work_dir / f"{name}.txt", poll_bodies(ids))
 
-    # -- phases
-
-    async def baseline(
-        self, name: str, *, reset_off: bool = False, census: bool = False
-    ) -> LoadResult:
-        server = await self.start("baseline", reset_off=reset_off)
-        try:
-            result = await self.measure(name, server, "/bump", self.counter_file)
-            if census:
-                await self.census(name, server, "bench_baseline", "/bump", self.counter_file,
-                                  "SELECT sum(n) FROM bench_counter")  # fmt: skip
-        finally:
-            server.stop()
-        return result
-
-    async def bc_file(self, name: str, count: int) -> Path:
-        """``count`` /bc-authorize bodies, each naming a new user (so that the
-        push-fatigue caps never refuse one; wrk would wrap around if it ran out)."""
-        hints = await create_users(self.conn, self.fixture, max(200, count))
-        return write_lines(self.work_dir / f"{name}-bodies.txt", bc_bodies(hints))
-
-    async def bc_authorize(
-        self, server: Server, name: str = "bc-authorize", *, census: bool = False,
-        profile: bool = False,
-    ) -> tuple[LoadResult, list[str]]:  # fmt: skip
-        """/bc-authorize; also returns every auth_req_id it created (for the polls)."""
+    async def measure(self, base: Server, app: Server, suffix: str = "") -> dict[str, LoadResult]:
+        """Warm up each workload, then run them in ``rounds`` interleaved rounds."""
         a = self.args
-        ids_file = self.work_dir / f"ids-{name}.txt"
         auth = self.fixture.auth
-        warm = await self.bc_file(f"{name}-warm", math.ceil(self.rate_bound * a.warmup))
-        first = await self.wrk(f"{name}-warmup", server, "/bc-authorize", warm, a.warmup,
-                               auth=auth, ids_out=ids_file)  # fmt: skip
-        rate = 1.5 * max(first.rps, first.rps_per_cpu)  # users enough for the measured runs
-        main = await self.bc_file(name, math.ceil(rate * a.duration))
-        result = await self.measure(name, server, "/bc-authorize", main, auth=auth,
-                                    ids_out=ids_file, profile=profile, warmup=False)  # fmt: skip
-        if census:
-            bodies = await self.bc_file(f"{name}-census", math.ceil(rate * a.census))
-            await self.census(name, server, "bench_server", "/bc-authorize", bodies,
-                              "SELECT count(*) FROM auth_requests", auth)  # fmt: skip
-        return result, read_lines(ids_file)
-
-    async def polls(
-        self, server: Server, created: list[str], rate_bound: float, name: str = "poll",
-        *, census: bool = False, profile: bool = False,
-    ) -> tuple[LoadResult, dict[str, int]]:  # fmt: skip
-        """Normal polls over enough distinct pending ids that none is polled twice within
-        the interval even at ``rate_bound`` req/s. Warm-up and census use their own ids."""
-        a = self.args
-        main, added_main = await self.pending(
-            math.ceil(rate_bound * (POLL_INTERVAL + 1.5)), created
+        seg = a.duration / a.rounds
+        warm = await self.wrk(f"baseline{suffix}-warmup", base, "/bump", self.counter_file,
+                              a.warmup)  # fmt: skip
+        self.rate_bound = 1.3 * max(warm.rps, warm.rps_per_cpu)
+        ids_file = self.work_dir / f"ids{suffix}.txt"
+        bodies = await self.bc_file(f"bc{suffix}-warm", math.ceil(self.rate_bound * a.warmup))
+        warm = await self.wrk(f"bc-authorize{suffix}-warmup", app, "/bc-authorize", bodies,
+                              a.warmup, auth=auth, ids_out=ids_file)  # fmt: skip
+        bc_rate = 1.5 * max(warm.rps, warm.rps_per_cpu)
+        bc_files = [
+            await self.bc_file(f"bc{suffix}-{r}", math.ceil(bc_rate * seg)) for r in range(a.rounds)
+        ]
+        # Normal polls: a few slices of pending ids used in turn, so that an id comes
+        # back only rounds later (>= the interval; checked below). No slice wraps.
+        created = read_lines(ids_file)
+        per_round = 3 * (seg + TAIL_S)  # seconds a round takes at least
+        n_slices = 2 + math.ceil(max(0.0, POLL_INTERVAL + 1 - per_round) / per_round)
+        slice_size = math.ceil(self.rate_bound * (seg + 1))
+        slices = [
+            await self.poll_file(f"poll{suffix}-slice{i}", slice_size, created)
+            for i in range(min(n_slices, a.rounds))
+        ]
+        bodies = await self.poll_file(
+            f"poll{suffix}-warm", math.ceil(self.rate_bound * (a.warmup + 1)), []
         )
-        created = created[len(main) :]
-        warm, added_warm = await self.pending(math.ceil(rate_bound * (a.warmup + 1)), created)
-        added = added_warm + added_main
-        if added:
-            log(f"{name}: {added} pending requests inserted directly in the DB")
-        files = {
-            key: write_lines(self.work_dir / f"{name}-{key}.txt", poll_bodies(ids))
-            for key, ids in (("warm", warm), ("main", main))
-        }
-        auth = self.fixture.auth
-        result = await self.measure(name, server, "/token", files["main"], files["warm"],
-                                    auth=auth, profile=profile)  # fmt: skip
-        if census:
-            ids, _ = await self.pending(math.ceil(rate_bound * (a.census + 1)), [])
-            census_file = write_lines(self.work_dir / f"{name}-census.txt", poll_bodies(ids))
-            await self.census(name, server, "bench_server", "/token", census_file,
-                              "SELECT sum(poll_count) FROM auth_requests", auth)  # fmt: skip
-        return result, {"distinct": len(main), "added_directly_in_db": added_main}
+        await self.wrk(f"poll{suffix}-warmup", app, "/token", bodies, a.warmup, auth=auth)
+
+        workloads = [
+            Workload("baseline", base, "/bump", [self.counter_file] * a.rounds),
+            Workload(
+                "poll", app, "/token", [slices[r % len(slices)] for r in range(a.rounds)], auth
+            ),
+            Workload("bc-authorize", app, "/bc-authorize", bc_files, auth),
+        ]
+        runs: dict[str, list[LoadResult]] = {w.name: [] for w in workloads}
+        slice_last_end: dict[int, float] = {}
+        reuse_gap: float | None = None
+        log(f"{a.rounds} rounds of {seg:g} s per workload{suffix}")
+        for r in range(a.rounds):
+            for w in workloads:
+                started = time.monotonic()
+                result = await self.wrk(f"{w.name}{suffix}-{r}", w.server, w.path, w.bodies[r],
+                                        seg, auth=w.auth, tail=TAIL_S)  # fmt: skip
+                runs[w.name].append(result)
+                if w.name == "poll":
+                    i = r % len(slices)
+                    if i in slice_last_end:
+                        gap = started - slice_last_end[i]
+                        reuse_gap = gap if reuse_gap is None else min(reuse_gap, gap)
+                    slice_last_end[i] = time.monotonic()
+        out = {name: combine(name + suffix, rs) for name, rs in runs.items()}
+        out["poll"].min_reuse_gap_s = reuse_gap
+        for name, res in out.items():
+            log(f"{name}{suffix}: {res.rps:.0f} req/s, p50 {res.p50_ms:.1f} ms, p99"
+                f" {res.p99_ms:.1f} ms, server CPU {res.server_cpu_pct:.0f}%")  # fmt: skip
+        self.bc_rate = bc_rate
+        return out
+
+    async def census(self, name: str, server: Server, kind: str) -> None:
+        """Statements per request for one workload (``kind``: one of PHASES)."""
+        a, auth = self.args, self.fixture.auth
+        if kind == "baseline":
+            app_name, path, bodies, sql, auth = (
+                "bench_baseline", "/bump", self.counter_file, "SELECT sum(n) FROM bench_counter",
+                None,
+            )  # fmt: skip
+        elif kind == "bc-authorize":
+            bodies = await self.bc_file(f"{name}-census", math.ceil(self.bc_rate * a.census))
+            app_name, path, sql = (
+                "bench_server",
+                "/bc-authorize",
+                "SELECT count(*) FROM auth_requests",
+            )
+        else:
+            count = math.ceil(self.rate_bound * (a.census + 1))
+            bodies = await self.poll_file(f"{name}-census", count, [])
+            app_name, path, sql = (
+                "bench_server",
+                "/token",
+                "SELECT sum(poll_count) FROM auth_requests",
+            )
+        load = self.wrk(f"{name}-census", server, path, bodies, a.census, auth=auth)
+        census = await statement_census(self.db, self.conn, app_name, sql, load)
+        self.censuses[name] = census
+        log(f"{name}: {census.per_request():.2f} statements per request ({census.requests})")
+
+    async def profile(self, name: str, server: Server, kind: str) -> None:
+        a, auth = self.args, self.fixture.auth
+        if kind == "bc-authorize":
+            bodies = await self.bc_file(f"{name}-bodies", math.ceil(self.bc_rate * a.duration))
+            path = "/bc-authorize"
+        else:
+            count = math.ceil(self.rate_bound * (a.duration + 1))
+            bodies = await self.poll_file(f"{name}-bodies", count, [])
+            path = "/token"
+        assert server.worker_pid is not None
+        out = BENCH / "results" / f"profile-{name}.txt"
+        log(f"{name}: {a.duration:g} s under py-spy")
+        load = self.wrk(name, server, path, bodies, a.duration, auth=auth)
+        _, summary = await profiled(load, server.worker_pid, a.duration, out, a.load_cpu)
+        self.profiles[name] = {"raw_stacks": str(out.relative_to(ROOT)), **summary}
 
 
 # --------------------------------------------------------------------------- main
@@ -325,9 +351,8 @@ async def main(args: argparse.Namespace) -> int:
         if not shutil.which(tool):
             print(f"{tool} is not installed: {how}", file=sys.stderr)
             return 2
-    if args.profile and not (
-        shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()
-    ):
+    spy = shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()
+    if args.profile and not spy:
         print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     if (os.cpu_count() or 1) < 2:
@@ -353,6 +378,7 @@ async def main(args: argparse.Namespace) -> int:
         results["machine"] = machine_facts(pg_version, args)
         results["config"] = {
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "warmup_s": args.warmup,
             "census_s": args.census,
             "concurrency": args.concurrency,
@@ -366,12 +392,11 @@ async def main(args: argparse.Namespace) -> int:
         }
         bench = Bench(args, db, conn, fixture, work_dir)
 
-        baselines = [await bench.baseline("baseline-1", census=True)]
-        bench.rate_bound = 1.3 * max(baselines[0].rps, baselines[0].rps_per_cpu)
+        base = await bench.start("baseline")
         app = await bench.start("backchannel")
-        bc, created = await bench.bc_authorize(app, census=True)
-        rate_bound = bench.rate_bound = max(bench.rate_bound, 1.3 * bc.rps_per_cpu)
-        poll, poll_ids = await bench.polls(app, created, rate_bound, census=True)
+        phases = await bench.measure(base, app)
+        for kind, server in zip(PHASES, (base, app, app), strict=True):
+            await bench.census(kind, server, kind)
         log(f"long polling: {args.decisions} decisions, {args.concurrency} polls held at once")
         long_poll = await long_poll_phase(
             app, db, fixture, decisions=args.decisions, held=args.concurrency, spacing=0.02,
@@ -382,25 +407,25 @@ async def main(args: argparse.Namespace) -> int:
         )  # fmt: skip
         log(f"long polling: p50 {long_poll['p50_ms']} ms, p99 {long_poll['p99_ms']} ms")
         if args.profile:
-            await bench.bc_authorize(app, "bc-authorize-profiled", profile=True)
-            await bench.polls(app, [], rate_bound, "poll-profiled", profile=True)
+            await bench.profile("bc-authorize-profiled", app, "bc-authorize")
+            await bench.profile("poll-profiled", app, "poll")
+        base.stop()
         app.stop()
-        if not args.quick:
-            baselines.append(await bench.baseline("baseline-2"))
 
         what_if: dict[str, Any] = {}
         if args.what_if:
-            nb = await bench.baseline("baseline-noreset", reset_off=True, census=True)
+            base = await bench.start("baseline", reset_off=True)
             app = await bench.start("backchannel", reset_off=True)
-            nbc, _ = await bench.bc_authorize(app, "bc-authorize-noreset")
-            npoll, _ = await bench.polls(app, [], rate_bound, "poll-noreset", census=True)
+            noreset = await bench.measure(base, app, "-noreset")
+            await bench.census("baseline-noreset", base, "baseline")
+            await bench.census("poll-noreset", app, "poll")
+            base.stop()
             app.stop()
-            what_if = {r.name: r.summary() for r in (nb, nbc, npoll)}
+            what_if = {k: r.summary() for k, r in noreset.items()}
 
-        results["phases"] = {r.name: r.summary() for r in (*baselines, bc, poll)}
-        results["baseline_runs"] = [r.name for r in baselines]
+        results["phases"] = {k: r.summary() for k, r in phases.items()}
         results["census"] = {k: c.summary() for k, c in bench.censuses.items()}
-        results["poll_ids"] = poll_ids
+        results["poll_ids"] = bench.poll_ids
         results["long_poll"] = long_poll
         results["profiles"] = bench.profiles
         results["what_if_no_pool_reset"] = what_if
@@ -425,56 +450,61 @@ async def main(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- verdicts, report
 
 
-def baseline_of(results: dict[str, Any]) -> dict[str, float]:
-    runs = [results["phases"][n] for n in results["baseline_runs"]]
-    return {k: sum(r[k] for r in runs) / len(runs) for k in ("rps", "rps_per_cpu")}
+def ratios(r: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Overall and per-round ratios of ``r`` to ``base`` (req/s and per CPU-second)."""
+    rounds = list(zip(r["segments"], base["segments"], strict=True))
+    per_round = [a["rps"] / b["rps"] for a, b in rounds if b["rps"]]
+    per_round_cpu = [a["rps_per_cpu"] / b["rps_per_cpu"] for a, b in rounds if b["rps_per_cpu"]]
+    return {
+        "rps": r["rps"] / base["rps"],
+        "cpu": r["rps_per_cpu"] / base["rps_per_cpu"],
+        "rps_range": (min(per_round), max(per_round)),
+        "cpu_range": (min(per_round_cpu), max(per_round_cpu)),
+    }
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     p, lp, census = results["phases"], results["long_poll"], results["census"]
-    base = baseline_of(results)
-    bc, poll = p["bc-authorize"], p["poll"]
+    poll = p["poll"]
     pending = poll["answers"].get("authorization_pending/400", 0)
     answered = sum(poll["answers"].values())
-    pc = census.get("poll", {})
-    by = pc.get("by_statement_per_request", {})
+    by = census.get("poll", {}).get("by_statement_per_request", {})
     poll_statement = by.get(POLL_LABEL, math.nan)
     others = {k: n for k, n in by.items() if k not in (POLL_LABEL, RESET_LABEL)}
-    round_trips = pc.get("statements_per_request", math.nan)
+    round_trips = census.get("poll", {}).get("statements_per_request", math.nan)
     lp_ok = lp["answers"].get("200 with tokens", 0)
+    gap = poll["min_reuse_gap_s"]
     out: dict[str, dict[str, Any]] = {}
-    for key, r, target in (
-        ("bc_authorize", bc, TARGET_BC_RATIO),
-        ("poll", poll, TARGET_POLL_RATIO),
-    ):
+    for key, target in (("bc-authorize", TARGET_BC_RATIO), ("poll", TARGET_POLL_RATIO)):
+        r = p[key]
         clean = r["socket_errors"] == 0 and (key == "poll" or set(r["answers"]) == {"200"})
-        ratio = r["rps"] / base["rps"]
-        ratio_cpu = r["rps_per_cpu"] / base["rps_per_cpu"]
-        out[f"{key}_ratio"] = {
-            "value": round(ratio, 3),
-            "target": f">= {target:.2f}",
-            "pass": clean and ratio >= target,
-        }
-        out[f"{key}_ratio_per_cpu"] = {
-            "value": round(ratio_cpu, 3), "target": f">= {target:.2f}",
-            "pass": clean and ratio_cpu >= target,
-        }  # fmt: skip
-    out["poll_answers_all_pending"] = {
+        ratio = ratios(r, p["baseline"])
+        for kind in ("rps", "cpu"):
+            out[f"{key} ratio {kind}"] = {
+                "value": round(ratio[kind], 3),
+                "per_round": [round(x, 3) for x in ratio[f"{kind}_range"]],
+                "target": f">= {target:.2f}",
+                "pass": clean and ratio[kind] >= target,
+            }
+    out["poll answers all pending"] = {
         "value": f"{pending}/{answered}",
-        "target": "100% authorization_pending",
-        "pass": answered > 0 and pending == answered and poll["socket_errors"] == 0,
+        "target": "100% authorization_pending, no id re-polled within the interval",
+        "pass": answered > 0
+        and pending == answered
+        and poll["socket_errors"] == 0
+        and (gap is None or gap >= POLL_INTERVAL),
     }
-    out["poll_statements_by_backchannel"] = {
+    out["poll statements by backchannel"] = {
         "value": f"{poll_statement:.2f} poll statement + {sum(others.values()):.2f} other",
         "target": "the poll is 1 statement; others only amortised (< 0.1 per poll)",
         "pass": abs(poll_statement - 1) <= 0.01 and all(n < 0.1 for n in others.values()),
     }
-    out["poll_db_round_trips"] = {
+    out["poll db round trips"] = {
         "value": round(round_trips, 2),
         "target": f"== {TARGET_POLL_ROUND_TRIPS}",
         "pass": abs(round_trips - TARGET_POLL_ROUND_TRIPS) <= 0.01,
     }
-    out["long_poll_p99"] = {
+    out["long poll p99"] = {
         "value": lp["p99_ms"],
         "target": f"< {TARGET_LONG_POLL_P99_MS:g} ms over >= 200 decisions",
         "pass": lp["p99_ms"] < TARGET_LONG_POLL_P99_MS and lp_ok == lp["decisions"] >= 200,
@@ -493,31 +523,43 @@ def census_parts(cs: dict[str, Any], floor: float = 0.05) -> str:
     return "; ".join(parts)
 
 
+def table(phases: dict[str, dict[str, Any]], names: list[tuple[str, str]],
+          verdict: dict[str, dict[str, Any]] | None) -> list[str]:  # fmt: skip
+    base = phases["baseline"]
+    lines = [
+        "| phase | req/s | p50 ms | p99 ms | server CPU | CPU µs/req | PG CPU µs/req "
+        "| ratio req/s (rounds) | ratio per CPU-s (rounds) | target | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    for key, label in names:
+        r = phases[key]
+        ratio = ratios(r, base)
+        target = result = ""
+        if verdict and f"{key} ratio rps" in verdict:
+            v_rps, v_cpu = verdict[f"{key} ratio rps"], verdict[f"{key} ratio cpu"]
+            target = v_rps["target"]
+            result = "req/s {} · per CPU-s {}".format(
+                *("PASS" if v["pass"] else "FAIL" for v in (v_rps, v_cpu))
+            )
+        lines.append(
+            f"| {label} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['server_cpu_pct']:.0f}% | {r['cpu_us_per_request']:.0f} | "
+            f"{r['postgres_cpu_us_per_request']:.0f} | "
+            f"{ratio['rps']:.2f} ({ratio['rps_range'][0]:.2f}–{ratio['rps_range'][1]:.2f}) | "
+            f"{ratio['cpu']:.2f} ({ratio['cpu_range'][0]:.2f}–{ratio['cpu_range'][1]:.2f}) | "
+            f"{target} | {result} |"
+        )
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     m, c, p = results["machine"], results["config"], results["phases"]
     v, lp = results["verdicts"], results["long_poll"]
-    base = baseline_of(results)
 
     def mark(key: str) -> str:
         return "PASS" if v[key]["pass"] else "FAIL"
 
-    def row(name: str, r: dict[str, Any], base: dict[str, float], key: str | None) -> str:
-        ratio = r["rps"] / base["rps"]
-        ratio_cpu = r["rps_per_cpu"] / base["rps_per_cpu"]
-        verdict = f" {mark(key + '_ratio')} |" if key else " |"
-        verdict_cpu = f" {mark(key + '_ratio_per_cpu')} |" if key else " |"
-        target = f" {v[key + '_ratio']['target']} |" if key else " |"
-        return (
-            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['server_cpu_pct']:.0f}% | {r['cpu_us_per_request']:.0f} | "
-            f"{ratio:.2f} |{verdict} {ratio_cpu:.2f} |{verdict_cpu}{target}"
-        )
-
-    head = [
-        "| phase | req/s | p50 ms | p99 ms | server CPU | CPU µs/req | ratio req/s | result "
-        "| ratio per CPU-s | result | target |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
-    ]
+    seg = c["duration_s"] / c["rounds"]
     lines = [
         f"# backchannel bench — {m['date']} — commit {m['commit']}",
         "",
@@ -525,31 +567,28 @@ def render(results: dict[str, Any]) -> str:
         f" Python {m['python']}; PostgreSQL {m['postgresql']} [{m['postgresql_where']}];"
         f" hypercorn {m['hypercorn']}, Starlette {m['starlette']}, asyncpg {m['asyncpg']},"
         f" {m['wrk']}",
-        f"setup: each server alone, hypercorn with 1 worker on cpu {c['server_cpu']} (taskset);"
-        f" wrk (1 thread, {c['concurrency']} connections) and this script on cpu"
-        f" {c['load_cpu']}; PostgreSQL on cpu {c['postgres_cpus']}, sharing the machine with"
-        f" the generator; nice {c['nice']}; {c['duration_s']:g} s per phase after"
-        f" {c['warmup_s']:g} s warm-up; {c['db_pool']}",
+        f"setup: baseline and backchannel each a hypercorn with 1 worker, both on cpu"
+        f" {c['server_cpu']} (taskset), loaded one at a time; wrk (1 thread,"
+        f" {c['concurrency']} connections) and this script on cpu {c['load_cpu']}; PostgreSQL"
+        f" on cpu {c['postgres_cpus']}, sharing the machine with the generator; nice"
+        f" {c['nice']}; {c['rounds']} rounds × {seg:g} s per workload (+{TAIL_S:g} s idle tail"
+        f" whose server CPU is charged to the run), after"
+        f" {c['warmup_s']:g} s warm-ups; {c['db_pool']}",
         "",
-        *head,
-    ]
-    for n in results["baseline_runs"]:
-        lines.append(row(n + " (UPDATE…RETURNING)", p[n], base, None))
-    lines.append(row("/bc-authorize", p["bc-authorize"], base, "bc_authorize"))
-    lines.append(row("/token normal poll", p["poll"], base, "poll"))
-    lines.append("")
-    lines.append(
-        "ratio req/s: against the mean baseline req/s (the targets' measure). ratio per CPU-s:"
-        " each rate divided by the server worker's own CPU time, i.e. the rate one whole core"
-        " would sustain; unlike req/s it does not move when other processes take the core."
-    )
+        *table(p, [("baseline", "baseline (UPDATE…RETURNING)"),
+                   ("bc-authorize", "/bc-authorize"), ("poll", "/token normal poll")], v),
+        "",
+        "ratio req/s is the targets' measure; ratio per CPU-s divides each rate by the server"
+        " worker's own CPU time (the rate one whole core would sustain), which other processes"
+        " taking the core do not move. (rounds): lowest–highest ratio of a single round.",
+    ]  # fmt: skip
     low = [n for n, r in p.items() if r["server_cpu_pct"] < BUSY_ENOUGH_PCT]
     if low:
         lines.append(
             f"WARNING: the server worker used < {BUSY_ENOUGH_PCT:g}% of its core in"
-            f" {', '.join(low)}: other processes on the machine (see the load average) or a"
-            " saturated generator/PostgreSQL core held it back, so the req/s ratios are"
-            " disturbed; read the per-CPU-s ratios."
+            f" {', '.join(low)}: other processes (see the load average) or a saturated"
+            " generator/PostgreSQL core held it back, so the req/s ratios are disturbed; read"
+            " the per-CPU-s ratios."
         )
     poll = p["poll"]
     mix = ", ".join(f"{k} {n}" for k, n in sorted(poll["answers"].items(), key=lambda x: -x[1]))
@@ -557,19 +596,17 @@ def render(results: dict[str, Any]) -> str:
     ids = results["poll_ids"]
     lines += [
         "",
-        f"poll answers: {mix}; socket errors {poll['socket_errors']} →"
-        f" {mark('poll_answers_all_pending')}",
-        f"poll pacing: {ids['distinct']} distinct pending ids"
-        f" ({ids['distinct'] - ids['added_directly_in_db']} created by /bc-authorize,"
-        f" {ids['added_directly_in_db']} inserted directly in the DB); "
+        f"poll answers: {mix}; socket errors {poll['socket_errors']}; "
         + (
-            f"{poll['reuses']} re-polls, closest {gap:.2f} s apart"
+            f"an id is re-polled at least {gap:.1f} s later"
             if gap is not None
             else "no id polled twice"
         )
-        + f" (interval {c['poll_interval_s']} s)",
+        + f" (interval {c['poll_interval_s']} s; {ids.get('distinct', 0)} pending ids, of which"
+        f" {ids.get('inserted_directly', 0)} inserted directly in the DB) →"
+        f" {mark('poll answers all pending')}",
         "",
-        f"statements PostgreSQL ran per request ({c['census_s']:g} s wrk run per phase with"
+        f"statements PostgreSQL ran per request ({c['census_s']:g} s wrk run per workload with"
         " log_statement=all; requests counted from the rows):",
     ]
     for name, cs in results["census"].items():
@@ -579,17 +616,16 @@ def render(results: dict[str, Any]) -> str:
         )
     lines += [
         f"normal poll: statements sent by backchannel"
-        f" {v['poll_statements_by_backchannel']['value']} per poll →"
-        f" {mark('poll_statements_by_backchannel')};"
-        f" round trips to PostgreSQL {v['poll_db_round_trips']['value']} (target == 1) →"
-        f" {mark('poll_db_round_trips')}",
+        f" {v['poll statements by backchannel']['value']} per poll →"
+        f" {mark('poll statements by backchannel')}; round trips to PostgreSQL"
+        f" {v['poll db round trips']['value']} (target == 1) → {mark('poll db round trips')}",
         "",
         f"long polling (Prefer: wait=25, {lp['held_at_once']} polls held at once, one"
         f" record_decision every {lp['decision_spacing_ms']:g} ms on the bench's own"
         f" connection): decision COMMIT → token response p50 {lp['p50_ms']} ms, p90"
         f" {lp['p90_ms']} ms, p99 {lp['p99_ms']} ms, max {lp['max_ms']} ms over"
         f" {lp['decisions']} decisions; answers {lp['answers']} (target p99 <"
-        f" {TARGET_LONG_POLL_P99_MS:g} ms) → {mark('long_poll_p99')}",
+        f" {TARGET_LONG_POLL_P99_MS:g} ms) → {mark('long poll p99')}",
     ]
     lc = lp.get("census")
     if lc:
@@ -599,24 +635,21 @@ def render(results: dict[str, Any]) -> str:
         )
     wi = results.get("what_if_no_pool_reset") or {}
     if wi:
-        wbase = wi["baseline-noreset"]
         lines += [
             "",
             "what-if (no target): both apps' asyncpg pools with a no-op `reset`, so releasing a"
-            " connection sends nothing (ratios against the no-reset baseline):",
+            " connection sends nothing; same rounds, ratios against the no-reset baseline:",
             "",
-            *head,
-            row("baseline-noreset", wbase, wbase, None),
-        ]
-        for name in ("bc-authorize-noreset", "poll-noreset"):
-            lines.append(row(name, wi[name], wbase, None))
-        for name, default in (("baseline-noreset", results["baseline_runs"][0]),
-                              ("bc-authorize-noreset", "bc-authorize"),
-                              ("poll-noreset", "poll")):  # fmt: skip
-            r, d = wi[name], p[default]
+            *table(wi, [("baseline", "baseline, no reset"), ("bc-authorize",
+                   "/bc-authorize, no reset"), ("poll", "/token normal poll, no reset")], None),
+        ]  # fmt: skip
+        for key in PHASES:
+            r, d = wi[key], p[key]
             lines.append(
-                f"- {name} vs {default}: req/s ×{r['rps'] / d['rps']:.2f}, "
-                f"CPU µs/req {d['cpu_us_per_request']:.0f} → {r['cpu_us_per_request']:.0f}"
+                f"- {key}: CPU µs/req {d['cpu_us_per_request']:.0f} →"
+                f" {r['cpu_us_per_request']:.0f} without the reset; per CPU-s vs the default"
+                " baseline:"
+                f" {r['rps_per_cpu'] / p['baseline']['rps_per_cpu']:.2f}"
             )
     for name, prof in results.get("profiles", {}).items():
         lines += [
@@ -633,20 +666,21 @@ def render(results: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add = parser.add_argument
-    add("--duration", type=float, default=10.0, help="seconds per measured phase")
-    add("--warmup", type=float, default=2.0, help="warm-up seconds before each phase")
-    add("--census", type=float, default=2.0, help="seconds of the statement-count runs")
+    add("--duration", type=float, default=10.0, help="measured seconds per workload")
+    add("--rounds", type=int, default=0, help="interleaved rounds (default: duration / 2 s)")
+    add("--warmup", type=float, default=2.0, help="warm-up seconds per workload")
+    add("--census", type=float, default=2.0, help="seconds of each statement-count run")
     add("--concurrency", type=int, default=32, help="wrk connections; long polls held at once")
     add("--decisions", type=int, default=400, help="long-poll decisions (>= 200)")
-    add("--quick", action="store_true", help="4 s phases, 1 s warm-up, one baseline run")
-    add("--server-cpu", default="0", help="core of the server under test")
+    add("--quick", action="store_true", help="4 s per workload, 1 s warm-ups: under a minute")
+    add("--server-cpu", default="0", help="core of the servers under test")
     add("--load-cpu", default="1", help="core of wrk and of this script")
     add("--pg-cpus", default="1", help="cores of the embedded PostgreSQL")
     add(
         "--nice",
         type=int,
         default=0,
-        help="niceness (and autogroup niceness) of servers, wrk, PostgreSQL; -20 on a busy machine",
+        help="niceness (and autogroup niceness) of servers, wrk, PostgreSQL; -20 on a busy box",
     )
     add(
         "--database-url",
@@ -659,6 +693,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.census, args.decisions = 4.0, 1.0, 1.0, 200
+    if args.rounds <= 0:
+        args.rounds = max(1, round(args.duration / 2))
     return args
 
 

@@ -17,6 +17,7 @@ from backchannel.cli import audit, clients, devices, keys, migrate, requests, se
 from backchannel.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError, Context, Output
 from backchannel.oauth.provisioning import ProvisioningError
 from backchannel.oauth.registration import RegistrationError
+from backchannel.observability.logging import configure_logging
 from backchannel.settings import Settings, SettingsError
 
 __all__ = ["build_parser", "main"]
@@ -91,10 +92,7 @@ def _configure_logging(settings: Settings, *, server: bool) -> None:
     root = logging.getLogger()
     if root.handlers:  # embedded (tests, another program): leave logging alone
         return
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The server logs JSON (or text) with secrets masked; commands log text for people.
+    configure_logging(level, settings.log_format if server else "text", sys.stderr)
     # pgserver narrates every pg_ctl call at INFO.
     logging.getLogger("pgserver").setLevel(max(logging.WARNING, root.level))

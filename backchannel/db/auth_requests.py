@@ -80,6 +80,8 @@ class Decision:
     user_id: int
     status: str
     denial_reason: str | None
+    created_at: datetime | None = None
+    decided_at: datetime | None = None
 
 
 async def insert_auth_request(
@@ -291,7 +293,7 @@ async def decide_auth_request(
         """UPDATE auth_requests
               SET status = $2, decided_at = now(), decided_by_device = $3, denial_reason = $4
             WHERE id_hash = $1 AND status = 'pending' AND expires_at > now()
-        RETURNING id, client_id, user_id, status, denial_reason""",
+        RETURNING id, client_id, user_id, status, denial_reason, created_at, decided_at""",
         id_hash,
         status,
         device_id,

@@ -47,6 +47,7 @@ class OutboxMessage:
     auth: str | None
     vapid_kid: str | None  # the device's key, else the active one
     vapid_status: str | None
+    created_at: datetime | None = None  # when it was queued
 
 
 async def enqueue_message(
@@ -122,7 +123,7 @@ SELECT l.id, l.kind, l.topic, l.payload, l.attempts,
        floor(extract(epoch FROM l.deliver_before - now()))::int AS ttl,
        l.device_id, d.user_id, l.auth_request_id, r.client_id,
        d.push_endpoint AS endpoint, d.push_p256dh AS p256dh, d.push_auth AS auth,
-       k.kid AS vapid_kid, k.status AS vapid_status
+       k.kid AS vapid_kid, k.status AS vapid_status, l.created_at
   FROM leased l
   JOIN devices d ON d.device_id = l.device_id
   LEFT JOIN auth_requests r ON r.id = l.auth_request_id

@@ -38,6 +38,7 @@ from backchannel.db.push_outbox import (
 )
 from backchannel.delivery.vapid import VapidSigners
 from backchannel.delivery.webpush import PushResult, PushSubscription, retry_delay, send_web_push
+from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class OutboxWorker:
         lease_seconds: float | None = None,
         poll_interval: float = 1.0,
         sweep_interval: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._http = http
@@ -68,6 +70,7 @@ class OutboxWorker:
         self._sweep_interval = sweep_interval
         self._capacity = settings.outbox_batch_size
         self._signers = VapidSigners()
+        self._metrics = metrics if metrics is not None else Metrics(process=False)
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -159,12 +162,14 @@ class OutboxWorker:
         host = _host(message.endpoint)
         if result.outcome == "sent":
             assert result.status is not None
+            self._metrics.record_push_delivered(message.kind, message.created_at)
             recorded = await mark_sent(self._pool, message, result.status)
             log.debug("%s %s sent to %s (%s)", message.kind, message.id, host, result.status)
         elif result.outcome == "gone":
             assert result.status is not None
             await mark_subscription_gone(self._pool, message, result.status)
             recorded = True
+            self._metrics.record_push_failure(message.kind, "gone")
             log.info("push subscription of device %s is gone (%s)", message.device_id, host)
         elif result.outcome == "retry":
             delay = retry_delay(message.attempts, result.retry_after)
@@ -177,6 +182,7 @@ class OutboxWorker:
                 max_attempts=self._settings.push_max_attempts,
             )
             recorded = status is not None
+            self._metrics.record_push_failure(message.kind, "transient")
             log.info(
                 "%s %s to %s: %s; %s",
                 message.kind,
@@ -187,6 +193,7 @@ class OutboxWorker:
             )
         else:
             reason = _failure_reason(result)
+            self._metrics.record_push_failure(message.kind, reason)
             recorded = await mark_failed(
                 self._pool, message, reason, error=result.error, status=result.status
             )

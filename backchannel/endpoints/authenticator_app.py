@@ -64,8 +64,7 @@ class AuthenticatorFiles(StaticFiles):
                 exc.detail, status_code=exc.status_code, headers=exc.headers
             )
         response.headers.update(SECURITY_HEADERS)
-        name = os.path.basename(path)
-        if name.endswith(".webmanifest") and response.status_code == 200:
+        if path.endswith(".webmanifest") and response.status_code == 200:
             response.headers["Content-Type"] = MANIFEST_TYPE
         if path.startswith("icons" + os.sep) and response.status_code in (200, 304):
             response.headers["Cache-Control"] = ICON_CACHE

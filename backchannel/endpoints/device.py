@@ -144,7 +144,7 @@ async def device_requests(request: Request) -> Response:
 async def device_decision(request: Request) -> Response:
     services, call = await _device_call(request, DECISION_PATH)
     async with services.pool.acquire() as conn:
-        decided = await decide_on_device(conn, call, skew=services.settings.device_clock_skew)
+        decided = await decide_on_device(conn, call, services.settings, metrics=services.metrics)
     return _json({"ref": decided.ref, "status": decided.status})
 
 

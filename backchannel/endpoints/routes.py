@@ -10,6 +10,7 @@ from backchannel.endpoints import (
     device,
     discovery,
     introspect,
+    metrics,
     receipts,
     revoke,
     token,
@@ -37,5 +38,6 @@ def routes() -> list[BaseRoute]:
         Route(device.REMOVE_PATH, device.device_remove, methods=["POST"]),
         Route(admin.ENROLMENTS_PATH, admin.create_enrolment, methods=["POST"]),
         Route(receipts.RECEIPTS_PATH, receipts.receipts, methods=["POST"]),
+        Route(metrics.METRICS_PATH, metrics.metrics, methods=["GET"]),
         Mount("/authenticator", app=authenticator_files()),
     ]

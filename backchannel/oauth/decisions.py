@@ -16,6 +16,7 @@ from backchannel.db.auth_requests import Decision, decide_auth_request, select_a
 from backchannel.db.listener import DECISION_CHANNEL, notify
 from backchannel.db.push_outbox import withdraw_request_prompts
 from backchannel.errors import RequestNotPending
+from backchannel.observability.metrics import Metrics
 from backchannel.policy.fatigue import NOT_ME, NotMeLimits, record_not_me
 
 DecisionValue = Literal["approved", "denied"]
@@ -30,13 +31,15 @@ async def record_decision(
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
     not_me_limits: NotMeLimits | None = None,
+    metrics: Metrics | None = None,
 ) -> Decision:
     """Approve or deny the pending request whose auth_req_id hashes to ``id_hash``.
 
     Raises :class:`RequestNotPending` (with ``state`` decided/expired/unknown) if
     the request cannot take a decision any more. A denial with reason ``not_me``
     also mutes the user and may suspend the client (docs/policy.md), under
-    ``not_me_limits`` (default: the settings' defaults).
+    ``not_me_limits`` (default: the settings' defaults). ``metrics``, when
+    given, records the time the user took to decide.
     """
     if decision not in ("approved", "denied"):
         raise ValueError(f"unknown decision {decision!r}")
@@ -63,6 +66,8 @@ async def record_decision(
         await withdraw_request_prompts(conn, decided.id, except_device=device_id)
         if reason == NOT_ME:
             await record_not_me(conn, decided, not_me_limits or NotMeLimits.defaults())
+    if metrics is not None and decided.created_at and decided.decided_at:
+        metrics.record_decision(decided.status, decided.created_at, decided.decided_at)
     return decided
 
 

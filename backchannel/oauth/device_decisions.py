@@ -28,6 +28,9 @@ from backchannel.oauth.decisions import DecisionValue, record_decision
 from backchannel.oauth.device_auth import DeviceCall
 from backchannel.oauth.secrets import new_secret
 from backchannel.oauth.shown_digest import shown_digest
+from backchannel.observability.metrics import Metrics
+from backchannel.policy.fatigue import NotMeLimits
+from backchannel.settings import Settings
 
 # exp may lie at most this long after iat.
 MAX_DECISION_LIFETIME = 120
@@ -65,7 +68,11 @@ def parse_ref(value: object) -> bytes:
 
 
 async def decide_on_device(
-    conn: asyncpg.Connection, call: DeviceCall, *, skew: float
+    conn: asyncpg.Connection,
+    call: DeviceCall,
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
 ) -> DeviceDecision:
     """Check a decision call's payload against the request, then record it.
 
@@ -84,7 +91,7 @@ async def decide_on_device(
     if not _short_string(shown) or not _short_string(challenge):
         raise InvalidRequest("shown and challenge are required")
     assert isinstance(shown, str) and isinstance(challenge, str)
-    _check_expiry(payload, skew)
+    _check_expiry(payload, settings.device_clock_skew)
 
     target = await select_decision_target(conn, id_hash)
     if target is None:
@@ -105,6 +112,8 @@ async def decide_on_device(
         device_id=call.device.device_id,
         reason=outcome.reason,
         detail=outcome.detail,
+        not_me_limits=NotMeLimits.from_settings(settings),
+        metrics=metrics,
     )
     return DeviceDecision(ref, decided.status)
 

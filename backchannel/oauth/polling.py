@@ -76,6 +76,7 @@ async def poll_for_tokens(
             if remaining <= 0 or not await waiters.wait(woken, remaining):
                 break
         counts_as_poll = False
+    services.metrics.record_poll(result.verdict)
     if result.verdict == "approved":
         return await _redeem(services, client, result, auth_req_id)
     raise _error_for(result)

@@ -58,6 +58,9 @@ async def admit_request(
             now=services.policy.clock(),
         )
         decision = evaluate(rules.rules, facts)
+        services.metrics.record_policy_decision(
+            allowed=decision.allowed, would_deny=decision.would_deny
+        )
         if not decision.allowed or decision.would_deny:
             await insert_audit_event(
                 services.pool, "policy_decision", **ids, detail=_decision_detail(decision, facts)
@@ -71,6 +74,7 @@ async def admit_request(
             added["allowed_by"] = [r.name for r in decision.enforced.rules]
     refusal = fatigue_refusal(state, limits) if state is not None else None
     if refusal is not None:
+        services.metrics.record_fatigue_refusal(refusal.detail.get("cap", "muted"))
         await insert_audit_event(
             services.pool,
             refusal.event,
@@ -78,6 +82,8 @@ async def admit_request(
             detail={"error": AccessDenied.error, **refusal.detail},
         )
         raise AccessDenied(refusal.description)
+    # The pending count is only read (up to the cap) while that cap is on.
+    services.metrics.record_admission(state.pending if state and limits.max_pending else None)
     return {"policy": added} if added else {}
 
 

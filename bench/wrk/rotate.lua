@@ -8,9 +8,9 @@
 --   BENCH_IDS_OUT  if set, every "auth_req_id" in a 200 answer is appended to this file
 --   BENCH_REPORT   JSON summary written here by done() (required)
 --
--- The summary has wrk's counters and latency percentiles (microseconds), the answer
--- mix ("200", or "<error code>/<status>"), and, for reused bodies, the smallest gap
--- in seconds between two sends of the same body (the poll phase's pacing evidence).
+-- The summary has wrk's counters, latency percentiles and quantile function (µs),
+-- the answer mix ("200", or "<error code>/<status>"), and, for reused bodies, the
+-- smallest gap in seconds between two sends of the same body.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -114,6 +114,18 @@ function done(summary, latency, requests_stats)
     reused = reused + (thread:get("reuses") or 0)
     written = written + (thread:get("ids_written") or 0)
   end
+  -- the latency quantile function (percent, microseconds), finer in the tail, so that
+  -- several runs can be merged into one distribution
+  local quantiles = {}
+  if summary.requests > 0 then
+    for i = 1, 990 do
+      quantiles[#quantiles + 1] = string.format("[%.2f,%d]", i / 10, latency:percentile(i / 10))
+    end
+    for i = 1, 100 do
+      local p = 99 + i / 100
+      quantiles[#quantiles + 1] = string.format("[%.2f,%d]", p, latency:percentile(p))
+    end
+  end
   local answers = {}
   for k, v in pairs(merged) do table.insert(answers, json_string(k) .. ":" .. v) end
   local e = summary.errors
@@ -130,6 +142,7 @@ function done(summary, latency, requests_stats)
     '"reuses":' .. reused,
     '"min_reuse_gap_s":' .. string.format("%.3f", gap),
     '"ids_written":' .. written,
+    '"quantiles":[' .. table.concat(quantiles, ",") .. "]",
   }
   local f = assert(io.open(assert(os.getenv("BENCH_REPORT"), "BENCH_REPORT unset"), "w"))
   f:write("{" .. table.concat(parts, ",") .. "}\n")

@@ -29,6 +29,7 @@ from playwright.async_api import (
     Response,
     ViewportSize,
     async_playwright,
+    expect,
 )
 from starlette.applications import Starlette
 
@@ -49,6 +50,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# Generous for a loaded 2-core CI machine; a passing step takes well under a second.
+expect.set_options(timeout=10_000)
+
 PHONE_VIEWPORT: ViewportSize = {"width": 360, "height": 740}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -230,7 +234,7 @@ class AppPhone:
             },
         )
 
-    async def receive(self, kind: str, ref: str, within: float = 10.0) -> dict[str, Any]:
+    async def receive(self, kind: str, ref: str, within: float = 15.0) -> dict[str, Any]:
         """Wait until the push service accepted a ``kind`` message about ``ref`` for this
         phone, then deliver its decrypted payload to the service worker."""
 
@@ -307,7 +311,7 @@ async def phone(
     await context.add_init_script(
         PUSH_STUB.replace("__SUBSCRIPTION__", json.dumps(subscription.to_json()))
     )
-    context.set_default_timeout(5000)
+    context.set_default_timeout(10_000)
     page = await context.new_page()
     cdp = await context.new_cdp_session(page)
     app_phone = AppPhone(server, context, page, cdp, push_service, subscription)

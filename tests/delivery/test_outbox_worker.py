@@ -165,6 +165,7 @@ async def test_a_request_prompts_every_phone_of_the_user_with_the_contract_messa
         "SELECT id, expires_at, device_challenge FROM auth_requests WHERE id_hash = $1",
         hash_secret(auth_req_id),
     )
+    assert request is not None
     ref = ref_of(auth_req_id)
     expected = {
         "type": "prompt",
@@ -218,7 +219,7 @@ async def test_a_decision_dismisses_the_prompt_on_the_other_phones(
         "SELECT prompts_withdrawn_at FROM auth_requests WHERE id_hash = $1",
         hash_secret(auth_req_id),
     )
-    assert request["prompts_withdrawn_at"] is not None
+    assert request is not None and request["prompts_withdrawn_at"] is not None
     assert (await poll(running.http, rp.basic_auth(), auth_req_id)).status_code == 200
     await wait_for_rows(db, lambda rows: all(r["status"] == "sent" for r in rows))
     assert [e["device_id"] for e in await audit_events(db, "dismiss_sent")] == [other]
@@ -279,6 +280,7 @@ async def test_a_dead_subscription_is_cleared_audited_and_not_used_again(
     await wait_for_rows(db, lambda rows: all(r["status"] != "queued" for r in rows))
 
     device = await db.fetchrow("SELECT * FROM devices WHERE device_id = $1", dead)
+    assert device is not None
     assert (device["push_endpoint"], device["push_p256dh"], device["push_auth"]) == (None,) * 3
     assert device["removed_at"] is None
     [gone] = await audit_events(db, "push_subscription_gone")
@@ -447,8 +449,8 @@ async def test_two_workers_on_one_database_send_each_message_exactly_once(
 
 
 async def test_queueing_wakes_the_workers_through_notify(db: asyncpg.Connection) -> None:
-    await db.add_listener(OUTBOX_CHANNEL, lambda *_: woken.set())
     woken = asyncio.Event()
+    await db.add_listener(OUTBOX_CHANNEL, lambda *_: woken.set())
     user = await _bob(db)
     async with run_push_service() as service:
         device, _sub = await add_phone(db, user, service)

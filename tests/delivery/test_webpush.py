@@ -7,6 +7,7 @@ import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ from backchannel.delivery.webpush import (
 )
 from backchannel.oauth.push_topic import push_topic
 from backchannel.oauth.url_guard import UnsafeURL
-from backchannel.settings import Settings
+from backchannel.settings import Settings, SettingsError
 from tests.support.push_service import LocalPushService, TestSubscription, run_push_service
 
 SETTINGS = Settings(push_allow_loopback=True, allow_insecure_urls=True, push_timeout=1.0)
@@ -58,7 +59,7 @@ async def send(
     http: aiohttp.ClientSession,
     sub: TestSubscription,
     vapid: Vapid,
-    payload: dict[str, object] | None = None,
+    payload: dict[str, Any] | None = None,
     settings: Settings = SETTINGS,
 ) -> PushResult:
     return await send_web_push(
@@ -254,3 +255,28 @@ def test_back_off_grows_is_capped_and_yields_to_a_longer_retry_after() -> None:
     assert max(delays) <= BACKOFF_CAP * 1.1
     assert retry_delay(1, 30.0) == 30.0
     assert retry_delay(6, 1.0) >= 32
+
+
+def test_push_settings_come_from_the_environment_and_are_validated() -> None:
+    settings = Settings.from_env(
+        {
+            "BACKCHANNEL_PUSH_ALLOWED_HOSTS": " Push.Example.com, *.push.example.net ,",
+            "BACKCHANNEL_VAPID_SUBJECT": "https://ops.example.com",
+            "BACKCHANNEL_PUSH_TIMEOUT": "2.5",
+        }
+    )
+    assert settings.push_allowed_hosts == ("push.example.com", "*.push.example.net")
+    assert (settings.vapid_subject, settings.push_timeout) == ("https://ops.example.com", 2.5)
+    assert check_push_endpoint("https://a.push.example.net/x", settings)
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(
+            {
+                "BACKCHANNEL_PUSH_ALLOWED_HOSTS": "https://push.example.com,*",
+                "BACKCHANNEL_VAPID_SUBJECT": "https://example.com/contact",
+                "BACKCHANNEL_PUSH_TIMEOUT": "0",
+            }
+        )
+    problems = "\n".join(excinfo.value.problems)
+    for name in ("PUSH_ALLOWED_HOSTS: 'https://push", "PUSH_ALLOWED_HOSTS: '*'"):
+        assert name in problems
+    assert "VAPID_SUBJECT" in problems and "PUSH_TIMEOUT" in problems

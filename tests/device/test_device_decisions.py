@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -12,12 +13,28 @@ import httpx
 import pytest
 
 from backchannel.db.users import User
-from tests.conftest import RegisteredClient
+from backchannel.settings import Settings
+from tests.conftest import RegisteredClient, start_app
 from tests.support import factories
-from tests.support.ciba import audit_events, decide, poll, rewind, start_auth_req_id
+from tests.support.ciba import (
+    audit_events,
+    decide,
+    poll,
+    rewind,
+    start_auth_req_id,
+    start_request,
+)
 from tests.support.device import Phone, enrolled_phone, ref_of, shown
 
 DECISION = "/device/decision"
+
+
+@pytest.fixture
+async def relaxed_http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app without push-fatigue caps or "not me" mutes, for many requests of one user."""
+    relaxed = settings.replace(fatigue_max_pending=0, fatigue_max_prompts=0, not_me_mute=0)
+    async for running in start_app(relaxed):
+        yield running.http
 
 
 async def _bob(db: asyncpg.Connection) -> User:
@@ -159,6 +176,29 @@ async def test_not_me_denies_and_is_audited_as_a_report(
     assert event["detail"]["reason"] == "not_me"
     assert event["detail"]["reported"] is True
     assert event["device_id"] == phone.device_id
+
+
+async def test_not_me_pauses_the_users_prompts_as_configured(
+    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+) -> None:
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    entry = await _pending_entry(http, phone, auth_req_id)
+    assert (await phone.decide(http, entry, "not_me")).status_code == 200
+    refused = await start_request(http, rp.basic_auth())
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "access_denied"
+
+
+async def test_not_me_mute_follows_the_settings(
+    relaxed_http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+) -> None:
+    http = relaxed_http
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    entry = await _pending_entry(http, phone, auth_req_id)
+    assert (await phone.decide(http, entry, "not_me")).status_code == 200
+    assert (await start_request(http, rp.basic_auth())).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -361,8 +401,9 @@ async def test_a_malformed_decision_is_refused(
 
 
 async def test_history_lists_this_devices_decisions_newest_first(
-    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+    relaxed_http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:
+    http = relaxed_http
     phone = await enrolled_phone(http, db, alice.user_id)
     other = await enrolled_phone(http, db, alice.user_id, name="Tablet")
     ids = [
@@ -392,8 +433,9 @@ async def test_history_lists_this_devices_decisions_newest_first(
 
 
 async def test_history_holds_at_most_twenty_decisions(
-    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+    relaxed_http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:
+    http = relaxed_http
     phone = await enrolled_phone(http, db, alice.user_id)
     for _ in range(22):
         auth_req_id = await start_auth_req_id(http, rp.basic_auth())

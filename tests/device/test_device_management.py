@@ -111,10 +111,13 @@ async def test_removing_a_device_withdraws_its_prompts(
 ) -> None:
     phone = await enrolled_phone(http, db, alice.user_id)
     other = await enrolled_phone(http, db, alice.user_id, name="Tablet")
+    # Decided elsewhere: its withdrawal is the decision's business, not the removal's.
+    decided = await start_auth_req_id(http, rp.basic_auth(), binding_message="decided")
+    await decide(db, decided, "approved", device_id=other.device_id)
+    # Three pending requests: the push-fatigue cap allows no more.
     sent = await start_auth_req_id(http, rp.basic_auth(), binding_message="sent")
     retrying = await start_auth_req_id(http, rp.basic_auth(), binding_message="retrying")
     await start_auth_req_id(http, rp.basic_auth(), binding_message="untried")
-    decided = await start_auth_req_id(http, rp.basic_auth(), binding_message="decided")
     ids = {
         name: await db.fetchval("SELECT id FROM auth_requests WHERE binding_message = $1", name)
         for name in ("sent", "retrying", "untried", "decided")
@@ -124,9 +127,6 @@ async def test_removing_a_device_withdraws_its_prompts(
     await _set_prompt(db, prompts[ids["sent"]]["id"], "sent", 1)
     await _set_prompt(db, prompts[ids["retrying"]]["id"], "queued", 2)
     await _set_prompt(db, prompts[ids["untried"]]["id"], "queued", 0)
-    await _set_prompt(db, prompts[ids["decided"]]["id"], "sent", 1)
-    # Decided elsewhere: its withdrawal is the decision's business, not the removal's.
-    await decide(db, decided, "approved", device_id=other.device_id)
 
     assert (await phone.call(http, "/device/remove")).status_code == 200
 
