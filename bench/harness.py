@@ -156,6 +156,7 @@ class Server:
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker_pid: int | None = None
+        self.app_name = name  # its connections' application_name
 
     @property
     def url(self) -> str:

@@ -135,26 +135,29 @@ class Bench:
 
     async def start(self, kind: str, *, reset_off: bool = False) -> Server:
         env = {"BACKCHANNEL_LOG_LEVEL": "WARNING", "PYTHONDONTWRITEBYTECODE": "1"}
+        # PostgreSQL's log tells the servers apart by application_name
+        app_name = ("bench_baseline" if kind == "baseline" else "bench_server") + (
+            "_noreset" if reset_off else ""
+        )
         if reset_off:
             env["BENCH_POOL_RESET"] = "off"
         if kind == "baseline":
-            env["BENCH_DATABASE_URL"] = with_query(self.db.dsn, application_name="bench_baseline")
+            env["BENCH_DATABASE_URL"] = with_query(self.db.dsn, application_name=app_name)
             target = "bench/baseline_app.py:app"
         else:
             await migrate(self.conn)  # the tree may have gained a migration since provisioning
             env |= {
-                "BACKCHANNEL_DATABASE_URL": with_query(
-                    self.db.dsn, application_name="bench_server"
-                ),
+                "BACKCHANNEL_DATABASE_URL": with_query(self.db.dsn, application_name=app_name),
                 "BACKCHANNEL_ISSUER": "http://127.0.0.1",
                 "BACKCHANNEL_POLL_INTERVAL": str(POLL_INTERVAL),
                 "BACKCHANNEL_MAX_REQUEST_EXPIRY": str(REQUESTED_EXPIRY),
             }
             target = "bench/backchannel_server.py:app"
         a = self.args
-        server = Server(kind, target, env, a.server_cpu, self.log_dir, a.nice)
+        server = Server(app_name, target, env, a.server_cpu, self.log_dir, a.nice)
+        server.app_name = app_name
         self.servers.append(server)
-        log(f"{kind}: starting hypercorn on cpu {a.server_cpu}")
+        log(f"{app_name}: starting hypercorn on cpu {a.server_cpu}")
         server.start()
         return server
 
@@ -196,93 +199,97 @@ class Bench:
         self.poll_ids["inserted_directly"] = self.poll_ids.get("inserted_directly", 0) + missing
         return write_lines(self.work_dir / f"{name}.txt", poll_bodies(ids))
 
-    async def measure(self, base: Server, app: Server, suffix: str = "") -> dict[str, LoadResult]:
-        """Warm up each workload, then run them in ``rounds`` interleaved rounds."""
+    async def measure(
+        self, variants: list[tuple[str, Server, Server]]
+    ) -> dict[str, dict[str, LoadResult]]:
+        """Warm up every workload of every variant (suffix, baseline server, backchannel
+        server), then run them all in ``rounds`` interleaved rounds."""
         a = self.args
         auth = self.fixture.auth
         seg = a.duration / a.rounds
-        warm = await self.wrk(f"baseline{suffix}-warmup", base, "/bump", self.counter_file,
-                              a.warmup)  # fmt: skip
-        self.rate_bound = 1.3 * max(warm.rps, warm.rps_per_cpu)
-        ids_file = self.work_dir / f"ids{suffix}.txt"
-        bodies = await self.bc_file(f"bc{suffix}-warm", math.ceil(self.rate_bound * a.warmup))
-        warm = await self.wrk(f"bc-authorize{suffix}-warmup", app, "/bc-authorize", bodies,
-                              a.warmup, auth=auth, ids_out=ids_file)  # fmt: skip
-        bc_rate = 1.5 * max(warm.rps, warm.rps_per_cpu)
-        bc_files = [
-            await self.bc_file(f"bc{suffix}-{r}", math.ceil(bc_rate * seg)) for r in range(a.rounds)
-        ]
-        # Normal polls: a few slices of pending ids used in turn, so that an id comes
-        # back only rounds later (>= the interval; checked below). No slice wraps.
-        created = read_lines(ids_file)
-        per_round = 3 * (seg + TAIL_S)  # seconds a round takes at least
-        n_slices = 2 + math.ceil(max(0.0, POLL_INTERVAL + 1 - per_round) / per_round)
+        workloads: list[Workload] = []
+        for suffix, base, _app in variants:
+            warm = await self.wrk(f"baseline{suffix}-warmup", base, "/bump", self.counter_file,
+                                  a.warmup)  # fmt: skip
+            if not workloads:
+                self.rate_bound = 1.3 * max(warm.rps, warm.rps_per_cpu)
+            workloads.append(Workload("baseline" + suffix, base, "/bump",
+                                      [self.counter_file] * a.rounds))  # fmt: skip
+        per_round = len(variants) * 3 * (seg + TAIL_S)  # seconds a round takes at least
+        n_slices = min(a.rounds, 2 + math.ceil(max(0.0, POLL_INTERVAL + 1 - per_round) / per_round))
         slice_size = math.ceil(self.rate_bound * (seg + 1))
-        slices = [
-            await self.poll_file(f"poll{suffix}-slice{i}", slice_size, created)
-            for i in range(min(n_slices, a.rounds))
-        ]
-        bodies = await self.poll_file(
-            f"poll{suffix}-warm", math.ceil(self.rate_bound * (a.warmup + 1)), []
-        )
-        await self.wrk(f"poll{suffix}-warmup", app, "/token", bodies, a.warmup, auth=auth)
-
-        workloads = [
-            Workload("baseline", base, "/bump", [self.counter_file] * a.rounds),
-            Workload(
-                "poll", app, "/token", [slices[r % len(slices)] for r in range(a.rounds)], auth
-            ),
-            Workload("bc-authorize", app, "/bc-authorize", bc_files, auth),
-        ]
+        for suffix, _base, app in variants:
+            ids_file = self.work_dir / f"ids{suffix}.txt"
+            bodies = await self.bc_file(f"bc{suffix}-warm", math.ceil(self.rate_bound * a.warmup))
+            warm = await self.wrk(f"bc-authorize{suffix}-warmup", app, "/bc-authorize", bodies,
+                                  a.warmup, auth=auth, ids_out=ids_file)  # fmt: skip
+            self.bc_rate = max(getattr(self, "bc_rate", 0), 1.5 * max(warm.rps, warm.rps_per_cpu))
+            bc_files = [
+                await self.bc_file(f"bc{suffix}-{r}", math.ceil(self.bc_rate * seg))
+                for r in range(a.rounds)
+            ]
+            # Normal polls: a few slices of pending ids used in turn, so that an id comes
+            # back only rounds later (>= the interval; checked below). No slice wraps.
+            created = read_lines(ids_file)
+            slices = [
+                await self.poll_file(f"poll{suffix}-slice{i}", slice_size, created)
+                for i in range(n_slices)
+            ]
+            bodies = await self.poll_file(
+                f"poll{suffix}-warm", math.ceil(self.rate_bound * (a.warmup + 1)), []
+            )
+            await self.wrk(f"poll{suffix}-warmup", app, "/token", bodies, a.warmup, auth=auth)
+            workloads.append(
+                Workload(
+                    "poll" + suffix,
+                    app,
+                    "/token",
+                    [slices[r % n_slices] for r in range(a.rounds)],
+                    auth,
+                )
+            )
+            workloads.append(Workload("bc-authorize" + suffix, app, "/bc-authorize", bc_files,
+                                      auth))  # fmt: skip
         runs: dict[str, list[LoadResult]] = {w.name: [] for w in workloads}
-        slice_last_end: dict[int, float] = {}
+        last_use: dict[Path, float] = {}
         reuse_gap: float | None = None
-        log(f"{a.rounds} rounds of {seg:g} s per workload{suffix}")
+        log(f"{a.rounds} rounds of {seg:g} s for each of {len(workloads)} workloads")
         for r in range(a.rounds):
             for w in workloads:
                 started = time.monotonic()
-                result = await self.wrk(f"{w.name}{suffix}-{r}", w.server, w.path, w.bodies[r],
-                                        seg, auth=w.auth, tail=TAIL_S)  # fmt: skip
+                result = await self.wrk(f"{w.name}-{r}", w.server, w.path, w.bodies[r], seg,
+                                        auth=w.auth, tail=TAIL_S)  # fmt: skip
                 runs[w.name].append(result)
-                if w.name == "poll":
-                    i = r % len(slices)
-                    if i in slice_last_end:
-                        gap = started - slice_last_end[i]
+                if w.path == "/token":
+                    if w.bodies[r] in last_use:
+                        gap = started - last_use[w.bodies[r]]
                         reuse_gap = gap if reuse_gap is None else min(reuse_gap, gap)
-                    slice_last_end[i] = time.monotonic()
-        out = {name: combine(name + suffix, rs) for name, rs in runs.items()}
-        out["poll"].min_reuse_gap_s = reuse_gap
-        for name, res in out.items():
-            log(f"{name}{suffix}: {res.rps:.0f} req/s, p50 {res.p50_ms:.1f} ms, p99"
-                f" {res.p99_ms:.1f} ms, server CPU {res.server_cpu_pct:.0f}%")  # fmt: skip
-        self.bc_rate = bc_rate
+                    last_use[w.bodies[r]] = time.monotonic()
+        out: dict[str, dict[str, LoadResult]] = {}
+        for suffix, _base, _app in variants:
+            out[suffix] = {kind: combine(kind + suffix, runs[kind + suffix]) for kind in PHASES}
+            out[suffix]["poll"].min_reuse_gap_s = reuse_gap
+            for res in out[suffix].values():
+                log(f"{res.name}: {res.rps:.0f} req/s, p50 {res.p50_ms:.1f} ms, p99"
+                    f" {res.p99_ms:.1f} ms, server CPU {res.server_cpu_pct:.0f}%")  # fmt: skip
         return out
 
     async def census(self, name: str, server: Server, kind: str) -> None:
         """Statements per request for one workload (``kind``: one of PHASES)."""
         a, auth = self.args, self.fixture.auth
         if kind == "baseline":
-            app_name, path, bodies, sql, auth = (
-                "bench_baseline", "/bump", self.counter_file, "SELECT sum(n) FROM bench_counter",
-                None,
+            path, bodies, sql, auth = (
+                "/bump", self.counter_file, "SELECT sum(n) FROM bench_counter", None,
             )  # fmt: skip
         elif kind == "bc-authorize":
             bodies = await self.bc_file(f"{name}-census", math.ceil(self.bc_rate * a.census))
-            app_name, path, sql = (
-                "bench_server",
-                "/bc-authorize",
-                "SELECT count(*) FROM auth_requests",
-            )
+            path, sql = "/bc-authorize", "SELECT count(*) FROM auth_requests"
         else:
             count = math.ceil(self.rate_bound * (a.census + 1))
             bodies = await self.poll_file(f"{name}-census", count, [])
-            app_name, path, sql = (
-                "bench_server",
-                "/token",
-                "SELECT sum(poll_count) FROM auth_requests",
-            )
+            path, sql = "/token", "SELECT sum(poll_count) FROM auth_requests"
         load = self.wrk(f"{name}-census", server, path, bodies, a.census, auth=auth)
-        census = await statement_census(self.db, self.conn, app_name, sql, load)
+        census = await statement_census(self.db, self.conn, server.app_name, sql, load)
         self.censuses[name] = census
         log(f"{name}: {census.per_request():.2f} statements per request ({census.requests})")
 
@@ -394,14 +401,25 @@ async def main(args: argparse.Namespace) -> int:
 
         base = await bench.start("baseline")
         app = await bench.start("backchannel")
-        phases = await bench.measure(base, app)
+        variants = [("", base, app)]
+        if args.what_if:
+            variants.append(("-noreset", await bench.start("baseline", reset_off=True),
+                             await bench.start("backchannel", reset_off=True)))  # fmt: skip
+        measured = await bench.measure(variants)
+        phases = measured[""]
         for kind, server in zip(PHASES, (base, app, app), strict=True):
             await bench.census(kind, server, kind)
+        if args.what_if:
+            _, nbase, napp = variants[1]
+            await bench.census("baseline-noreset", nbase, "baseline")
+            await bench.census("poll-noreset", napp, "poll")
+            nbase.stop()
+            napp.stop()
         log(f"long polling: {args.decisions} decisions, {args.concurrency} polls held at once")
         long_poll = await long_poll_phase(
             app, db, fixture, decisions=args.decisions, held=args.concurrency, spacing=0.02,
             census=lambda load: statement_census(
-                db, conn, "bench_server",
+                db, conn, app.app_name,
                 "SELECT count(*) FROM auth_requests WHERE status = 'redeemed'", load,
             ),
         )  # fmt: skip
@@ -411,17 +429,7 @@ async def main(args: argparse.Namespace) -> int:
             await bench.profile("poll-profiled", app, "poll")
         base.stop()
         app.stop()
-
-        what_if: dict[str, Any] = {}
-        if args.what_if:
-            base = await bench.start("baseline", reset_off=True)
-            app = await bench.start("backchannel", reset_off=True)
-            noreset = await bench.measure(base, app, "-noreset")
-            await bench.census("baseline-noreset", base, "baseline")
-            await bench.census("poll-noreset", app, "poll")
-            base.stop()
-            app.stop()
-            what_if = {k: r.summary() for k, r in noreset.items()}
+        what_if = {k: r.summary() for k, r in measured.get("-noreset", {}).items()}
 
         results["phases"] = {k: r.summary() for k, r in phases.items()}
         results["census"] = {k: c.summary() for k, c in bench.censuses.items()}
@@ -637,19 +645,25 @@ def render(results: dict[str, Any]) -> str:
     if wi:
         lines += [
             "",
-            "what-if (no target): both apps' asyncpg pools with a no-op `reset`, so releasing a"
-            " connection sends nothing; same rounds, ratios against the no-reset baseline:",
+            "what-if (no target): two more servers whose asyncpg pools have a no-op `reset`,"
+            " so releasing a connection sends nothing, run in the same rounds as the servers"
+            " above; ratios against the no-reset baseline:",
             "",
             *table(wi, [("baseline", "baseline, no reset"), ("bc-authorize",
                    "/bc-authorize, no reset"), ("poll", "/token normal poll, no reset")], None),
+            "",
+            "backchannel without the reset against the stock baseline (the fix in backchannel"
+            " alone):",
         ]  # fmt: skip
-        for key in PHASES:
+        for key in ("bc-authorize", "poll"):
             r, d = wi[key], p[key]
+            ratio = ratios(r, p["baseline"])
             lines.append(
-                f"- {key}: CPU µs/req {d['cpu_us_per_request']:.0f} →"
-                f" {r['cpu_us_per_request']:.0f} without the reset; per CPU-s vs the default"
-                " baseline:"
-                f" {r['rps_per_cpu'] / p['baseline']['rps_per_cpu']:.2f}"
+                f"- {key}: ratio req/s {ratio['rps']:.2f} ({ratio['rps_range'][0]:.2f}–"
+                f"{ratio['rps_range'][1]:.2f}), per CPU-s {ratio['cpu']:.2f}"
+                f" ({ratio['cpu_range'][0]:.2f}–{ratio['cpu_range'][1]:.2f}); CPU µs/req"
+                f" {d['cpu_us_per_request']:.0f} → {r['cpu_us_per_request']:.0f}, PG CPU µs/req"
+                f" {d['postgres_cpu_us_per_request']:.0f} → {r['postgres_cpu_us_per_request']:.0f}"
             )
     for name, prof in results.get("profiles", {}).items():
         lines += [

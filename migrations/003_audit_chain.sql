@@ -4,7 +4,7 @@
 -- for one another. A sealer (one at a time, under an advisory lock) later gives
 -- each committed row a consecutive seq and hash = SHA-256(prev_hash || row),
 -- and records the newest seal in audit_chain_head. Triggers make the table
--- append-only; a superuser can still disable them, which is what
+-- append-only; the owner or a superuser can still disable them, which is what
 -- `backchannel audit verify` detects.
 
 ALTER TABLE audit_events

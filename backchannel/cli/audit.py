@@ -97,7 +97,11 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="ISO", help="at or after this time (UTC if no zone)")
     parser.add_argument("--until", metavar="ISO", help="before this time (UTC if no zone)")
     parser.add_argument(
-        "--limit", type=int, default=DEFAULT_LIMIT, help=f"at most N events ({DEFAULT_LIMIT})"
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N events (default {DEFAULT_LIMIT})",
     )
 
 

@@ -20,11 +20,12 @@ from backchannel.endpoints.authenticator_app import authenticator_files
 
 
 def routes() -> list[BaseRoute]:
+    # Matched in order: the two hot endpoints first.
     return [
+        Route("/token", token.token, methods=["POST"]),
+        Route("/bc-authorize", bc_authorize.bc_authorize, methods=["POST"]),
         Route("/.well-known/openid-configuration", discovery.openid_configuration, methods=["GET"]),
         Route("/jwks", discovery.jwks, methods=["GET"]),
-        Route("/bc-authorize", bc_authorize.bc_authorize, methods=["POST"]),
-        Route("/token", token.token, methods=["POST"]),
         Route("/userinfo", userinfo.userinfo, methods=["GET", "POST"]),
         Route("/revoke", revoke.revoke, methods=["POST"]),
         Route("/introspect", introspect.introspect, methods=["POST"]),

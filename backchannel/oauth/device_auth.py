@@ -48,6 +48,7 @@ class DeviceCall:
 
     device: Device
     payload: dict[str, Any]
+    token: str  # the compact JWS itself, kept as the device's signature
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ async def verify_device_call(services: Services, token: str, path: str) -> Devic
     await _spend_jti(services, device.device_id, DEVICE_CALL_PURPOSE, jti, iat)
     if not await touch_device(services.pool, device.device_id):
         raise InvalidToken("unknown or removed device")
-    return DeviceCall(device, payload)
+    return DeviceCall(device, payload, token)
 
 
 async def verify_enrolment_proof(services: Services, token: str, path: str) -> EnrolmentProof:

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.audit.receipts import store_receipt
 from backchannel.db.devices import (
     PastDecision,
     PendingRequest,
@@ -105,16 +106,31 @@ async def decide_on_device(
     expected = shown_digest(ref, target.client_name, target.binding_message, target.scope)
     if not _same(shown, expected):
         raise InvalidRequest("the decision was made over something the request does not show")
-    decided = await record_decision(
-        conn,
-        id_hash,
-        outcome.status,
-        device_id=call.device.device_id,
-        reason=outcome.reason,
-        detail=outcome.detail,
-        not_me_limits=NotMeLimits.from_settings(settings),
-        metrics=metrics,
-    )
+    async with conn.transaction():
+        decided = await record_decision(
+            conn,
+            id_hash,
+            outcome.status,
+            device_id=call.device.device_id,
+            reason=outcome.reason,
+            detail=outcome.detail,
+            not_me_limits=NotMeLimits.from_settings(settings),
+            metrics=metrics,
+        )
+        # The approval receipt: what was shown, to which device, and its signature.
+        await store_receipt(
+            conn,
+            auth_request_id=decided.id,
+            device_id=call.device.device_id,
+            decision=decision,
+            shown={
+                "client_name": target.client_name,
+                "binding_message": target.binding_message,
+                "scope": list(target.scope),
+            },
+            device_jws=call.token,
+            device_public_jwk=call.device.public_jwk,
+        )
     return DeviceDecision(ref, decided.status)
 
 

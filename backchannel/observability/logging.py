@@ -118,6 +118,15 @@ def redact_value(key: str, value: Any) -> Any:
     return redact_text(str(value))
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; a call whose arguments do not fit its format is not
+    left to ``Handler.handleError``, which would print the raw arguments."""
+    try:
+        return record.getMessage()
+    except (TypeError, ValueError, KeyError):
+        return f"{record.msg} (log arguments did not match the format)"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, request_id, extras, exc_info."""
 
@@ -128,7 +137,7 @@ class JsonFormatter(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact_text(record.getMessage()),
+            "message": redact_text(_message(record)),
         }
         request_id = REQUEST_ID.get()
         if request_id is not None:
@@ -147,7 +156,8 @@ class RedactingFormatter(logging.Formatter):
     """The plain-text format (``LOG_FORMAT=text``), secrets masked like the JSON one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+        copy = logging.makeLogRecord({**record.__dict__, "msg": _message(record), "args": None})
+        return redact_text(super().format(copy))
 
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -106,9 +107,10 @@ async def test_sealing_gives_rows_consecutive_seqs_linked_from_the_genesis(
     assert [r["seq"] for r in rows] == list(range(1, 13))
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     assert rows[0]["prev_hash"] == GENESIS_HASH
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert after["prev_hash"] == before["hash"]
     head = await db.fetchrow("SELECT seq, hash FROM audit_chain_head")
+    assert head is not None
     assert (head["seq"], head["hash"]) == (12, rows[-1]["hash"])
 
     report = await verify_chain(db)

@@ -16,8 +16,8 @@ from tests.conftest import RegisteredClient, RunningApp
 from tests.support.ciba import poll, start_auth_req_id
 
 
-async def wait_until_all_sealed(db: asyncpg.Connection, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until_all_sealed(db: asyncpg.Connection, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while await db.fetchval("SELECT count(*) FROM audit_events WHERE seq IS NULL"):
         assert time.monotonic() < deadline, "audit rows were not sealed in time"
         await asyncio.sleep(0.05)

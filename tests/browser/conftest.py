@@ -324,6 +324,9 @@ async def phone(
                 app_phone.registrations[registration["scopeURL"]] = registration["registrationId"]
 
     cdp.on("ServiceWorker.workerRegistrationUpdated", on_registration)
+    # Printed only when a test fails: the worker's errors and life cycle.
+    cdp.on("ServiceWorker.workerErrorReported", lambda event: print(f"[sw error] {event}"))
+    cdp.on("ServiceWorker.workerVersionUpdated", _print_worker_versions)
     await cdp.send("ServiceWorker.enable")
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -337,6 +340,11 @@ async def phone(
         with contextlib.suppress(Exception):
             await context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def _print_worker_versions(event: dict[str, Any]) -> None:
+    for version in event["versions"]:
+        print(f"[sw version] {version['versionId']} {version['runningStatus']} {version['status']}")
 
 
 def _print_http_error(response: Response) -> None:

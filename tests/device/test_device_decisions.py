@@ -442,3 +442,28 @@ async def test_history_holds_at_most_twenty_decisions(
         await decide(db, auth_req_id, "denied", device_id=phone.device_id)
     decisions = (await phone.call(http, "/device/history")).json()["decisions"]
     assert len(decisions) == 20
+
+
+async def test_phone_approval_leaves_a_receipt_the_relying_party_can_verify(
+    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+) -> None:
+    from backchannel.audit.receipts import verify_receipt
+
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(
+        http, rp.basic_auth(), binding_message="Pay 80 EUR at Acme Coffee?"
+    )
+    entry = await _pending_entry(http, phone, auth_req_id)
+    assert (await phone.decide(http, entry, "approve")).status_code == 200
+
+    response = await http.post(
+        "/receipts", data={"auth_req_id": auth_req_id}, headers=rp.basic_auth()
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/jwt")
+    jwks = (await http.get("/jwks")).json()
+    claims = verify_receipt(response.text, jwks, auth_req_id=auth_req_id)
+    assert claims["decision"] == "approve"
+    assert claims["shown"]["binding_message"] == "Pay 80 EUR at Acme Coffee?"
+    assert claims["device"]["device_id"] == phone.device_id
+    assert claims["device_jws"].count(".") == 2

@@ -221,7 +221,9 @@ async def test_lockout_escalates_to_terminal_denial_past_the_threshold(
         codes = []
         for _ in range(8):
             response = await poll(app.http, rp.basic_auth(), auth_req_id)
-            codes.append(response.status_code if response.status_code == 503 else error_of(response))
+            codes.append(
+                response.status_code if response.status_code == 503 else error_of(response)
+            )
         assert codes == [
             "authorization_pending",
             "slow_down",
@@ -307,9 +309,7 @@ async def test_long_poll_wait_is_capped_at_the_configured_maximum(
     assert requested_wait(None, 30) == 0
 
 
-async def test_shutdown_answers_held_polls_at_once(
-    running: Any, rp: RegisteredClient
-) -> None:
+async def test_shutdown_answers_held_polls_at_once(running: Any, rp: RegisteredClient) -> None:
     auth_req_id = await start_auth_req_id(running.http, rp.basic_auth())
     held = asyncio.create_task(
         poll(running.http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=20"})

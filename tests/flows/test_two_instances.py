@@ -96,7 +96,9 @@ async def test_client_disabled_on_one_instance_is_refused_by_the_other(
     auth_req_id = await start_auth_req_id(second.http, rp.basic_auth())
     assert auth_req_id
     async with db.transaction():
-        await db.execute("UPDATE clients SET disabled_at = now() WHERE client_id = $1", rp.client_id)
+        await db.execute(
+            "UPDATE clients SET disabled_at = now() WHERE client_id = $1", rp.client_id
+        )
         await db.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, f"client:{rp.client_id}")
     await asyncio.sleep(0.3)
     response = await poll(second.http, rp.basic_auth(), auth_req_id)

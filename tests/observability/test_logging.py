@@ -216,3 +216,13 @@ async def test_a_whole_ciba_flow_logs_no_credential(
     ):
         assert secret not in json_logs.text
     json_logs.lines()  # every line parses
+
+
+def test_a_log_call_with_mismatched_arguments_does_not_print_them() -> None:
+    record = logging.LogRecord(
+        "backchannel.test", logging.INFO, __file__, 1, "%s and %s", (CLIENT_SECRET,), None
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "%s and %s (log arguments did not match the format)"
+    text = RedactingFormatter("%(message)s").format(record)
+    assert text == "%s and %s (log arguments did not match the format)"
