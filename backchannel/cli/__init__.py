@@ -13,7 +13,18 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from backchannel.cli import audit, clients, devices, keys, migrate, requests, serve, users, vapid
+from backchannel.cli import (
+    audit,
+    clients,
+    devices,
+    keys,
+    migrate,
+    policy,
+    requests,
+    serve,
+    users,
+    vapid,
+)
 from backchannel.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError, Context, Output
 from backchannel.oauth.provisioning import ProvisioningError
 from backchannel.oauth.registration import RegistrationError
@@ -45,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     requests.add_parser(commands, common)
     devices.add_parser(commands, common)
     audit.add_parser(commands, common)
+    policy.add_parser(commands, common)
     return parser
 
 

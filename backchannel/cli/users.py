@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from backchannel.cli import devices
+from backchannel.cli import devices, groups
 from backchannel.cli.database import database_command
 from backchannel.cli.output import Context, fields, table
 from backchannel.db.users import LoginHint, User, select_users_with_hints
@@ -38,6 +38,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     add_hint.set_defaults(run=database_command(add_hint_to_user))
 
     devices.add_enrol_parser(sub, common)
+    groups.add_user_parsers(sub, common)
 
 
 def user_json(user: User, hints: list[LoginHint]) -> dict[str, Any]:

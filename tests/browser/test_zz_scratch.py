@@ -4,7 +4,7 @@ from tests.browser.conftest import AppPhone
 from tests.browser.test_authenticator_app import start, relying_party  # noqa: F401
 from tests.support.device import ref_of
 
-@pytest.mark.parametrize("n", range(40))
+@pytest.mark.parametrize("n", range(60))
 async def test_scratch(phone: AppPhone, enrol_url: str, relying_party: httpx.AsyncClient, n: int) -> None:
     await phone.enrol(enrol_url)
     worker = next(w for w in phone.context.service_workers)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -17,8 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-import backchannel.cli
-from backchannel.cli import groups, main, policy
+from backchannel.cli import main
 from backchannel.db.users import User
 from backchannel.policy.document import parse_policy
 from backchannel.policy.rules import Rule
@@ -39,28 +37,6 @@ class Result:
 Cli = Callable[..., Awaitable[Result]]
 
 
-def _with_policy_commands(build: Callable[[], argparse.ArgumentParser]) -> Any:
-    """``build_parser`` plus the policy and group commands, unless already wired in."""
-
-    def wired() -> argparse.ArgumentParser:
-        parser = build()
-        common = argparse.ArgumentParser(add_help=False)
-        common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-        commands = _subcommands(parser)
-        if "policy" not in commands.choices:
-            policy.add_parser(commands, common)
-        user_commands = _subcommands(commands.choices["user"])
-        if "groups" not in user_commands.choices:
-            groups.add_user_parsers(user_commands, common)
-        return parser
-
-    return wired
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> Any:
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-
-
 @pytest.fixture
 def cli(
     database_url: str,
@@ -73,9 +49,6 @@ def cli(
             monkeypatch.delenv(name)
     monkeypatch.setenv("BACKCHANNEL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BACKCHANNEL_DATABASE_URL", database_url)
-    monkeypatch.setattr(
-        backchannel.cli, "build_parser", _with_policy_commands(backchannel.cli.build_parser)
-    )
 
     async def run(*argv: str) -> Result:
         capsys.readouterr()
