@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.prompt_limits import PromptState
 from backchannel.oauth.push_topic import push_topic
 
 
@@ -34,9 +35,22 @@ class NewAuthRequest:
 
 
 @dataclass(frozen=True)
+class PromptCaps:
+    """Push-fatigue caps the insert itself enforces; 0 turns a cap off."""
+
+    max_pending: int = 0
+    max_prompts: int = 0
+    window: int = 600
+    honour_mutes: bool = False
+
+
+@dataclass(frozen=True)
 class IssuedAuthRequest:
-    id: int
-    expires_at: datetime
+    """The stored request, or (``id`` None) a refusal by a cap; ``state`` is what was counted."""
+
+    id: int | None
+    expires_at: datetime | None
+    state: PromptState
 
 
 @dataclass(frozen=True)
@@ -85,22 +99,44 @@ class Decision:
 
 
 async def insert_auth_request(
-    conn: asyncpg.Connection | asyncpg.Pool, request: NewAuthRequest, audit_detail: dict[str, Any]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    request: NewAuthRequest,
+    audit_detail: dict[str, Any],
+    caps: PromptCaps = PromptCaps(),
 ) -> IssuedAuthRequest:
-    """Store a new pending request and its ``auth_request_issued`` audit row atomically.
+    """Store a new pending request and its ``auth_request_issued`` audit row atomically,
+    unless the user is muted or at a push-fatigue cap (then nothing is written).
 
-    The same statement queues a ``prompt`` push (docs/device-api.md) to each of
-    the user's active devices with a subscription, and wakes the outbox workers.
+    The same statement counts the user's pending and recent requests (index
+    scans stopping at the cap), queues a ``prompt`` push (docs/device-api.md)
+    to each of the user's active devices with a subscription, and wakes the
+    outbox workers. Concurrent requests for one user may overshoot a cap by at
+    most their number minus one.
     """
     ref = request.id_hash.hex()
     row = await conn.fetchrow(
-        """WITH ins AS (
+        """WITH state AS (
+               SELECT CASE WHEN $16 > 0 THEN (SELECT count(*) FROM (
+                          SELECT 1 FROM auth_requests
+                           WHERE user_id = $3 AND status = 'pending' AND expires_at > now()
+                           LIMIT $16) p) ELSE 0 END AS pending,
+                      CASE WHEN $17 > 0 THEN (SELECT count(*) FROM (
+                          SELECT 1 FROM auth_requests
+                           WHERE user_id = $3 AND created_at > now() - make_interval(secs => $18)
+                           LIMIT $17) w) ELSE 0 END AS recent,
+                      CASE WHEN $19 THEN (SELECT max(until) FROM user_prompt_mutes
+                                           WHERE user_id = $3 AND until > now()) END AS muted_until
+           ), ins AS (
                INSERT INTO auth_requests
                       (id_hash, client_id, user_id, scope, acr_values, binding_message,
                        delivery_mode, client_notification_token, requested_expiry,
                        expires_at, poll_interval, device_challenge)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                       now() + make_interval(secs => $10), $11, $13)
+               SELECT $1::bytea, $2::text, $3::bigint, $4::text[], $5::text[], $6::text,
+                      $7::text, $8::text, $9::integer, now() + make_interval(secs => $10),
+                      $11::integer, $13::text
+                 FROM state
+                WHERE ($16 = 0 OR state.pending < $16) AND ($17 = 0 OR state.recent < $17)
+                  AND state.muted_until IS NULL
             RETURNING id, client_id, user_id, expires_at, scope, binding_message,
                       device_challenge
            ), audit AS (
@@ -128,7 +164,9 @@ async def insert_auth_request(
            ), notified AS (
                SELECT pg_notify('bc_outbox', '') WHERE EXISTS (SELECT 1 FROM prompts)
            )
-           SELECT id, expires_at, (SELECT count(*) FROM notified) AS _n FROM ins""",
+           SELECT ins.id, ins.expires_at, s.pending, s.recent, s.muted_until,
+                  (SELECT count(*) FROM notified) AS _n
+             FROM state s LEFT JOIN ins ON true""",
         request.id_hash,
         request.client_id,
         request.user_id,
@@ -144,9 +182,14 @@ async def insert_auth_request(
         request.device_challenge,
         ref,
         push_topic(ref),
+        caps.max_pending,
+        caps.max_prompts,
+        caps.window,
+        caps.honour_mutes,
     )
     assert row is not None
-    return IssuedAuthRequest(row["id"], row["expires_at"])
+    state = PromptState(row["pending"], row["recent"], row["muted_until"], frozenset())
+    return IssuedAuthRequest(row["id"], row["expires_at"], state)
 
 
 # One statement judges a poll and records its pacing: the interval a slow_down

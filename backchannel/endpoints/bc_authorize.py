@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from backchannel.oauth.client_auth import authenticate_client
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -10,6 +9,7 @@ from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE
 from backchannel.oauth.ciba import start_authentication
+from backchannel.oauth.client_auth import authenticate_client
 
 
 async def bc_authorize(request: Request) -> Response:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from backchannel.oauth.client_auth import authenticate_client
-from backchannel.oauth.refresh import refresh_grant
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -16,7 +14,9 @@ from backchannel.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from backchannel.oauth.client_auth import authenticate_client
 from backchannel.oauth.polling import poll_for_tokens
+from backchannel.oauth.refresh import refresh_grant
 
 
 def requested_wait(prefer: str | None, limit: int) -> int:

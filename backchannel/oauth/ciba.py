@@ -9,9 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from backchannel.oauth.hints import resolve_user
-from backchannel.oauth.request_object import verify_request_object
-
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.auth_requests import NewAuthRequest, insert_auth_request
 from backchannel.db.clients import Client
@@ -23,8 +20,10 @@ from backchannel.oauth.authentication_request import (
     check_client_may_use_ciba,
     parse_authentication_request,
 )
+from backchannel.oauth.hints import resolve_user
+from backchannel.oauth.request_object import verify_request_object
 from backchannel.oauth.secrets import hash_secret, new_secret, secret_matches
-from backchannel.policy.admission import admit_request
+from backchannel.policy.admission import admit_request, prompt_caps, refuse_if_capped
 from backchannel.services import Services
 
 
@@ -56,7 +55,7 @@ async def start_authentication(
     admitted = await admit_request(services, client, user, request, caller_ip)
     auth_req_id = new_secret()
     interval = services.settings.poll_interval
-    await insert_auth_request(
+    issued = await insert_auth_request(
         services.pool,
         NewAuthRequest(
             id_hash=hash_secret(auth_req_id),
@@ -80,7 +79,9 @@ async def start_authentication(
             "signed": "request" in form,
             **admitted,
         },
+        prompt_caps(services.settings),
     )
+    await refuse_if_capped(services, client, user, issued)
     return {"auth_req_id": auth_req_id, "expires_in": request.expires_in, "interval": interval}
 
 

@@ -12,8 +12,6 @@ import re
 import time
 from typing import Any
 
-from backchannel.oauth.tokens import issue_tokens
-
 from backchannel.db.auth_requests import (
     PollLimits,
     PollResult,
@@ -30,6 +28,7 @@ from backchannel.errors import (
     TemporarilyUnavailable,
 )
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.tokens import issue_tokens
 from backchannel.services import Services
 from backchannel.settings import Settings
 

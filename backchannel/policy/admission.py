@@ -1,10 +1,12 @@
 """Admission at /bc-authorize: policy rules, then push-fatigue limits (docs/policy.md).
 
-Called after the user is resolved and before the request is stored. At most
-one database read: the user's prompt state (counts, mute, and groups when a
-rule needs them), skipped entirely when no limit is on and no rule looks at
-groups. An enforced refusal raises :class:`AccessDenied` after writing its
-audit row; the request is never stored, so the user gets no prompt.
+Policy rules are evaluated after the user is resolved and before the request
+is stored, with no database read unless a rule looks at groups. The fatigue
+caps and mutes are enforced by the insert statement itself
+(``insert_auth_request`` with :func:`prompt_caps`), so an admitted request
+costs no extra round trip; :func:`refuse_if_capped` then explains a refusal.
+An enforced refusal raises :class:`AccessDenied` after writing its audit row;
+the request is never stored, so the user gets no prompt.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from backchannel.db.audit import insert_audit_event
+from backchannel.db.auth_requests import IssuedAuthRequest, PromptCaps
 from backchannel.db.clients import Client
-from backchannel.db.prompt_limits import PromptState, select_prompt_state
+from backchannel.db.groups import select_user_groups
 from backchannel.db.users import User
 from backchannel.errors import AccessDenied
 from backchannel.oauth.authentication_request import AuthenticationRequest
 from backchannel.policy.evaluate import PolicyDecision, RequestFacts, evaluate, parse_caller_ip
 from backchannel.policy.fatigue import FatigueLimits, fatigue_refusal
 from backchannel.services import Services
+from backchannel.settings import Settings
 
 POLICY_DENIED = "the request is not allowed by this server's policy"
 
@@ -31,60 +35,69 @@ async def admit_request(
     request: AuthenticationRequest,
     caller_ip: str | None,
 ) -> dict[str, Any]:
-    """Refuse the request, or return what its ``auth_request_issued`` row should add."""
+    """Apply the policy rules: refuse, or return what ``auth_request_issued`` should add."""
     rules = await services.policy.current()
-    limits = FatigueLimits.from_settings(services.settings)
-    state: PromptState | None = None
-    if limits.active or services.settings.not_me_mute or rules.needs_groups:
-        state = await select_prompt_state(
-            services.pool,
-            user.user_id,
-            pending_cap=limits.max_pending,
-            recent_cap=limits.max_prompts,
-            window=limits.window,
-            with_groups=rules.needs_groups,
-        )
+    if not rules.rules:
+        return {}
+    groups: frozenset[str] = frozenset()
+    if rules.needs_groups:
+        groups = frozenset(await select_user_groups(services.pool, user.user_id))
     ids: dict[str, Any] = {"client_id": client.client_id, "user_id": user.user_id}
     added: dict[str, Any] = {}
-    if rules.rules:
-        facts = RequestFacts(
-            client_id=client.client_id,
-            subject=user.subject,
-            groups=state.groups if state is not None else frozenset(),
-            scopes=frozenset(request.scope),
-            delivery_mode=client.backchannel_token_delivery_mode,
-            expires_in=request.expires_in,
-            caller_ip=parse_caller_ip(caller_ip),
-            now=services.policy.clock(),
-        )
-        decision = evaluate(rules.rules, facts)
-        services.metrics.record_policy_decision(
-            allowed=decision.allowed, would_deny=decision.would_deny
-        )
-        if not decision.allowed or decision.would_deny:
-            await insert_audit_event(
-                services.pool, "policy_decision", **ids, detail=_decision_detail(decision, facts)
-            )
-        if not decision.allowed:
-            raise AccessDenied(POLICY_DENIED)
-        if decision.would_deny:
-            assert decision.report is not None
-            added["would_deny"] = [r.name for r in decision.report.rules]
-        if decision.enforced.reason == "allowed_by_rule":
-            added["allowed_by"] = [r.name for r in decision.enforced.rules]
-    refusal = fatigue_refusal(state, limits) if state is not None else None
-    if refusal is not None:
-        services.metrics.record_fatigue_refusal(refusal.detail.get("cap", "muted"))
+    facts = RequestFacts(
+        client_id=client.client_id,
+        subject=user.subject,
+        groups=groups,
+        scopes=frozenset(request.scope),
+        delivery_mode=client.backchannel_token_delivery_mode,
+        expires_in=request.expires_in,
+        caller_ip=parse_caller_ip(caller_ip),
+        now=services.policy.clock(),
+    )
+    decision = evaluate(rules.rules, facts)
+    services.metrics.record_policy_decision(
+        allowed=decision.allowed, would_deny=decision.would_deny
+    )
+    if not decision.allowed or decision.would_deny:
         await insert_audit_event(
-            services.pool,
-            refusal.event,
-            **ids,
-            detail={"error": AccessDenied.error, **refusal.detail},
+            services.pool, "policy_decision", **ids, detail=_decision_detail(decision, facts)
         )
-        raise AccessDenied(refusal.description)
-    # The pending count is only read (up to the cap) while that cap is on.
-    services.metrics.record_admission(state.pending if state and limits.max_pending else None)
+    if not decision.allowed:
+        raise AccessDenied(POLICY_DENIED)
+    if decision.would_deny:
+        assert decision.report is not None
+        added["would_deny"] = [r.name for r in decision.report.rules]
+    if decision.enforced.reason == "allowed_by_rule":
+        added["allowed_by"] = [r.name for r in decision.enforced.rules]
     return {"policy": added} if added else {}
+
+
+def prompt_caps(settings: Settings) -> PromptCaps:
+    """The caps ``insert_auth_request`` enforces; mutes are always honoured."""
+    limits = FatigueLimits.from_settings(settings)
+    return PromptCaps(limits.max_pending, limits.max_prompts, limits.window, honour_mutes=True)
+
+
+async def refuse_if_capped(
+    services: Services, client: Client, user: User, issued: IssuedAuthRequest
+) -> None:
+    """After the insert: count an admission, or audit and raise the cap that refused it."""
+    limits = FatigueLimits.from_settings(services.settings)
+    if issued.id is not None:
+        # The pending count is only read (up to the cap) while that cap is on.
+        services.metrics.record_admission(issued.state.pending if limits.max_pending else None)
+        return
+    refusal = fatigue_refusal(issued.state, limits)
+    assert refusal is not None, "the insert refused a request no cap explains"
+    services.metrics.record_fatigue_refusal(refusal.detail.get("cap", "muted"))
+    await insert_audit_event(
+        services.pool,
+        refusal.event,
+        client_id=client.client_id,
+        user_id=user.user_id,
+        detail={"error": AccessDenied.error, **refusal.detail},
+    )
+    raise AccessDenied(refusal.description)
 
 
 def _decision_detail(decision: PolicyDecision, facts: RequestFacts) -> dict[str, Any]:
