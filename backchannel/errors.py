@@ -159,10 +159,15 @@ def error_response(exc: OAuthError) -> Response:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
+def oauth_error_response(request: Request, exc: OAuthError) -> Response:
+    """The error answer, noting its code as the outcome observability.middleware counts."""
+    request.state.oauth_error = exc.error
+    return error_response(exc)
+
+
 async def render_oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
-    request.state.oauth_error = exc.error  # the outcome observability.middleware counts
-    return error_response(exc)
+    return oauth_error_response(request, exc)
 
 
 async def render_unexpected_error(request: Request, exc: Exception) -> Response:

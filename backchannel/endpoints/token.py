@@ -11,8 +11,10 @@ from backchannel.endpoints.request_context import services_of
 from backchannel.errors import (
     NO_STORE,
     InvalidRequest,
+    OAuthError,
     UnauthorizedClient,
     UnsupportedGrantType,
+    oauth_error_response,
 )
 from backchannel.oauth.client_auth import authenticate_client
 from backchannel.oauth.polling import poll_for_tokens
@@ -54,7 +56,10 @@ async def token(request: Request) -> Response:
         wait = requested_wait(request.headers.get("prefer"), settings.long_poll_max)
         if wait:
             headers["Preference-Applied"] = f"wait={wait}"
-        body = await poll_for_tokens(services, client, auth_req_id, wait=wait)
+        answer = await poll_for_tokens(services, client, auth_req_id, wait=wait)
+        if isinstance(answer, OAuthError):
+            return oauth_error_response(request, answer)
+        body = answer
     elif grant_type == "refresh_token":
         body = await refresh_grant(services, client, form)
     else:

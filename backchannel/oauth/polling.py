@@ -24,6 +24,7 @@ from backchannel.errors import (
     AuthorizationPending,
     ExpiredToken,
     InvalidGrant,
+    OAuthError,
     SlowDown,
     TemporarilyUnavailable,
 )
@@ -49,13 +50,16 @@ def poll_limits(settings: Settings) -> PollLimits:
 
 async def poll_for_tokens(
     services: Services, client: Client, auth_req_id: str, *, wait: float = 0.0
-) -> dict[str, Any]:
-    """Answer one poll: the token response, or raise the §11 error that applies.
+) -> dict[str, Any] | OAuthError:
+    """Answer one poll: the token response, or the §11 error that applies.
 
-    ``wait`` > 0 holds the poll up to that many seconds while the request is pending.
+    The expected answers (pending, slow_down, denied, expired, ...) are
+    returned rather than raised: most polls are pending, and the hot path
+    skips the exception machinery. ``wait`` > 0 holds the poll up to that
+    many seconds while the request is pending.
     """
     if not AUTH_REQ_ID.match(auth_req_id):
-        raise InvalidGrant("unknown auth_req_id")
+        return InvalidGrant("unknown auth_req_id")
     id_hash = hash_secret(auth_req_id)
     limits = poll_limits(services.settings)
     waiters = services.waiters
@@ -68,7 +72,7 @@ async def poll_for_tokens(
                 services.pool, id_hash, client.client_id, limits, counts_as_poll=counts_as_poll
             )
             if result is None:
-                raise InvalidGrant("unknown auth_req_id")
+                return InvalidGrant("unknown auth_req_id")
             if result.verdict != "pending" or woken is None or waiters.released:
                 break
             remaining = deadline - time.monotonic()
@@ -78,7 +82,7 @@ async def poll_for_tokens(
     services.metrics.record_poll(result.verdict)
     if result.verdict == "approved":
         return await _redeem(services, client, result, auth_req_id)
-    raise _error_for(result)
+    return _error_for(result)
 
 
 async def _redeem(
@@ -101,7 +105,7 @@ async def _redeem(
         )
 
 
-def _error_for(result: PollResult) -> Exception:
+def _error_for(result: PollResult) -> OAuthError:
     match result.verdict:
         case "pending":
             return AuthorizationPending("the user has not decided yet")
