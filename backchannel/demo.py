@@ -17,6 +17,7 @@ import asyncpg
 
 from backchannel.db.clients import select_client
 from backchannel.db.users import LoginHint, select_user_by_subject
+from backchannel.oauth.enrolment import EnrolmentCode, issue_enrolment_code
 from backchannel.oauth.provisioning import create_user
 from backchannel.oauth.registration import ClientRegistration, store_client, validate_registration
 from backchannel.oauth.secrets import new_secret, secret_matches
@@ -40,6 +41,8 @@ class Demo:
     subject: str
     login_hint: str
     created: tuple[str, ...]  # what this run created: "client", "user"
+    # A fresh one-time code to enrol a phone (or this machine's browser) for the demo user.
+    enrolment: EnrolmentCode | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,8 @@ class Demo:
             "subject": self.subject,
             "login_hint": self.login_hint,
             "created": list(self.created),
+            "enrolment_url": self.enrolment.url if self.enrolment else None,
+            "enrolment_expires_in": self.enrolment.expires_in if self.enrolment else None,
         }
 
 
@@ -79,7 +84,8 @@ async def ensure_demo(conn: asyncpg.Connection, settings: Settings) -> Demo:
     else:
         secret = kept if kept and secret_matches(kept, client.secret_hash) else None
 
-    if await select_user_by_subject(conn, DEMO_SUBJECT) is None:
+    user = await select_user_by_subject(conn, DEMO_SUBJECT)
+    if user is None:
         await create_user(
             conn,
             subject=DEMO_SUBJECT,
@@ -87,6 +93,11 @@ async def ensure_demo(conn: asyncpg.Connection, settings: Settings) -> Demo:
             hints=[LoginHint("email", DEMO_EMAIL), LoginHint("username", DEMO_USERNAME)],
         )
         created.append("user")
+        user = await select_user_by_subject(conn, DEMO_SUBJECT)
+        assert user is not None
+    enrolment = await issue_enrolment_code(
+        conn, user.user_id, "cli", settings.enrolment_code_ttl, issuer=settings.issuer
+    )
 
     return Demo(
         client_id=DEMO_CLIENT_ID,
@@ -95,6 +106,7 @@ async def ensure_demo(conn: asyncpg.Connection, settings: Settings) -> Demo:
         subject=DEMO_SUBJECT,
         login_hint=DEMO_EMAIL,
         created=tuple(created),
+        enrolment=enrolment,
     )
 
 

@@ -266,6 +266,7 @@ async def test_dev_serves_the_demo_flow_it_prints(spawn: Any, database_url: str)
     instructions = read_json_object(server.process.stdout)
     assert instructions["issuer"] == server.url
     assert instructions["client_id"] == "demo-client"
+    assert instructions["enrolment_url"].startswith(server.url + "/authenticator/#enrol=")
     auth = (instructions["client_id"], instructions["client_secret"])
     async with httpx.AsyncClient(base_url=server.url, auth=auth) as http:
         discovery = await http.get(instructions["discovery"])

@@ -178,6 +178,7 @@ def dev_instructions(settings: Settings, database: Database, demo: Demo) -> dict
     return {
         "issuer": settings.issuer,
         "discovery": settings.issuer + "/.well-known/openid-configuration",
+        "authenticator": settings.issuer + "/authenticator/",
         "database": database.describe(settings),
         **demo.to_json(),
         "bc_authorize_command": authorize,
@@ -204,15 +205,27 @@ def dev_banner(data: dict[str, Any]) -> str:
             ("demo user", f"{data['subject']} (login_hint {data['login_hint']} or demo)"),
         ]
     )
+    enrol = ""
+    if data.get("enrolment_url"):
+        minutes = max(1, int(data["enrolment_expires_in"]) // 60)
+        enrol = f"""
+Enrol an authenticator for the demo user (one-time link, {minutes} min; a new one
+each start; `{program()} user enrol {data["subject"]}` makes another):
+   {data["enrolment_url"]}
+   Open it in Chrome, Edge or Firefox on this machine, allow notifications, and
+   requests for the demo user then arrive as push notifications to approve there.
+"""
     return f"""backchannel dev server
 
 {summary}
-
+{enrol}
 Try the CIBA poll flow:
 1. Ask for authentication (returns auth_req_id):
    {data["bc_authorize_command"]}
-2. Approve as the user would on their device (another terminal, this folder):
+2. Approve it in the enrolled authenticator, or as the user would in another
+   terminal in this folder:
    {data["approve_command"]}
-3. Redeem it for tokens (authorization_pending until approved):
+3. Redeem it for tokens (authorization_pending until approved; add
+   -H 'Prefer: wait=25' to wait for the decision):
    {data["token_command"]}
 """
