@@ -21,6 +21,7 @@ from backchannel.cli import (
     migrate,
     policy,
     requests,
+    revoke,
     serve,
     users,
     vapid,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     vapid.add_parser(commands, common)
     requests.add_parser(commands, common)
     devices.add_parser(commands, common)
+    revoke.add_parser(commands, common)
     audit.add_parser(commands, common)
     policy.add_parser(commands, common)
     return parser

@@ -13,6 +13,7 @@ from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context, UsageError, fields, table
 from backchannel.db.clients import Client, select_client, select_clients
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
+from backchannel.oauth.central_revocation import revoke_client
 from backchannel.oauth.registration import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
@@ -86,6 +87,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="accept login_hint_token signed by ISS with keys from JWKS_FILE; repeatable",
     )
     create.add_argument(
+        "--number-matching",
+        action="store_true",
+        help="approval needs the number this client shows its user (returned by /bc-authorize)",
+    )
+    create.add_argument(
         "--may-enrol-users",
         action="store_true",
         help="may obtain authenticator enrolment codes for users (POST /admin/enrolments)",
@@ -128,6 +134,7 @@ def registration_from_args(args: argparse.Namespace) -> ClientRegistration:
         max_requested_expiry=args.max_requested_expiry,
         login_hint_token_issuers=tuple(_issuer(v) for v in args.login_hint_token_issuer),
         may_enrol_users=args.may_enrol_users,
+        number_matching=args.number_matching,
     )
 
 
@@ -191,16 +198,31 @@ async def show_client(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def change_client(ctx: Context, conn: asyncpg.Connection) -> None:
-    client = await set_client_disabled(conn, ctx.args.client_id, ctx.args.disable)
-    if client is None:
-        raise CommandError(f"no client {ctx.args.client_id!r}")
+    """Enable, or disable and revoke the client's tokens and open requests, in one go."""
+    async with conn.transaction():
+        client = await set_client_disabled(conn, ctx.args.client_id, ctx.args.disable)
+        if client is None:
+            raise CommandError(f"no client {ctx.args.client_id!r}")
+        revoked = None
+        if ctx.args.disable:
+            revoked = await revoke_client(conn, client.client_id, actor="cli")
     state = "disabled" if client.disabled else "enabled"
-    ctx.out.result(client_json(client), f"client {client.client_id} is {state}")
+    text = f"client {client.client_id} is {state}"
+    body = client_json(client)
+    if revoked is not None:
+        body["revoked"] = revoked.counts()
+        text += f"; revoked {revoked.refresh_tokens + revoked.access_tokens} tokens, "
+        text += f"ended {revoked.requests} requests"
+    ctx.out.result(body, text)
 
 
 def client_json(client: Client) -> dict[str, Any]:
     """What an operator may see of a client: its metadata, never the secret hash."""
-    return {**client.public_metadata(), "may_enrol_users": client.may_enrol_users}
+    return {
+        **client.public_metadata(),
+        "may_enrol_users": client.may_enrol_users,
+        "number_matching": client.number_matching,
+    }
 
 
 def describe(client: Client) -> str:

@@ -32,6 +32,9 @@ class NewAuthRequest:
     poll_interval: int
     # What the user's device signs its decision over (docs/device-api.md).
     device_challenge: str | None = None
+    # Number matching: the right number and the choices the phone offers.
+    number_match: str | None = None
+    number_choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,15 +133,16 @@ async def insert_auth_request(
                INSERT INTO auth_requests
                       (id_hash, client_id, user_id, scope, acr_values, binding_message,
                        delivery_mode, client_notification_token, requested_expiry,
-                       expires_at, poll_interval, device_challenge)
+                       expires_at, poll_interval, device_challenge, number_match,
+                       number_choices)
                SELECT $1::bytea, $2::text, $3::bigint, $4::text[], $5::text[], $6::text,
                       $7::text, $8::text, $9::integer, now() + make_interval(secs => $10),
-                      $11::integer, $13::text
+                      $11::integer, $13::text, $20::text, $21::text[]
                  FROM state
                 WHERE ($16 = 0 OR state.pending < $16) AND ($17 = 0 OR state.recent < $17)
                   AND state.muted_until IS NULL
             RETURNING id, client_id, user_id, expires_at, scope, binding_message,
-                      device_challenge
+                      device_challenge, number_choices
            ), audit AS (
                INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
                SELECT 'auth_request_issued', client_id, user_id, id, $12 FROM ins
@@ -154,7 +158,10 @@ async def insert_auth_request(
                           'scope', to_jsonb(ins.scope),
                           'expires_at', to_char(ins.expires_at AT TIME ZONE 'UTC',
                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                          'challenge', ins.device_challenge),
+                          'challenge', ins.device_challenge)
+                      || CASE WHEN ins.number_choices IS NULL THEN '{}'::jsonb
+                              ELSE jsonb_build_object('number_choices',
+                                                      to_jsonb(ins.number_choices)) END,
                       ins.expires_at
                  FROM ins
                  JOIN clients c ON c.client_id = ins.client_id
@@ -186,6 +193,8 @@ async def insert_auth_request(
         caps.max_prompts,
         caps.window,
         caps.honour_mutes,
+        request.number_match,
+        list(request.number_choices) if request.number_choices is not None else None,
     )
     assert row is not None
     state = PromptState(row["pending"], row["recent"], row["muted_until"], frozenset())

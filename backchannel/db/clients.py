@@ -35,6 +35,8 @@ class Client:
     disabled_at: datetime | None = None
     # May obtain enrolment codes for users at POST /admin/enrolments.
     may_enrol_users: bool = False
+    # Approval needs the number the relying party shows (oauth/number_matching.py).
+    number_matching: bool = False
 
     @property
     def disabled(self) -> bool:
@@ -82,7 +84,7 @@ _COLUMNS = """client_id, name, secret_hash, token_endpoint_auth_method, jwks, jw
     backchannel_client_notification_endpoint, backchannel_authentication_request_signing_alg,
     require_signed_request, backchannel_user_code_parameter, id_token_signed_response_alg,
     access_token_ttl, refresh_token_ttl, max_requested_expiry, login_hint_token_issuers,
-    created_at, disabled_at, may_enrol_users"""
+    created_at, disabled_at, may_enrol_users, number_matching"""
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -98,7 +100,7 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
     row = await conn.fetchrow(
         f"""INSERT INTO clients ({_COLUMNS.replace("created_at, disabled_at", "disabled_at")})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                    $18, $19, $20)
+                    $18, $19, $20, $21)
             RETURNING {_COLUMNS}""",
         client.client_id,
         client.name,
@@ -120,6 +122,7 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
         list(client.login_hint_token_issuers),
         client.disabled_at,
         client.may_enrol_users,
+        client.number_matching,
     )
     assert row is not None
     return _client(row)

@@ -63,6 +63,7 @@ class PendingRequest:
     expires_at: datetime
     expires_in: int
     challenge: str | None
+    number_choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class DecisionTarget:
     scope: tuple[str, ...]
     state: str  # pending, approved, denied, redeemed, expired
     challenge: str | None
+    number_match: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,14 +257,21 @@ async def select_pending_requests(
         """SELECT r.id, r.id_hash, c.name AS client_name, r.binding_message, r.scope,
                   r.created_at, r.expires_at,
                   greatest(0, ceil(extract(epoch FROM r.expires_at - now())))::int AS expires_in,
-                  r.device_challenge AS challenge
+                  r.device_challenge AS challenge, r.number_choices
              FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
             WHERE r.user_id = $1 AND r.status = 'pending' AND r.expires_at > now()
          ORDER BY r.created_at, r.id""",
         user_id,
     )
     return [
-        PendingRequest(**{**dict(r), "id_hash": bytes(r["id_hash"]), "scope": tuple(r["scope"])})
+        PendingRequest(
+            **{
+                **dict(r),
+                "id_hash": bytes(r["id_hash"]),
+                "scope": tuple(r["scope"]),
+                "number_choices": tuple(r["number_choices"]) if r["number_choices"] else None,
+            }
+        )
         for r in rows
     ]
 
@@ -275,7 +284,7 @@ async def select_decision_target(
         """SELECT r.id, r.user_id, c.name AS client_name, r.binding_message, r.scope,
                   CASE WHEN r.status IN ('pending', 'approved') AND r.expires_at <= now()
                        THEN 'expired' ELSE r.status END AS state,
-                  r.device_challenge AS challenge
+                  r.device_challenge AS challenge, r.number_match
              FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
             WHERE r.id_hash = $1""",
         id_hash,

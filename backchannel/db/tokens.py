@@ -91,10 +91,12 @@ async def insert_access_token(
     user_id: int,
     scope: Sequence[str],
     ttl: int,
+    auth_request_id: int | None = None,
 ) -> AccessTokenRecord:
     row = await conn.fetchrow(
-        f"""INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope, expires_at)
-            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+        f"""INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope, expires_at,
+                                      auth_request_id)
+            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7)
             RETURNING {_ACCESS_COLUMNS}""",
         jti,
         family_id,
@@ -102,6 +104,7 @@ async def insert_access_token(
         user_id,
         list(scope),
         float(ttl),
+        auth_request_id,
     )
     assert row is not None
     return _access(row)

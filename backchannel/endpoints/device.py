@@ -122,7 +122,7 @@ async def device_enrol(request: Request) -> Response:
 
 
 def _pending_json(request: PendingRequest) -> dict[str, Any]:
-    return {
+    entry: dict[str, Any] = {
         "ref": request_ref(request.id_hash),
         "client_name": request.client_name,
         "binding_message": request.binding_message,
@@ -132,6 +132,9 @@ def _pending_json(request: PendingRequest) -> dict[str, Any]:
         "expires_in": request.expires_in,
         "challenge": request.challenge,
     }
+    if request.number_choices:
+        entry["number_choices"] = list(request.number_choices)
+    return entry
 
 
 async def device_requests(request: Request) -> Response:

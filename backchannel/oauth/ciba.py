@@ -21,6 +21,7 @@ from backchannel.oauth.authentication_request import (
     parse_authentication_request,
 )
 from backchannel.oauth.hints import resolve_user
+from backchannel.oauth.number_matching import new_number_match
 from backchannel.oauth.request_object import verify_request_object
 from backchannel.oauth.secrets import hash_secret, new_secret, secret_matches
 from backchannel.policy.admission import admit_request, prompt_caps, refuse_if_capped
@@ -55,6 +56,7 @@ async def start_authentication(
     admitted = await admit_request(services, client, user, request, caller_ip)
     auth_req_id = new_secret()
     interval = services.settings.poll_interval
+    numbers = new_number_match() if client.number_matching else None
     issued = await insert_auth_request(
         services.pool,
         NewAuthRequest(
@@ -70,6 +72,8 @@ async def start_authentication(
             expires_in=request.expires_in,
             poll_interval=interval,
             device_challenge=new_secret(16),
+            number_match=numbers.number if numbers else None,
+            number_choices=numbers.choices if numbers else None,
         ),
         {
             "scope": list(request.scope),
@@ -82,7 +86,14 @@ async def start_authentication(
         prompt_caps(services.settings),
     )
     await refuse_if_capped(services, client, user, issued)
-    return {"auth_req_id": auth_req_id, "expires_in": request.expires_in, "interval": interval}
+    body: dict[str, Any] = {
+        "auth_req_id": auth_req_id,
+        "expires_in": request.expires_in,
+        "interval": interval,
+    }
+    if numbers is not None:
+        body["number_match"] = numbers.number  # shown by the client, picked on the phone
+    return body
 
 
 async def _request_parameters(

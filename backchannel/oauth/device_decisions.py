@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from backchannel.audit.receipts import store_receipt
+from backchannel.db.audit import insert_audit_event
 from backchannel.db.devices import (
     PastDecision,
     PendingRequest,
@@ -106,6 +107,31 @@ async def decide_on_device(
     expected = shown_digest(ref, target.client_name, target.binding_message, target.scope)
     if not _same(shown, expected):
         raise InvalidRequest("the decision was made over something the request does not show")
+    if outcome.status == "approved" and target.number_match is not None:
+        number = payload.get("number")
+        if not isinstance(number, str) or not number:
+            raise InvalidRequest("this request needs the number the relying party shows")
+        if not _same(number, target.number_match):
+            # A wrong pick is a denial: the user approved something they could not match.
+            async with conn.transaction():
+                decided = await record_decision(
+                    conn,
+                    id_hash,
+                    "denied",
+                    device_id=call.device.device_id,
+                    reason="number_mismatch",
+                    detail={"via": "device"},
+                    metrics=metrics,
+                )
+                await insert_audit_event(
+                    conn,
+                    "number_match_failed",
+                    client_id=decided.client_id,
+                    user_id=decided.user_id,
+                    auth_request_id=decided.id,
+                    device_id=call.device.device_id,
+                )
+            return DeviceDecision(ref, decided.status)
     async with conn.transaction():
         decided = await record_decision(
             conn,

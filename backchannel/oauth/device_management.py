@@ -4,6 +4,9 @@ Removing a device withdraws its prompts in the same transaction: unsent
 prompts are dropped, and for every pending request whose prompt may have
 reached the phone a ``dismiss`` is queued in ``push_outbox`` (under the
 prompt's topic, ``push_topic(ref)``), so the phone closes the notification.
+It also revokes what the device's approvals granted (``revoke_device_grants``):
+the tokens issued from requests it approved, and its approved requests not yet
+redeemed. The user's pending requests stay pending for their other devices.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -26,6 +30,12 @@ from backchannel.db.devices import (
     withdraw_device_prompts,
 )
 from backchannel.db.push_outbox import DISMISS_GRACE_SECONDS
+from backchannel.db.revocation import (
+    RevocationSummary,
+    announce_ended,
+    end_device_approvals,
+    revoke_device_tokens,
+)
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.url_guard import UnsafeURL, check_outbound_url
 
@@ -89,10 +99,25 @@ async def refresh_subscription(
 async def remove_device(
     conn: asyncpg.Connection, device_id: str, *, detail: dict[str, Any] | None = None
 ) -> Device | None:
-    """Remove an active device and withdraw its prompts; ``None`` if not active.
+    """Remove an active device, withdraw its prompts and revoke its grants; ``None`` if
+    not active.
 
     Later calls signed by the device are refused. Audited as ``device_removed``.
     """
+    removal = await remove_device_revoking(conn, device_id, detail=detail)
+    return removal.device if removal is not None else None
+
+
+@dataclass(frozen=True)
+class DeviceRemoval:
+    device: Device
+    revocation: RevocationSummary
+
+
+async def remove_device_revoking(
+    conn: asyncpg.Connection, device_id: str, *, detail: dict[str, Any] | None = None
+) -> DeviceRemoval | None:
+    """``remove_device`` with what the cascade revoked."""
     async with conn.transaction():
         device = await mark_device_removed(conn, device_id)
         if device is None:
@@ -107,4 +132,27 @@ async def remove_device(
             device_id=device_id,
             detail={"name": device.name, "dismissed": dismissed, **(detail or {})},
         )
-    return device
+        actor = str((detail or {}).get("by", "device_removed"))
+        revocation = await revoke_device_grants(conn, device, actor=actor)
+    return DeviceRemoval(device, revocation)
+
+
+async def revoke_device_grants(
+    conn: asyncpg.Connection, device: Device, *, actor: str
+) -> RevocationSummary:
+    """Revoke the tokens from requests ``device`` approved and end its approvals not yet
+    redeemed (denied, reason ``revoked``). Audited as ``revoked``, scope ``device``."""
+    async with conn.transaction():
+        # Requests first: a redemption racing with this either commits its tokens
+        # before the token statement below reads them, or loses the request.
+        ended = await end_device_approvals(conn, device.device_id)
+        tokens = await revoke_device_tokens(conn, device.device_id)
+        summary = RevocationSummary.of(tokens, len(ended), await announce_ended(conn, ended))
+        await insert_audit_event(
+            conn,
+            "revoked",
+            user_id=device.user_id,
+            device_id=device.device_id,
+            detail={"scope": "device", "actor": actor, "counts": summary.counts()},
+        )
+    return summary

@@ -83,6 +83,8 @@ class ClientRegistration:
     login_hint_token_issuers: tuple[Mapping[str, Any], ...] = field(default=())
     # May ask POST /admin/enrolments for users' authenticator enrolment codes.
     may_enrol_users: bool = False
+    # The user must pick the number this client shows (oauth/number_matching.py).
+    number_matching: bool = False
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,7 @@ async def store_client(
         max_requested_expiry=reg.max_requested_expiry,
         login_hint_token_issuers=tuple(dict(i) for i in reg.login_hint_token_issuers),
         may_enrol_users=reg.may_enrol_users,
+        number_matching=reg.number_matching,
     )
     try:
         async with conn.transaction():

@@ -118,6 +118,7 @@ async def issue_token_set(
         user_id=user_id,
         scope=scope,
         ttl=access_ttl,
+        auth_request_id=auth_request_id,
     )
     issued_at = _epoch(record.created_at)
     access_claims: dict[str, Any] = {

@@ -14,8 +14,10 @@ hottest endpoint, for limits that protect attention rather than secrets.
 When the user reports a request as "not me", the decision's transaction also
 mutes the user's prompts for ``mute_seconds`` and counts the distinct users
 who reported that client within ``suspend_window``; at ``suspend_after`` the
-client is disabled on every replica. That count is exact: it runs under a
-per-client advisory lock (this is the device's decision path, not a hot one).
+client is disabled on every replica, and its tokens and open requests are
+revoked in the same transaction (``revoke_client``). That count is exact: it
+runs under a per-client advisory lock (this is the device's decision path,
+not a hot one).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from backchannel.db.prompt_limits import (
     lock_client_reports,
     suspend_client_on_reports,
 )
+from backchannel.oauth.central_revocation import revoke_client
 from backchannel.settings import Settings
 
 NOT_ME = "not_me"
@@ -164,6 +167,7 @@ async def record_not_me(conn: asyncpg.Connection, decided: Decision, limits: Not
     )
     # Every replica drops its cached client: from now on it fails authentication.
     await notify(conn, CONFIG_CHANNEL, f"client:{decided.client_id}")
+    await revoke_client(conn, decided.client_id, actor="not_me_suspension")
 
 
 def _iso(moment: datetime) -> str:

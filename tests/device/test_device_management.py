@@ -141,7 +141,9 @@ async def test_removing_a_device_withdraws_its_prompts(
         ref = ref_of(auth_req_id)
         assert row["topic"] == push_topic(ref)
         assert row["payload"] == {"type": "dismiss", "ref": ref}
-        assert row["status"] == "queued"
+        # The app's outbox worker may already have tried it (this test's push host
+        # is not on the allow-list, so it fails without any traffic).
+        assert row["status"] in ("queued", "failed")
         expires_at = await db.fetchval(
             "SELECT expires_at FROM auth_requests WHERE id = $1", row["auth_request_id"]
         )
