@@ -92,13 +92,17 @@ export async function enrol(issuer, { code, name, subscription }) {
   return { answer: result, keyPair };
 }
 
-/** Post approve / deny / not_me for a pending request as the user saw it. */
-export async function decide(request, decision) {
+/**
+ * Post approve / deny / not_me for a pending request as the user saw it; `number` is
+ * the pick when the request uses number matching.
+ */
+export async function decide(request, decision, number = null) {
   return deviceCall("decision", {
     ref: request.ref,
     decision,
     shown: await shownDigest(request),
     challenge: request.challenge,
     exp: now() + DECISION_LIFETIME,
+    ...(number === null ? {} : { number }),
   });
 }

@@ -113,12 +113,14 @@ async function renderRequest(ref, stale) {
       "That request is no longer waiting for an answer: it was answered elsewhere, withdrawn or it expired.";
     return go("", gone);
   }
-  show(screens.approvalScreen(request, { onDecide: (decision) => decide(request, decision) }));
+  const onDecide = (decision, number) => decide(request, decision, number);
+  show(screens.approvalScreen(request, { onDecide }));
 }
 
-async function decide(request, decision) {
+async function decide(request, decision, number) {
+  let result;
   try {
-    await api.decide(request, decision);
+    result = await api.decide(request, decision, number);
   } catch (error) {
     if (error instanceof api.ApiError && error.requestGone) {
       return go("", `The request from ${request.client_name} is no longer waiting for an answer.`);
@@ -129,7 +131,9 @@ async function decide(request, decision) {
   state.requests.delete(request.ref);
   state.view = { name: "outcome", ref: request.ref };
   await closeNotifications(request.ref);
-  show(screens.outcomeScreen(request, decision, { onBack: () => go("") }));
+  // An approval with the wrong number is recorded as a denial.
+  const outcome = decision === "approve" && result.status !== "approved" ? "mismatch" : decision;
+  show(screens.outcomeScreen(request, outcome, { onBack: () => go("") }));
 }
 
 async function closeNotifications(ref) {

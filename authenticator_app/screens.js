@@ -129,6 +129,10 @@ export function requestListScreen(requests, { onOpen }) {
   );
 }
 
+/**
+ * Who asks, what for, how long is left, then the choice. With number matching the
+ * user must first pick the number the relying party's screen shows; Approve waits for it.
+ */
 export function approvalScreen(request, { onDecide }) {
   const choice = (decision, style, label) =>
     h("button", { class: style, type: "button", dataset: { decision } }, label);
@@ -137,16 +141,34 @@ export function approvalScreen(request, { onDecide }) {
     choice("deny", "secondary deny", "Deny"),
     choice("not_me", "danger not-me", "This wasn't me"),
   ];
+  const [approve] = buttons;
+  const choices = request.number_choices ?? [];
+  let picked = null;
+  const numbers = choices.map((number) =>
+    h("button", { class: "number", type: "button", "aria-pressed": "false" }, number),
+  );
+  const settle = () => {
+    approve.disabled = choices.length > 0 && picked === null;
+  };
+  for (const button of numbers) {
+    button.addEventListener("click", () => {
+      picked = button.textContent;
+      for (const other of numbers) other.setAttribute("aria-pressed", String(other === button));
+      settle();
+    });
+  }
   for (const button of buttons) {
     button.addEventListener("click", async () => {
       buttons.forEach((b) => (b.disabled = true));
       try {
-        await onDecide(button.dataset.decision);
+        await onDecide(button.dataset.decision, picked);
       } finally {
         buttons.forEach((b) => (b.disabled = false));
+        settle();
       }
     });
   }
+  settle();
   const total = Math.max(1, request.expires_in);
   return h(
     "section",
@@ -157,6 +179,13 @@ export function approvalScreen(request, { onDecide }) {
     h("p", { class: "hint" }, "Approve only if this matches the screen where you started."),
     h("h3", {}, `If you approve, ${request.client_name} can:`),
     h("ul", { class: "scopes" }, scopeWords(request.scope).map((words) => h("li", {}, words))),
+    choices.length > 0 &&
+      h(
+        "fieldset",
+        { class: "numbers" },
+        h("legend", {}, `Which number does ${request.client_name} show?`),
+        h("div", { class: "number-row" }, numbers),
+      ),
     h(
       "div",
       { class: "timer" },
@@ -175,15 +204,21 @@ export function approvalScreen(request, { onDecide }) {
 
 const OUTCOMES = {
   approve: ["✓", "Approved", (name) => `You can go back to ${name}.`],
+  mismatch: [
+    "✕",
+    "Not approved",
+    (name) => `That number was not the one ${name} showed, so the request was denied.`,
+  ],
   deny: ["✕", "Denied", (name) => `${name} has been told you said no.`],
   not_me: ["!", "Denied and reported", (name) => `${name} has been told no, and that you didn't ask.`],
 };
 
-export function outcomeScreen(request, decision, { onBack }) {
-  const [mark, title, text] = OUTCOMES[decision];
+/** `outcome`: approve, deny, not_me, or mismatch (a wrong number was picked). */
+export function outcomeScreen(request, outcome, { onBack }) {
+  const [mark, title, text] = OUTCOMES[outcome];
   return h(
     "section",
-    { class: `card center outcome ${decision.replace("_", "-")}`, dataset: { ref: request.ref } },
+    { class: `card center outcome ${outcome.replace("_", "-")}`, dataset: { ref: request.ref } },
     h("p", { class: "big-mark", "aria-hidden": "true" }, mark),
     h("h2", {}, title),
     h("p", {}, text(request.client_name)),

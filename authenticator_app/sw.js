@@ -22,8 +22,22 @@ self.addEventListener("push", (event) => {
   else if (message?.type === "dismiss") event.waitUntil(dismiss(message.ref));
 });
 
+// Notifications whose showNotification() has not settled yet. Chromium can lose a
+// notification still being shown when getNotifications() runs, so lookups wait for these.
+const showing = new Set();
+
+async function show(title, options) {
+  const shown = self.registration.showNotification(title, options);
+  showing.add(shown);
+  try {
+    await shown;
+  } finally {
+    showing.delete(shown);
+  }
+}
+
 async function showPrompt(prompt) {
-  await self.registration.showNotification(prompt.client_name || "Approval request", {
+  await show(prompt.client_name || "Approval request", {
     body: prompt.binding_message || "Asks you to approve a request.",
     tag: prompt.ref,
     requireInteraction: true,
@@ -38,6 +52,7 @@ async function showPrompt(prompt) {
 }
 
 async function closeNotifications(ref) {
+  await Promise.allSettled([...showing]);
   for (const notification of await self.registration.getNotifications({ tag: ref })) {
     notification.close();
   }
@@ -84,7 +99,7 @@ async function answer(prompt, decision) {
       return;
     }
     // Never fail silently: the user believes they said no.
-    await self.registration.showNotification("Your answer was not sent", {
+    await show("Your answer was not sent", {
       body: `Open the app to answer ${prompt.client_name}.`,
       tag: prompt.ref,
       icon: ICON,

@@ -56,8 +56,9 @@ expect.set_options(timeout=10_000)
 PHONE_VIEWPORT: ViewportSize = {"width": 360, "height": 740}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
-# Replaces the browser's push subscription with the test's. Kept in localStorage so
-# that getSubscription() after a reload finds what subscribe() made, as in a browser.
+# Replaces the browser's push subscription with the test's (kept in localStorage so
+# that getSubscription() after a reload finds what subscribe() made, as in a browser),
+# and records the messages the service worker posts to the page.
 PUSH_STUB = """
 (() => {
   const subscription = __SUBSCRIPTION__;
@@ -95,6 +96,11 @@ PUSH_STUB = """
     const serverKey = localStorage.getItem(STORAGE);
     return serverKey ? make(serverKey) : null;
   };
+  // What the service worker told this page, for tests to wait on.
+  window.workerMessages = [];
+  navigator.serviceWorker.addEventListener("message", (event) => {
+    window.workerMessages.push(event.data);
+  });
 })();
 """
 
@@ -219,12 +225,8 @@ class AppPhone:
         found: str = await eventually(registered)
         return found
 
-    async def push(self, message: dict[str, Any] | str | bytes) -> None:
+    async def push(self, data: str) -> None:
         """Hand a decrypted push message to the service worker's ``push`` handler."""
-        if isinstance(message, bytes):
-            data = message.decode()
-        else:
-            data = message if isinstance(message, str) else json.dumps(message)
         await self.cdp.send(
             "ServiceWorker.deliverPushMessage",
             {
@@ -236,7 +238,9 @@ class AppPhone:
 
     async def receive(self, kind: str, ref: str, within: float = 15.0) -> dict[str, Any]:
         """Wait until the push service accepted a ``kind`` message about ``ref`` for this
-        phone, then deliver its decrypted payload to the service worker."""
+        phone, deliver its decrypted payload to the service worker, and wait until the
+        worker has handled it (it tells open pages once a notification is shown or closed:
+        Chromium may drop a notification looked up while it is still being shown)."""
 
         def matching() -> list[dict[str, Any]]:
             return [
@@ -248,6 +252,10 @@ class AppPhone:
         await self.push_service.wait_until(lambda: bool(matching()), within=within)
         payload = matching()[0]
         await self.push(json.dumps(payload, ensure_ascii=False))
+        await self.page.wait_for_function(
+            "([type, ref]) => window.workerMessages.some((m) => m.type === type && m.ref === ref)",
+            arg=[kind, ref],
+        )
         return payload
 
     async def click_notification(self, tag: str, action: str = "") -> None:

@@ -1,15 +1,19 @@
 """The authenticator PWA in headless Chromium: enrolment, prompts, decisions, dismissal.
 
 The relying party speaks to the real server over HTTP (client_secret_basic);
-the phone is the real app in a 360x740 viewport. CDP cannot click a
-notification, so after checking what the notification shows, a test opens
-the approval page at the URL the notification click would open.
+pushes go through the real outbox worker, VAPID and RFC 8291 encryption to a
+local push service, and reach the service worker through CDP; the phone is
+the real app in a 360x740 viewport. CDP cannot click a notification: a test
+either opens the approval page at the URL a tap opens, or runs the worker's
+``notificationclick`` handler from inside the worker (``click_notification``).
+Screenshots land in test-artifacts/.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -23,8 +27,8 @@ from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.shown_digest import shown_digest
 from tests.browser.conftest import AppPhone, Server, eventually
 from tests.conftest import RegisteredClient
-from tests.support.ciba import audit_events, poll, start_auth_req_id
-from tests.support.device import Phone, post_jose, ref_of
+from tests.support.ciba import audit_events, poll, start_auth_req_id, start_request
+from tests.support.device import Phone, ref_of
 
 pytestmark = pytest.mark.browser
 
@@ -212,6 +216,39 @@ async def test_tapping_the_notification_opens_its_request_in_the_open_app(
     assert phone.page.url.endswith(f"#request={ref}")
 
 
+async def test_number_matching_approves_only_with_the_number_the_relying_party_shows(
+    phone: AppPhone, enrol_url: str, server: Server, make_client: Any
+) -> None:
+    bank: RegisteredClient = await make_client(name="Acme Bank", number_matching=True)
+    await phone.enrol(enrol_url)
+    page = phone.page
+    approve = page.get_by_role("button", name="Approve")
+    choices = page.locator(".numbers button")
+    async with httpx.AsyncClient(base_url=server.url, headers=bank.basic_auth()) as http:
+        wrong_pick = (await start_request(http, {}, binding_message="Pay 80 EUR?")).json()
+        await phone.open(f"#request={ref_of(wrong_pick['auth_req_id'])}")
+        await expect(choices).to_have_count(3)
+        await expect(approve).to_be_disabled()
+        numbers = await choices.all_text_contents()
+        assert wrong_pick["number_match"] in numbers
+        wrong = next(n for n in numbers if n != wrong_pick["number_match"])
+        await choices.filter(has_text=wrong).click()
+        await approve.click()
+        await expect(page.get_by_role("heading", name="Not approved")).to_be_visible()
+        refused = await poll(http, {}, wrong_pick["auth_req_id"])
+        assert refused.json()["error"] == "access_denied"
+
+        right_pick = (await start_request(http, {}, binding_message="Pay 80 EUR?")).json()
+        await phone.open(f"#request={ref_of(right_pick['auth_req_id'])}")
+        await choices.filter(has_text=right_pick["number_match"]).click()
+        await expect(approve).to_be_enabled()
+        await phone.screenshot("approval-number-matching-360x740.png")
+        await approve.click()
+        await expect(page.get_by_role("heading", name="Approved")).to_be_visible()
+        tokens = await poll(http, {}, right_pick["auth_req_id"])
+        assert tokens.status_code == 200, tokens.text
+
+
 async def test_the_approval_page_leaves_when_the_countdown_runs_out(
     phone: AppPhone, enrol_url: str, relying_party: httpx.AsyncClient
 ) -> None:
@@ -348,7 +385,7 @@ async def test_devices_lists_the_users_phones_and_removes_one(
     other = await issue_enrolment_code(db, alice.user_id, "cli", 600, issuer=server.url)
     spare = Phone(name="Old phone", issuer=server.url)
     async with httpx.AsyncClient(base_url=server.url) as http:
-        enrolled = await post_jose(http, "/device/enrol", spare.enrolment_jws(other.code))
+        enrolled = await spare.enrol(http, other.code)
         assert enrolled.status_code == 201, enrolled.text
     await phone.page.get_by_role("link", name="Devices").click()
     devices = phone.page.locator(".devices li")
