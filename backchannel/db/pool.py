@@ -34,6 +34,9 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
+        # Statements are prepared once per connection; their plans do not depend on
+        # parameter values, so planning every execution (custom plans) is wasted work.
+        server_settings={"plan_cache_mode": "force_generic_plan"},
         # Long polls hold no connection; statements are short.
         command_timeout=30,
     )

@@ -26,6 +26,8 @@ def check_binding_message(value: object, max_length: int) -> str:
         raise InvalidBindingMessage("binding_message is blank")
     if len(value) > max_length:
         raise InvalidBindingMessage(f"binding_message is longer than {max_length} characters")
+    if value.isascii() and value.isprintable():  # no control or bidi characters possible
+        return value
     for char in value:
         if char in _BIDI_CONTROLS or unicodedata.category(char) in _REFUSED_CATEGORIES:
             raise InvalidBindingMessage(

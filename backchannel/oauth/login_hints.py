@@ -38,6 +38,8 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def _has_unsafe_characters(value: str) -> bool:
+    if value.isascii() and value.isprintable():  # the common case, without a per-character walk
+        return False
     return any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in value)
 
 

@@ -8,6 +8,7 @@ notification arrives, re-reads the state without counting it as a new poll.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from typing import Any
@@ -37,6 +38,7 @@ AUTH_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 SLOW_DOWN_STEP = 5
 
 
+@functools.cache
 def poll_limits(settings: Settings) -> PollLimits:
     return PollLimits(
         grace_ms=settings.poll_grace_ms,
