@@ -75,6 +75,8 @@ class OutboxWorker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
+        # The last claim filled every free slot: more messages are probably due.
+        self._backlog = False
 
     def wake(self) -> None:
         """Look for due messages now (a NOTIFY arrived, or the listener reconnected)."""
@@ -112,6 +114,7 @@ class OutboxWorker:
                     messages = await claim_due_messages(
                         self._pool, limit=free, lease_seconds=self.lease_seconds
                     )
+                    self._backlog = len(messages) == free
                     for message in messages:
                         task = asyncio.create_task(self._deliver(message), name="outbox-send")
                         self._inflight.add(task)
@@ -120,14 +123,13 @@ class OutboxWorker:
                 log.warning("outbox worker: database unavailable: %s", exc)
             except Exception:  # the worker must outlive a bug in one round
                 log.exception("outbox worker: unexpected failure")
-            # Woken by NOTIFY, by a send freeing a slot when all were busy, or by the clock.
+            # Woken by NOTIFY, by a send freeing a slot while a backlog waits, or by the clock.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        was_full = len(self._inflight) >= self._capacity
         self._inflight.discard(task)
-        if was_full:
+        if self._backlog:
             self._wake.set()
 
     async def _deliver(self, message: OutboxMessage) -> None:

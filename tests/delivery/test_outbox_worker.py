@@ -542,3 +542,17 @@ async def _insert_request(db: asyncpg.Connection, rp: RegisteredClient, user: Us
         {},
     )
     return auth_req_id
+
+
+async def test_a_backlog_larger_than_a_batch_drains_without_waiting_for_the_clock(
+    alice: User, db: asyncpg.Connection, push_service: LocalPushService, start_worker: Workers
+) -> None:
+    phone, _sub = await add_phone(db, alice, push_service)
+    refs = [f"{n:064x}" for n in range(60)]
+    for ref in refs:
+        await queue_dismiss(db, phone, ref)
+    started = time.monotonic()
+    # Six batches; with a 30 s clock, only refilling as sends finish can finish in time.
+    await start_worker(settings={"outbox_batch_size": 10}, poll_interval=30)
+    await push_service.wait_until(lambda: len(push_service.received) >= 60, within=10)
+    assert time.monotonic() - started < 10
