@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 from backchannel.db.clients import Client
-from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidClient, InvalidRequest
 from backchannel.oauth.algorithms import CLIENT_ASSERTION_ALGS
 from backchannel.oauth.jwt_claims import (
@@ -23,9 +21,9 @@ from backchannel.oauth.jwt_claims import (
     JWTRejected,
     check_audience,
     check_times,
-    expiry_of,
     peek_claims,
     read_header,
+    record_first_use,
     string_claim,
 )
 from backchannel.oauth.remote_jwks import verify_client_jwt
@@ -159,13 +157,12 @@ async def _check_assertion(
         _check_assertion_claims(services, client, claims, endpoint_url)
     except JWTRejected as exc:
         raise InvalidClient(f"client assertion refused: {exc}") from None
-    expires = datetime.fromtimestamp(expiry_of(claims) + services.settings.clock_skew, UTC)
-    fresh = await insert_jti(
+    fresh = await record_first_use(
         services.pool,
+        claims,
         issuer=client.client_id,
         purpose=JTI_PURPOSE,
-        jti=claims["jti"],
-        expires_at=expires,
+        skew=services.settings.clock_skew,
     )
     if not fresh:
         raise InvalidClient("client assertion refused: it was already used")

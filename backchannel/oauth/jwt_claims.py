@@ -14,13 +14,17 @@ import json
 import math
 import time
 from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import Key, KeySet
 from joserfc.jws import JWSRegistry
+
+from backchannel.db.jtis import insert_jti
 
 # RFC 7518 §3.3 / FAPI: RSA keys shorter than this are refused.
 MIN_RSA_BITS = 2048
@@ -188,3 +192,18 @@ def expiry_of(claims: Mapping[str, Any]) -> float:
     exp = number_claim(claims, "exp", required=True)
     assert exp is not None
     return exp
+
+
+async def record_first_use(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    purpose: str,
+    skew: int,
+) -> bool:
+    """Remember the token's ``jti`` until its ``exp`` (plus ``skew``); False on a replay."""
+    expires = datetime.fromtimestamp(expiry_of(claims) + skew, UTC)
+    return await insert_jti(
+        conn, issuer=issuer, purpose=purpose, jti=claims["jti"], expires_at=expires
+    )

@@ -6,11 +6,9 @@ client with an asymmetric algorithm. Every refusal is ``invalid_request``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from backchannel.db.clients import Client
-from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidRequest
 from backchannel.oauth.algorithms import (
     REQUEST_OBJECT_ALGS,
@@ -21,8 +19,8 @@ from backchannel.oauth.jwt_claims import (
     JWTRejected,
     check_audience,
     check_times,
-    expiry_of,
     read_header,
+    record_first_use,
     string_claim,
 )
 from backchannel.oauth.remote_jwks import verify_client_jwt
@@ -52,13 +50,12 @@ async def verify_request_object(
         _check_claims(services, client, claims)
     except JWTRejected as exc:
         raise InvalidRequest(f"request object refused: {exc}") from None
-    expires = datetime.fromtimestamp(expiry_of(claims) + services.settings.clock_skew, UTC)
-    fresh = await insert_jti(
+    fresh = await record_first_use(
         services.pool,
+        claims,
         issuer=client.client_id,
         purpose=JTI_PURPOSE,
-        jti=claims["jti"],
-        expires_at=expires,
+        skew=services.settings.clock_skew,
     )
     if not fresh:
         raise InvalidRequest("request object refused: its jti was already used")
