@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -11,24 +10,14 @@ import httpx
 
 from backchannel.db.users import User
 from backchannel.oauth.secrets import hash_secret
-from backchannel.oauth.tokens import issue_tokens
 from backchannel.services import Services
 from tests.conftest import ISSUER, RegisteredClient
+from tests.support.tokens import issue_tokens_for
 
 INACTIVE = {"active": False}
 
 
-async def issue(services: Services, client: RegisteredClient, user: User) -> dict[str, Any]:
-    async with services.pool.acquire() as conn, conn.transaction():
-        return await issue_tokens(
-            services,
-            conn,
-            client=client.client,
-            user_id=user.user_id,
-            subject=user.subject,
-            scope=["openid", "email"],
-            auth_time=datetime.now(UTC),
-        )
+issue = issue_tokens_for
 
 
 async def introspect(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -10,23 +9,12 @@ import httpx
 
 from backchannel.db.users import User
 from backchannel.oauth.revocation import revoke_for_client, revoke_for_user
-from backchannel.oauth.tokens import issue_tokens
 from backchannel.services import Services
 from tests.conftest import RegisteredClient
 from tests.support import factories
+from tests.support.tokens import issue_tokens_for
 
-
-async def issue(services: Services, client: RegisteredClient, user: User) -> dict[str, Any]:
-    async with services.pool.acquire() as conn, conn.transaction():
-        return await issue_tokens(
-            services,
-            conn,
-            client=client.client,
-            user_id=user.user_id,
-            subject=user.subject,
-            scope=["openid", "email"],
-            auth_time=datetime.now(UTC),
-        )
+issue = issue_tokens_for
 
 
 async def revoke(

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import asyncpg
 import httpx
 
 from backchannel.db.users import User
-from backchannel.oauth.tokens import issue_tokens, read_access_token
+from backchannel.oauth.tokens import read_access_token
 from backchannel.services import Services
 from tests.conftest import ISSUER, RegisteredClient
+from tests.support.tokens import issue_tokens_for
 
-
-async def issue(
-    services: Services, client: RegisteredClient, user: User, scope: str = "openid email"
-) -> dict[str, Any]:
-    async with services.pool.acquire() as conn, conn.transaction():
-        return await issue_tokens(
-            services,
-            conn,
-            client=client.client,
-            user_id=user.user_id,
-            subject=user.subject,
-            scope=scope.split(),
-            auth_time=datetime.now(UTC),
-        )
+issue = issue_tokens_for
 
 
 def bearer(token: str) -> dict[str, str]:

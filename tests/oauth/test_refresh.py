@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,27 +16,15 @@ from backchannel.db.users import User
 from backchannel.errors import InvalidGrant
 from backchannel.oauth.refresh import refresh_grant
 from backchannel.oauth.secrets import hash_secret
-from backchannel.oauth.tokens import issue_tokens
 from backchannel.services import Services
 from tests.conftest import RegisteredClient
+from tests.support.tokens import issue_tokens_for
 
 CIBA = "urn:openid:params:grant-type:ciba"
 AUTH_TIME = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-async def issue(
-    services: Services, client: RegisteredClient, user: User, scope: str = "openid email"
-) -> dict[str, Any]:
-    async with services.pool.acquire() as conn, conn.transaction():
-        return await issue_tokens(
-            services,
-            conn,
-            client=client.client,
-            user_id=user.user_id,
-            subject=user.subject,
-            scope=scope.split(),
-            auth_time=AUTH_TIME,
-        )
+issue = functools.partial(issue_tokens_for, auth_time=AUTH_TIME)
 
 
 async def refresh(

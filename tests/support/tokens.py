@@ -1,0 +1,32 @@
+"""Real tokens for tests: issued by the server's own code inside a transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from backchannel.db.users import User
+from backchannel.oauth.tokens import issue_tokens
+from backchannel.services import Services
+from tests.conftest import RegisteredClient
+
+
+async def issue_tokens_for(
+    services: Services,
+    client: RegisteredClient,
+    user: User,
+    scope: str = "openid email",
+    *,
+    auth_time: datetime | None = None,
+) -> dict[str, Any]:
+    """The token response the client would get for ``user`` with ``scope``."""
+    async with services.pool.acquire() as conn, conn.transaction():
+        return await issue_tokens(
+            services,
+            conn,
+            client=client.client,
+            user_id=user.user_id,
+            subject=user.subject,
+            scope=scope.split(),
+            auth_time=auth_time or datetime.now(UTC),
+        )
