@@ -1,6 +1,6 @@
 """The application factory: ``create_app(settings)`` returns a Starlette app.
 
-The lifespan owns every long-lived resource: the asyncpg pool, the aiohttp
+The lifespan owns every long-lived resource: the connection pool, the aiohttp
 client session, the LISTEN connection, key and client caches, and background
 workers. Nothing lives in module globals.
 """

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
-import asyncpg
 
+from backchannel.db.pool import ConnectionPool
 from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
 
@@ -24,7 +24,7 @@ class Services:
     """One instance per running app, stored on ``app.state.services``."""
 
     settings: Settings
-    pool: asyncpg.Pool
+    pool: ConnectionPool
     http: aiohttp.ClientSession
     clients: ClientRegistry
     keys: KeyStore

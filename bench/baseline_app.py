@@ -3,7 +3,7 @@
 ``POST /bump`` reads an ``application/x-www-form-urlencoded`` body (``id=N``),
 runs one ``pool.fetchrow`` of ``UPDATE bench_counter ... RETURNING n`` on row
 N (bench/run.py creates the table with many rows, so there is no hot row) and
-answers JSON. The pool is built with the same asyncpg parameters as
+answers JSON. The pool is asyncpg's own, with the sizes and command timeout of
 backchannel's (``backchannel/db/pool.py``). ``GET /`` answers once the
 lifespan has started (readiness check).
 

@@ -14,6 +14,7 @@ import logging
 import asyncpg
 
 from backchannel.audit.chain import SEAL_BATCH, SealResult, seal_pending
+from backchannel.db.pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 class AuditSealer:
     def __init__(
-        self, pool: asyncpg.Pool, *, interval: float = 1.0, batch_size: int = SEAL_BATCH
+        self, pool: ConnectionPool, *, interval: float = 1.0, batch_size: int = SEAL_BATCH
     ) -> None:
         self._pool = pool
         self._interval = interval

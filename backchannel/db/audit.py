@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
+from backchannel.db.pool import Queryable
 
 
 async def insert_audit_event(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     event: str,
     *,
     client_id: str | None = None,
@@ -33,7 +33,7 @@ async def insert_audit_event(
 
 
 async def select_audit_events(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     *,
     event: str | None = None,
     client_id: str | None = None,

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 # Sealers on every replica and `backchannel audit seal` take turns on this
 # transaction-level advisory lock ("bcaudt").
 SEALER_LOCK = 0x6263_6175_6474
@@ -262,7 +264,7 @@ SELECT r.auth_request_id, ar.id_hash, ar.client_id, u.subject, r.device_id, r.de
 
 
 async def select_receipt_for_client(
-    conn: asyncpg.Connection | asyncpg.Pool, id_hash: bytes, client_id: str
+    conn: Queryable, id_hash: bytes, client_id: str
 ) -> StoredReceipt | None:
     """The receipt of the request ``id_hash`` names, only if ``client_id`` made it."""
     row = await conn.fetchrow(

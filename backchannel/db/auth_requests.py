@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
 from backchannel.db.prompt_limits import PromptState
 from backchannel.oauth.push_topic import push_topic
 
@@ -102,7 +103,7 @@ class Decision:
 
 
 async def insert_auth_request(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     request: NewAuthRequest,
     audit_detail: dict[str, Any],
     caps: PromptCaps = PromptCaps(),
@@ -279,7 +280,7 @@ SELECT j.verdict, j.id, j.user_id,
 
 
 async def poll_auth_request(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     id_hash: bytes,
     client_id: str,
     limits: PollLimits,
@@ -356,9 +357,7 @@ async def decide_auth_request(
     return Decision(**dict(row))
 
 
-async def select_auth_request_status(
-    conn: asyncpg.Connection | asyncpg.Pool, id_hash: bytes
-) -> str | None:
+async def select_auth_request_status(conn: Queryable, id_hash: bytes) -> str | None:
     """pending, approved, denied, redeemed or expired (a pending request past its expiry)."""
     value: str | None = await conn.fetchval(
         """SELECT CASE WHEN status IN ('pending', 'approved') AND expires_at <= now()

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
 
@@ -128,12 +130,12 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
     return _client(row)
 
 
-async def select_client(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> Client | None:
+async def select_client(conn: Queryable, client_id: str) -> Client | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM clients WHERE client_id = $1", client_id)
     return _client(row) if row else None
 
 
-async def select_clients(conn: asyncpg.Connection | asyncpg.Pool) -> list[Client]:
+async def select_clients(conn: Queryable) -> list[Client]:
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM clients ORDER BY created_at, client_id")
     return [_client(r) for r in rows]
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 
 @dataclass(frozen=True)
 class Device:
@@ -118,14 +120,14 @@ async def insert_device(conn: asyncpg.Connection, device: NewDevice, vapid_kid: 
     )
 
 
-async def select_device(conn: asyncpg.Connection | asyncpg.Pool, device_id: str) -> Device | None:
+async def select_device(conn: Queryable, device_id: str) -> Device | None:
     """The device, active or removed; ``None`` if unknown."""
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM devices WHERE device_id = $1", device_id)
     return _device(row) if row else None
 
 
 async def select_active_devices(
-    conn: asyncpg.Connection | asyncpg.Pool, *, user_id: int | None = None
+    conn: Queryable, *, user_id: int | None = None
 ) -> list[tuple[Device, str]]:
     """Active devices (of one user, or all) with their user's subject, oldest first."""
     rows = await conn.fetch(
@@ -143,7 +145,7 @@ async def select_active_devices(
     return result
 
 
-async def touch_device(conn: asyncpg.Connection | asyncpg.Pool, device_id: str) -> bool:
+async def touch_device(conn: Queryable, device_id: str) -> bool:
     """Record that an active device called; False if it is unknown or removed."""
     touched = await conn.fetchval(
         """UPDATE devices SET last_seen_at = now()
@@ -155,7 +157,7 @@ async def touch_device(conn: asyncpg.Connection | asyncpg.Pool, device_id: str) 
 
 
 async def update_subscription(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     device_id: str,
     subscription: Subscription,
     vapid_kid: str | None,
@@ -236,9 +238,7 @@ async def withdraw_device_prompts(
     return int(row["dismisses"])
 
 
-async def assign_missing_challenges(
-    conn: asyncpg.Connection | asyncpg.Pool, challenges: dict[int, str]
-) -> None:
+async def assign_missing_challenges(conn: Queryable, challenges: dict[int, str]) -> None:
     """Give each request (by id) its challenge unless it has one already."""
     await conn.execute(
         """UPDATE auth_requests r SET device_challenge = c.challenge
@@ -249,9 +249,7 @@ async def assign_missing_challenges(
     )
 
 
-async def select_pending_requests(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int
-) -> list[PendingRequest]:
+async def select_pending_requests(conn: Queryable, user_id: int) -> list[PendingRequest]:
     """The user's pending, unexpired requests, oldest first."""
     rows = await conn.fetch(
         """SELECT r.id, r.id_hash, c.name AS client_name, r.binding_message, r.scope,
@@ -276,9 +274,7 @@ async def select_pending_requests(
     ]
 
 
-async def select_decision_target(
-    conn: asyncpg.Connection | asyncpg.Pool, id_hash: bytes
-) -> DecisionTarget | None:
+async def select_decision_target(conn: Queryable, id_hash: bytes) -> DecisionTarget | None:
     """The request a decision names, with what its user was shown; ``None`` if unknown."""
     row = await conn.fetchrow(
         """SELECT r.id, r.user_id, c.name AS client_name, r.binding_message, r.scope,
@@ -294,9 +290,7 @@ async def select_decision_target(
     return DecisionTarget(**{**dict(row), "scope": tuple(row["scope"])})
 
 
-async def select_device_history(
-    conn: asyncpg.Connection | asyncpg.Pool, device_id: str, limit: int
-) -> list[PastDecision]:
+async def select_device_history(conn: Queryable, device_id: str, limit: int) -> list[PastDecision]:
     """Requests this device decided, newest first."""
     rows = await conn.fetch(
         """SELECT r.id_hash, c.name AS client_name, r.binding_message, r.status,
@@ -312,7 +306,7 @@ async def select_device_history(
 
 
 async def select_active_vapid_key(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
 ) -> tuple[str, str] | None:
     """(kid, public_key) of the active VAPID key, if one was generated."""
     row = await conn.fetchrow(

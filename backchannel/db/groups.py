@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 
 async def insert_user_group(conn: asyncpg.Connection, user_id: int, group_name: str) -> bool:
     """Add the user to the group; ``False`` if they were in it already."""
@@ -24,7 +26,7 @@ async def delete_user_group(conn: asyncpg.Connection, user_id: int, group_name: 
     return status == "DELETE 1"
 
 
-async def select_user_groups(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> list[str]:
+async def select_user_groups(conn: Queryable, user_id: int) -> list[str]:
     rows = await conn.fetch(
         "SELECT group_name FROM user_groups WHERE user_id = $1 ORDER BY group_name", user_id
     )

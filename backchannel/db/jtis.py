@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
+from backchannel.db.pool import Queryable
 
 
 async def insert_jti(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     *,
     issuer: str,
     purpose: str,
@@ -34,9 +34,7 @@ async def insert_jti(
     return bool(inserted)
 
 
-async def delete_expired_jtis(
-    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 10000
-) -> int:
+async def delete_expired_jtis(conn: Queryable, *, limit: int = 10000) -> int:
     """Delete up to ``limit`` expired rows; the number deleted."""
     status = await conn.execute(
         """DELETE FROM used_jtis

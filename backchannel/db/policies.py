@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
 from backchannel.policy.rules import Rule, parse_rule
 
 _COLUMNS = "policy_id, name, effect, mode, enabled, description, target, conditions"
@@ -43,13 +44,13 @@ def _values(rule: Rule) -> tuple[Any, ...]:
     )
 
 
-async def select_rules(conn: asyncpg.Connection | asyncpg.Pool) -> list[Rule]:
+async def select_rules(conn: Queryable) -> list[Rule]:
     """Every rule, enabled or not, by name."""
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM policies ORDER BY name")
     return [_rule(r) for r in rows]
 
 
-async def select_rule(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Rule | None:
+async def select_rule(conn: Queryable, name: str) -> Rule | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM policies WHERE name = $1", name)
     return _rule(row) if row else None
 

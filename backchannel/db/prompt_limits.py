@@ -9,6 +9,8 @@ from datetime import datetime
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 
 @dataclass(frozen=True)
 class PromptState:
@@ -27,7 +29,7 @@ class ReportCount:
 
 
 async def select_prompt_state(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     user_id: int,
     *,
     pending_cap: int,

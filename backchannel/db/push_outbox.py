@@ -22,6 +22,8 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 # LISTEN channel woken whenever messages are queued; the payload is empty.
 OUTBOX_CHANNEL = "bc_outbox"
 # A dismiss stays worth sending this long after its request's expiry.
@@ -51,7 +53,7 @@ class OutboxMessage:
 
 
 async def enqueue_message(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     *,
     device_id: str,
     auth_request_id: int | None,
@@ -134,7 +136,7 @@ SELECT l.id, l.kind, l.topic, l.payload, l.attempts,
 
 
 async def claim_due_messages(
-    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int, lease_seconds: float
+    conn: Queryable, *, limit: int, lease_seconds: float
 ) -> list[OutboxMessage]:
     """Lease up to ``limit`` due messages for ``lease_seconds``.
 
@@ -149,9 +151,7 @@ async def claim_due_messages(
 _AUDIT_COLUMNS = "event, client_id, user_id, auth_request_id, device_id, detail"
 
 
-async def mark_sent(
-    conn: asyncpg.Connection | asyncpg.Pool, message: OutboxMessage, status: int
-) -> bool:
+async def mark_sent(conn: Queryable, message: OutboxMessage, status: int) -> bool:
     """Record a delivery (``prompt_sent`` / ``dismiss_sent``); False if the lease was lost."""
     done = await conn.fetchval(
         f"""WITH done AS (
@@ -177,7 +177,7 @@ async def mark_sent(
 
 
 async def mark_failed(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     message: OutboxMessage,
     reason: str,
     *,
@@ -208,9 +208,7 @@ async def mark_failed(
     return bool(done)
 
 
-async def mark_subscription_gone(
-    conn: asyncpg.Connection | asyncpg.Pool, message: OutboxMessage, status: int
-) -> bool:
+async def mark_subscription_gone(conn: Queryable, message: OutboxMessage, status: int) -> bool:
     """The push service says the subscription is dead (404/410): fail the message and
     clear the device's subscription unless it was replaced meanwhile (audited
     ``push_subscription_gone``). True if this call cleared it."""
@@ -245,7 +243,7 @@ async def mark_subscription_gone(
 
 
 async def mark_retry(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     message: OutboxMessage,
     *,
     delay: float,
@@ -387,7 +385,7 @@ async def withdraw_request_prompts(
     return Withdrawal(row["requests"], row["dismisses"])
 
 
-async def sweep_withdrawals(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int) -> Withdrawal:
+async def sweep_withdrawals(conn: Queryable, *, limit: int) -> Withdrawal:
     """Withdraw the prompts of up to ``limit`` requests that ended without a
     recorded decision: expired, denied for poll abuse, revoked, redeemed."""
     row = await conn.fetchrow(

@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 # Serialises operator key changes across processes (a transaction-level advisory lock).
 _CHANGE_LOCK = 0x6263_6B65_7973  # "bckeys"
 # Private members of EC and RSA JWKs (RFC 7518 §6.2.2, §6.3.2): erased on retirement.
@@ -45,7 +47,7 @@ async def lock_signing_keys(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _CHANGE_LOCK)
 
 
-async def select_active_algs(conn: asyncpg.Connection | asyncpg.Pool) -> set[str]:
+async def select_active_algs(conn: Queryable) -> set[str]:
     rows = await conn.fetch("SELECT alg FROM signing_keys WHERE status = 'active'")
     return {r["alg"] for r in rows}
 
@@ -111,7 +113,7 @@ async def retire_previous_keys(
 
 
 async def select_published_keys(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
 ) -> list[StoredSigningKey]:
     """Active and previous keys, active first, then the most recently superseded."""
     rows = await conn.fetch(
@@ -123,7 +125,7 @@ async def select_published_keys(
 
 
 async def select_signing_keys(
-    conn: asyncpg.Connection | asyncpg.Pool, algs: Sequence[str] | None = None
+    conn: Queryable, algs: Sequence[str] | None = None
 ) -> list[StoredSigningKey]:
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM signing_keys

@@ -15,6 +15,8 @@ from datetime import datetime
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 
 @dataclass(frozen=True)
 class RefreshToken:
@@ -160,9 +162,7 @@ async def rotate_refresh_token(
     return _refresh(row) if row else None
 
 
-async def select_refresh_token(
-    conn: asyncpg.Connection | asyncpg.Pool, token_hash: bytes
-) -> RefreshToken | None:
+async def select_refresh_token(conn: Queryable, token_hash: bytes) -> RefreshToken | None:
     row = await conn.fetchrow(
         f"""SELECT {_REFRESH_COLUMNS}
               FROM refresh_tokens r JOIN users u ON u.user_id = r.user_id
@@ -172,9 +172,7 @@ async def select_refresh_token(
     return _refresh(row) if row else None
 
 
-async def select_access_token(
-    conn: asyncpg.Connection | asyncpg.Pool, jti: str
-) -> AccessTokenRecord | None:
+async def select_access_token(conn: Queryable, jti: str) -> AccessTokenRecord | None:
     row = await conn.fetchrow(f"SELECT {_ACCESS_COLUMNS} FROM access_tokens WHERE jti = $1", jti)
     return _access(row) if row else None
 

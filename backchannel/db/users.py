@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 
 @dataclass(frozen=True)
 class User:
@@ -74,9 +76,7 @@ async def insert_login_hints(
     )
 
 
-async def select_user_by_hint(
-    conn: asyncpg.Connection | asyncpg.Pool, hints: list[LoginHint]
-) -> User | None:
+async def select_user_by_hint(conn: Queryable, hints: list[LoginHint]) -> User | None:
     """The enabled user holding the first of ``hints`` (in the order given) that matches."""
     if not hints:
         return None
@@ -94,20 +94,18 @@ async def select_user_by_hint(
     return _user(row) if row else None
 
 
-async def select_user_by_subject(
-    conn: asyncpg.Connection | asyncpg.Pool, subject: str
-) -> User | None:
+async def select_user_by_subject(conn: Queryable, subject: str) -> User | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE subject = $1", subject)
     return _user(row) if row else None
 
 
-async def select_user(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> User | None:
+async def select_user(conn: Queryable, user_id: int) -> User | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE user_id = $1", user_id)
     return _user(row) if row else None
 
 
 async def select_users_with_hints(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
 ) -> list[tuple[User, list[LoginHint]]]:
     rows = await conn.fetch(
         f"""SELECT {", ".join("u." + c.strip() for c in _COLUMNS.split(","))},

@@ -21,6 +21,8 @@ import asyncpg
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
 
+from backchannel.db.pool import Queryable
+
 # Serialises operator key changes across processes (a transaction-level advisory lock).
 _CHANGE_LOCK = 0x6263_7661_7069  # "bcvapi"
 
@@ -91,12 +93,12 @@ async def _lock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _CHANGE_LOCK)
 
 
-async def select_active_vapid_key(conn: asyncpg.Connection | asyncpg.Pool) -> VapidKeyInfo | None:
+async def select_active_vapid_key(conn: Queryable) -> VapidKeyInfo | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM vapid_keys k WHERE k.status = 'active'")
     return _info(row) if row else None
 
 
-async def ensure_vapid_key(conn: asyncpg.Connection | asyncpg.Pool) -> VapidKeyInfo:
+async def ensure_vapid_key(conn: Queryable) -> VapidKeyInfo:
     """The active key, created first if there is none; replicas racing here agree on one."""
     active = await select_active_vapid_key(conn)
     if active is not None:
@@ -189,7 +191,7 @@ async def retire_vapid_keys(
     return [_info(r) for r in rows]
 
 
-async def list_vapid_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[VapidKeyInfo]:
+async def list_vapid_keys(conn: Queryable) -> list[VapidKeyInfo]:
     """Every key, the active one first, then the newest."""
     rows = await conn.fetch(
         f"""SELECT {_COLUMNS} FROM vapid_keys k
@@ -204,7 +206,7 @@ class VapidSigners:
     def __init__(self) -> None:
         self._loaded: dict[str, Vapid] = {}
 
-    async def get(self, conn: asyncpg.Connection | asyncpg.Pool, kid: str) -> Vapid | None:
+    async def get(self, conn: Queryable, kid: str) -> Vapid | None:
         """The signer of an active or previous key; ``None`` if unknown or retired."""
         vapid = self._loaded.get(kid)
         if vapid is None:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 
+from backchannel.db.pool import ConnectionPool
 from backchannel.db.push_outbox import (
     OutboxMessage,
     claim_due_messages,
@@ -50,7 +51,7 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 class OutboxWorker:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: ConnectionPool,
         http: aiohttp.ClientSession,
         settings: Settings,
         *,

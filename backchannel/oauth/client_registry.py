@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import time
 
-import asyncpg
-
 from backchannel.db.clients import Client, select_client
+from backchannel.db.pool import ConnectionPool
 
 CACHE_TTL_SECONDS = 30.0
 
 
 class ClientRegistry:
-    def __init__(self, pool: asyncpg.Pool, ttl: float = CACHE_TTL_SECONDS) -> None:
+    def __init__(self, pool: ConnectionPool, ttl: float = CACHE_TTL_SECONDS) -> None:
         self._pool = pool
         self._ttl = ttl
         self._cache: dict[str, tuple[float, Client]] = {}

@@ -29,6 +29,7 @@ from backchannel.db.devices import (
     update_subscription,
     withdraw_device_prompts,
 )
+from backchannel.db.pool import Queryable
 from backchannel.db.push_outbox import DISMISS_GRACE_SECONDS
 from backchannel.db.revocation import (
     RevocationSummary,
@@ -85,9 +86,7 @@ def _base64url(value: object, name: str, size: int) -> bytes:
     return raw
 
 
-async def refresh_subscription(
-    conn: asyncpg.Connection | asyncpg.Pool, device: Device, subscription: Subscription
-) -> None:
+async def refresh_subscription(conn: Queryable, device: Device, subscription: Subscription) -> None:
     """Replace the device's push subscription (made with the active VAPID key)."""
     vapid = await select_active_vapid_key(conn)
     if not await update_subscription(

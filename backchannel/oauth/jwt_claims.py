@@ -17,7 +17,6 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
 from joserfc.jwa import JWSAlgModel
@@ -25,6 +24,7 @@ from joserfc.jwk import Key, KeySet
 from joserfc.jws import JWSRegistry
 
 from backchannel.db.jtis import insert_jti
+from backchannel.db.pool import Queryable
 
 # RFC 7518 §3.3 / FAPI: RSA keys shorter than this are refused.
 MIN_RSA_BITS = 2048
@@ -195,7 +195,7 @@ def expiry_of(claims: Mapping[str, Any]) -> float:
 
 
 async def record_first_use(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     claims: Mapping[str, Any],
     *,
     issuer: str,

@@ -20,6 +20,7 @@ import asyncpg
 from joserfc import jwk
 
 from backchannel.db.listener import CONFIG_CHANNEL, notify
+from backchannel.db.pool import ConnectionPool
 from backchannel.db.signing_keys import (
     StoredSigningKey,
     insert_active_key,
@@ -92,7 +93,7 @@ def new_private_jwk(alg: str) -> dict[str, Any]:
 class KeyStore:
     """This replica's signing keys; swapped as a whole on reload."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: ConnectionPool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
         self._active: dict[str, jwk.Key] = {}
@@ -102,7 +103,7 @@ class KeyStore:
         self._reload_wanted = False
 
     @classmethod
-    async def load(cls, pool: asyncpg.Pool, settings: Settings) -> KeyStore:
+    async def load(cls, pool: ConnectionPool, settings: Settings) -> KeyStore:
         store = cls(pool, settings)
         await store.reload()
         return store

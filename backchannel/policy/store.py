@@ -28,6 +28,7 @@ from backchannel.db.policies import (
     update_rule_enabled,
     upsert_rules,
 )
+from backchannel.db.pool import ConnectionPool
 from backchannel.policy.rules import PolicyError, Problem, Rule
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class PolicyStore:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: ConnectionPool,
         *,
         ttl: float = CACHE_TTL_SECONDS,
         clock: Callable[[], datetime] = utc_now,
@@ -74,7 +75,7 @@ class PolicyStore:
     @classmethod
     async def load(
         cls,
-        pool: asyncpg.Pool,
+        pool: ConnectionPool,
         *,
         ttl: float = CACHE_TTL_SECONDS,
         clock: Callable[[], datetime] = utc_now,

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from backchannel.db.auth_requests import NewAuthRequest, insert_auth_request
-from backchannel.db.pool import create_pool
+from backchannel.db.pool import ConnectionPool, create_pool
 from backchannel.db.push_outbox import (
     OUTBOX_CHANNEL,
     claim_due_messages,
@@ -65,7 +65,7 @@ Workers = Callable[..., Awaitable[OutboxWorker]]
 @pytest.fixture
 async def start_worker(settings: Settings) -> AsyncIterator[Workers]:
     """Start outbox workers outside an app, each with its own pool (a replica each)."""
-    started: list[tuple[OutboxWorker, asyncpg.Pool, aiohttp.ClientSession]] = []
+    started: list[tuple[OutboxWorker, ConnectionPool, aiohttp.ClientSession]] = []
 
     async def start(**options: Any) -> OutboxWorker:
         worker_settings = settings.replace(**options.pop("settings", {}))

@@ -1,0 +1,167 @@
+"""The service's connection pool against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from backchannel.db.pool import ConnectionPool, PoolClosed, create_pool
+
+BACKEND_PID = "SELECT pg_backend_pid()"
+
+
+def missing_database(database_url: str) -> str:
+    return urlsplit(database_url)._replace(path="/no_such_db").geturl()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[ConnectionPool]:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def test_statement_helpers_run_on_pooled_connections_with_json_codecs(
+    pool: ConnectionPool,
+) -> None:
+    assert await pool.fetchval("SELECT '{\"a\": [1]}'::jsonb") == {"a": [1]}
+    row = await pool.fetchrow("SELECT 1 AS one, 'x'::text AS x")
+    assert row is not None and (row["one"], row["x"]) == (1, "x")
+    assert [r[0] for r in await pool.fetch("SELECT generate_series(1, 3)")] == [1, 2, 3]
+    assert await pool.execute("SELECT 1") == "SELECT 1"
+
+
+async def test_pooled_connections_plan_statements_generically(pool: ConnectionPool) -> None:
+    assert await pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+
+
+async def test_callers_beyond_max_size_wait_for_a_returned_connection(
+    pool: ConnectionPool,
+) -> None:
+    async def hold() -> int:
+        async with pool.acquire() as conn:
+            pid: int = await conn.fetchval(BACKEND_PID)
+            await asyncio.sleep(0.05)
+            return pid
+
+    pids = await asyncio.gather(*(hold() for _ in range(8)))
+    assert len(set(pids)) <= 2
+    assert pool.size <= 2
+    assert pool.idle == pool.size
+
+
+async def test_a_returned_connection_is_reused(pool: ConnectionPool) -> None:
+    first = await pool.fetchval(BACKEND_PID)
+    assert await pool.fetchval(BACKEND_PID) == first
+
+
+async def test_a_connection_returned_inside_a_transaction_is_closed_not_reused(
+    pool: ConnectionPool, db: asyncpg.Connection
+) -> None:
+    async with pool.acquire() as conn:
+        left_open = await conn.fetchval(BACKEND_PID)
+        await conn.execute("BEGIN")
+    assert await pool.fetchval(BACKEND_PID) != left_open
+    await asyncio.sleep(0.2)
+    assert not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", left_open)
+
+
+async def test_a_block_left_by_cancellation_gives_up_its_connection(
+    pool: ConnectionPool,
+) -> None:
+    started = asyncio.Event()
+    interrupted: list[int] = []
+
+    async def long_statement() -> None:
+        async with pool.acquire() as conn:
+            interrupted.append(await conn.fetchval(BACKEND_PID))
+            started.set()
+            await conn.execute("SELECT pg_sleep(30)")
+
+    task = asyncio.create_task(long_statement())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        assert await pool.fetchval(BACKEND_PID) != interrupted[0]
+    assert pool.size <= 2
+
+
+async def test_a_cancelled_waiter_does_not_take_a_connection_with_it(
+    pool: ConnectionPool,
+) -> None:
+    async with pool.acquire(), pool.acquire():
+        waiter = asyncio.create_task(pool.fetchval("SELECT 1"))
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.idle == pool.size == 2
+    assert await asyncio.gather(*(pool.fetchval("SELECT 2") for _ in range(4))) == [2] * 4
+
+
+async def test_the_pool_recovers_when_the_server_ends_its_connections(
+    pool: ConnectionPool, db: asyncpg.Connection
+) -> None:
+    pids = await asyncio.gather(*(pool.fetchval(BACKEND_PID) for _ in range(2)))
+    await db.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids)
+    await asyncio.sleep(0.2)  # the pool's connections see their sockets close
+    fresh = await pool.fetchval(BACKEND_PID)
+    assert fresh not in pids
+    assert pool.size <= 2
+
+
+async def test_a_failed_connection_attempt_frees_its_slot(database_url: str) -> None:
+    pool = await create_pool(missing_database(database_url), min_size=0, max_size=1)
+    for _ in range(2):
+        with pytest.raises(asyncpg.InvalidCatalogNameError):
+            await pool.fetchval("SELECT 1")
+        assert pool.size == 0
+    await pool.close()
+
+
+async def test_opening_fails_when_the_database_cannot_be_reached(database_url: str) -> None:
+    with pytest.raises(asyncpg.InvalidCatalogNameError):
+        await create_pool(missing_database(database_url), min_size=2)
+
+
+async def test_close_waits_for_connections_in_use_then_refuses_checkouts(
+    pool: ConnectionPool,
+) -> None:
+    released = asyncio.Event()
+
+    async def in_use() -> None:
+        async with pool.acquire() as conn:
+            await asyncio.sleep(0.2)
+            assert await conn.fetchval("SELECT 1") == 1
+        released.set()
+
+    user = asyncio.create_task(in_use())
+    await asyncio.sleep(0.05)
+    await pool.close()
+    assert released.is_set()
+    await user
+    assert pool.size == 0
+    with pytest.raises(PoolClosed):
+        await pool.fetchval("SELECT 1")
+
+
+async def test_closing_fails_callers_waiting_for_a_connection(pool: ConnectionPool) -> None:
+    async with pool.acquire(), pool.acquire():
+        waiter = asyncio.create_task(pool.fetchval("SELECT 1"))
+        await asyncio.sleep(0.05)
+        closing = asyncio.create_task(pool.close(grace=5))
+        with pytest.raises(PoolClosed):
+            await waiter
+    await closing
+    assert pool.size == 0
+
+
+def test_sizes_must_make_sense() -> None:
+    with pytest.raises(ValueError):
+        ConnectionPool("postgresql://unused", min_size=3, max_size=2)
