@@ -68,7 +68,8 @@ def canonical_event(row: AuditRow, seq: int) -> bytes:
 
 
 def format_timestamp(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def chain_hash(prev_hash: bytes, row: AuditRow, seq: int) -> bytes:

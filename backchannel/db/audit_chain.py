@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -24,9 +24,11 @@ _EVENT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class AuditRow:
-    """One ``audit_events`` row; ``seq``, ``prev_hash`` and ``hash`` are None until sealed."""
+class AuditRow(NamedTuple):
+    """One ``audit_events`` row; ``seq``, ``prev_hash`` and ``hash`` are None until sealed.
+
+    A named tuple built straight from the record: the sealer reads thousands at a time.
+    """
 
     id: int
     at: datetime
@@ -59,7 +61,7 @@ class Seal:
 
 
 def _row(record: asyncpg.Record) -> AuditRow:
-    return AuditRow(**dict(record))
+    return AuditRow(*record)  # the columns of _EVENT_COLUMNS, in the fields' order
 
 
 async def try_lock_sealer(conn: asyncpg.Connection) -> bool:
