@@ -11,8 +11,10 @@ object, an inactivity timer), which is why the service does not use it.
 
 A connection is closed instead of reused when it comes back closed, still in
 a transaction, or from a block left by cancellation (a statement may have
-been interrupted mid-flight). A free slot then lets the next caller connect
-anew, so the pool heals after a database restart without a maintenance task.
+been interrupted mid-flight), and retired once it is ``max_age`` seconds old
+(so no backend keeps its cached plans, or a failed-over address, forever). A
+free slot then lets the next caller connect anew, so the pool heals after a
+database restart without a maintenance task.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import time
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +37,7 @@ Connection = asyncpg.Connection
 SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
 COMMAND_TIMEOUT = 30.0  # seconds; long polls hold no connection and statements are short
 CLOSE_TIMEOUT = 10.0
+MAX_AGE = 3600.0  # seconds a connection serves before it is retired
 
 
 class PoolClosed(asyncpg.InterfaceError):
@@ -59,12 +63,17 @@ async def connect(dsn: str, **kwargs: Any) -> Connection:
 class ConnectionPool:
     """At most ``max_size`` connections to ``dsn``; ``min_size`` opened up front."""
 
-    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+    def __init__(
+        self, dsn: str, *, min_size: int = 2, max_size: int = 10, max_age: float = MAX_AGE
+    ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         self._dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
+        self._max_age = max_age
+        self._opened: dict[Connection, float] = {}  # monotonic time each was opened
+        self._closing: set[asyncio.Task[None]] = set()
         self._idle: list[Connection] = []  # the most recently used last
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self._in_use: set[Connection] = set()
@@ -88,9 +97,11 @@ class ConnectionPool:
         return self
 
     async def _connect(self) -> Connection:
-        return await connect(
+        conn = await connect(
             self._dsn, server_settings=SERVER_SETTINGS, command_timeout=COMMAND_TIMEOUT
         )
+        self._opened[conn] = time.monotonic()
+        return conn
 
     # -- checkout and return
 
@@ -109,6 +120,7 @@ class ConnectionPool:
                     self._in_use.add(conn)
                     return conn
                 self._size -= 1
+                self._opened.pop(conn, None)
             if self._size < self._max_size:
                 self._size += 1
                 try:
@@ -118,8 +130,7 @@ class ConnectionPool:
                     self._offer(None)
                     raise
                 if self._closed:
-                    self._size -= 1
-                    conn.terminate()
+                    self._discard(conn, graceful=True)
                     continue
                 self._in_use.add(conn)
                 return conn
@@ -150,19 +161,30 @@ class ConnectionPool:
 
     def _give_back(self, conn: Connection, *, reusable: bool) -> None:
         self._in_use.discard(conn)
-        if self._closed or not reusable or conn.is_closed() or conn.is_in_transaction():
-            self._size -= 1
-            if not conn.is_closed():
-                conn.terminate()
-            if not self._closed:
-                self._offer(None)
-            elif not self._in_use:
-                self._drained.set()
-            return
-        if self._offer(conn):
+        if not reusable or conn.is_closed() or conn.is_in_transaction():
+            self._discard(conn, graceful=False)
+        elif self._closed or time.monotonic() - self._opened[conn] > self._max_age:
+            self._discard(conn, graceful=True)
+        elif self._offer(conn):
             self._in_use.add(conn)
         else:
             self._idle.append(conn)
+
+    def _discard(self, conn: Connection, *, graceful: bool) -> None:
+        """Close ``conn`` (politely, or at once when its state is unknown) and free its slot."""
+        self._size -= 1
+        self._opened.pop(conn, None)
+        if not conn.is_closed():
+            if graceful:
+                task = asyncio.get_running_loop().create_task(conn.close(timeout=CLOSE_TIMEOUT))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            else:
+                conn.terminate()
+        if not self._closed:
+            self._offer(None)
+        elif not self._in_use:
+            self._drained.set()
 
     # -- one statement on a pooled connection
 
@@ -201,13 +223,15 @@ class ConnectionPool:
             if not waiter.done():
                 waiter.set_exception(PoolClosed("the connection pool is closed"))
         idle, self._idle = self._idle, []
-        self._size -= len(idle)
-        await asyncio.gather(*(c.close(timeout=grace) for c in idle), return_exceptions=True)
+        for conn in idle:
+            self._discard(conn, graceful=True)
         if self._in_use:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), grace)
             for conn in list(self._in_use):
                 conn.terminate()
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=grace)
 
 
 class Checkout:
@@ -236,8 +260,10 @@ class Checkout:
             self._pool._give_back(conn, reusable=reusable)
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> ConnectionPool:
-    return await ConnectionPool(dsn, min_size=min_size, max_size=max_size).open()
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, max_age: float = MAX_AGE
+) -> ConnectionPool:
+    return await ConnectionPool(dsn, min_size=min_size, max_size=max_size, max_age=max_age).open()
 
 
 # What statement helpers accept: a connection (inside a transaction, say) or the pool.

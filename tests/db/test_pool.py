@@ -70,6 +70,24 @@ async def test_a_connection_returned_inside_a_transaction_is_closed_not_reused(
     assert not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", left_open)
 
 
+async def test_a_connection_past_its_max_age_is_retired_when_returned(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=1, max_age=0.2)
+    try:
+        first = await pool.fetchval(BACKEND_PID)
+        assert await pool.fetchval(BACKEND_PID) == first
+        await asyncio.sleep(0.3)
+        assert await pool.fetchval(BACKEND_PID) == first  # served once more, then retired
+        second = await pool.fetchval(BACKEND_PID)
+        assert second != first
+        assert pool.size == 1
+        await asyncio.sleep(0.2)
+        assert not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first)
+    finally:
+        await pool.close()
+
+
 async def test_a_block_left_by_cancellation_gives_up_its_connection(
     pool: ConnectionPool,
 ) -> None:
