@@ -23,6 +23,7 @@ from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.routes import routes
 from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
+from backchannel.housekeeping import Housekeeper
 from backchannel.oauth.client_registry import ClientRegistry
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> Starlette:
             await outbox.start()
             sealer = AuditSealer(pool)
             await sealer.start()
+            housekeeper = Housekeeper(pool, settings)
+            await housekeeper.start()
             services = Services(
                 settings, pool, http, clients, keys, waiters, listener, policy, metrics
             )
@@ -94,6 +97,7 @@ def create_app(settings: Settings) -> Starlette:
                 yield
             finally:
                 waiters.release_all()
+                await housekeeper.stop()
                 await sealer.stop()
                 await outbox.stop()
                 await listener.close()

@@ -102,6 +102,10 @@ class Settings:
     push_max_attempts: int = field(default=10, metadata=_bounded(1, 100))
     outbox_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
+    # housekeeping (backchannel/housekeeping.py)
+    housekeeping_interval: int = field(default=300, metadata=_bounded(10, 86400))
+    push_outbox_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))
+
     log_level: str = "INFO"
     # "json" (one object per line) or "text", for serve and dev (docs/operations.md).
     log_format: str = "json"

@@ -11,6 +11,8 @@ from datetime import datetime
 
 import asyncpg
 
+from backchannel.db.pool import Queryable
+
 
 @dataclass(frozen=True)
 class IssuedCode:
@@ -58,3 +60,17 @@ async def spend_enrolment_code(
         device_id,
     )
     return SpentCode(**dict(row)) if row else None
+
+
+async def delete_stale_enrolment_codes(conn: Queryable, *, older_than: int, limit: int) -> int:
+    """Delete up to ``limit`` codes (spent or not) that expired more than ``older_than``
+    seconds ago; the number deleted. Enrolments themselves are in the audit trail."""
+    status: str = await conn.execute(
+        """DELETE FROM enrolment_codes
+            WHERE code_hash IN (SELECT code_hash FROM enrolment_codes
+                                 WHERE expires_at < now() - make_interval(secs => $1)
+                                 LIMIT $2)""",
+        older_than,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[-1])

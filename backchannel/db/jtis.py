@@ -36,7 +36,7 @@ async def insert_jti(
 
 async def delete_expired_jtis(conn: Queryable, *, limit: int = 10000) -> int:
     """Delete up to ``limit`` expired rows; the number deleted."""
-    status = await conn.execute(
+    status: str = await conn.execute(
         """DELETE FROM used_jtis
             WHERE ctid IN (SELECT ctid FROM used_jtis WHERE expires_at < now() LIMIT $1)""",
         limit,

@@ -404,3 +404,18 @@ async def sweep_withdrawals(conn: Queryable, *, limit: int) -> Withdrawal:
     )
     assert row is not None
     return Withdrawal(row["requests"], row["dismisses"])
+
+
+async def delete_settled_messages(conn: Queryable, *, older_than: int, limit: int) -> int:
+    """Delete up to ``limit`` sent, failed or dropped messages created more than
+    ``older_than`` seconds ago; the number deleted."""
+    status: str = await conn.execute(
+        """DELETE FROM push_outbox
+            WHERE id IN (SELECT id FROM push_outbox
+                          WHERE created_at < now() - make_interval(secs => $1)
+                            AND status <> 'queued'
+                          LIMIT $2)""",
+        older_than,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[-1])
