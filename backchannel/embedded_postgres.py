@@ -25,7 +25,8 @@ class EmbeddedPostgres:
 
             data_dir = data_dir.resolve()
             data_dir.mkdir(parents=True, exist_ok=True)
-            self._server: Any = pgserver.get_server(data_dir, cleanup_mode=cleanup)
+            get_server: Any = getattr(pgserver, "get_server")  # noqa: B009 - not re-exported in its stubs
+            self._server: Any = get_server(data_dir, cleanup_mode=cleanup)
         self.data_dir = data_dir
 
     def dsn(self, database: str = "postgres") -> str:

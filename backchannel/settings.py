@@ -267,7 +267,7 @@ def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
         except ValueError:
             raise ValueError(f"expected an integer, got {value!r}") from None
         low, high = f.metadata.get("low"), f.metadata.get("high")
-        if low is not None and not low <= number <= high:
+        if low is not None and high is not None and not low <= number <= high:
             raise ValueError(f"must be between {low} and {high}, got {number}")
         return number
     if kind == "float":

@@ -66,10 +66,11 @@ class PgListener:
         self._conn = conn
         self._lost.clear()
 
-    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        text = payload if isinstance(payload, str) else str(payload)
         for handler in self._handlers.get(channel, ()):
             try:
-                handler(payload)
+                handler(text)
             except Exception:  # a bad handler must not stop the listener
                 log.exception("listener handler failed on %s", channel)
 

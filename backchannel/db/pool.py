@@ -140,7 +140,13 @@ class ConnectionPool:
                 handed = await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._give_back(waiter.result(), reusable=True)  # handed over, then cancelled
+                    # Handed a connection (or a free slot) and cancelled before taking it:
+                    # pass it on.
+                    unclaimed = waiter.result()
+                    if unclaimed is None:
+                        self._offer(None)
+                    else:
+                        self._give_back(unclaimed, reusable=True)
                 else:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(waiter)

@@ -89,6 +89,7 @@ async def decide_on_device(
     outcome = _OUTCOMES.get(decision) if isinstance(decision, str) else None
     if outcome is None:
         raise InvalidRequest("decision must be approve, deny or not_me")
+    assert isinstance(decision, str)
     shown, challenge = payload.get("shown"), payload.get("challenge")
     if not _short_string(shown) or not _short_string(challenge):
         raise InvalidRequest("shown and challenge are required")

@@ -123,6 +123,25 @@ async def test_a_cancelled_waiter_does_not_take_a_connection_with_it(
     assert await asyncio.gather(*(pool.fetchval("SELECT 2") for _ in range(4))) == [2] * 4
 
 
+async def test_a_free_slot_offered_to_a_cancelled_waiter_passes_to_the_next(
+    pool: ConnectionPool,
+) -> None:
+    first, second = pool.acquire(), pool.acquire()
+    conn = await first.__aenter__()
+    await second.__aenter__()
+    cancelled = asyncio.create_task(pool.fetchval("SELECT 1"))
+    waiting = asyncio.create_task(pool.fetchval("SELECT 2"))
+    await asyncio.sleep(0.05)
+    await conn.execute("BEGIN")
+    await first.__aexit__(None, None, None)  # closed, not reused: its slot goes to a waiter
+    cancelled.cancel()
+    async with asyncio.timeout(5):
+        assert await waiting == 2
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await second.__aexit__(None, None, None)
+
+
 async def test_the_pool_recovers_when_the_server_ends_its_connections(
     pool: ConnectionPool, db: asyncpg.Connection
 ) -> None:
