@@ -66,6 +66,8 @@ class Settings:
     access_token_ttl: int = field(default=300, metadata=_bounded(30, 86400))
     id_token_ttl: int = field(default=300, metadata=_bounded(30, 86400))
     refresh_token_ttl: int = field(default=28800, metadata=_bounded(60, 90 * 86400))
+    # However often it is rotated, a refresh token family ends this long after auth_time.
+    refresh_token_max_age: int = field(default=86400, metadata=_bounded(300, 365 * 86400))
     key_retire_after: int = field(default=86400, metadata=_bounded(60, 365 * 86400))
 
     # push authenticator (docs/device-api.md)

@@ -123,12 +123,16 @@ async def insert_refresh_token(
     scope: Sequence[str],
     auth_time: datetime,
     ttl: int,
+    max_age: int,
 ) -> datetime:
-    """Store a refresh token's hash; return its expiry."""
+    """Store a refresh token's hash; return its expiry: ``ttl`` seconds from now, but
+    never later than ``max_age`` seconds after ``auth_time`` (the family's end)."""
     expires_at: datetime = await conn.fetchval(
         """INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id,
                                        auth_request_id, scope, auth_time, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+           VALUES ($1, $2, $3, $4, $5, $6, $7,
+                   least(now() + make_interval(secs => $8),
+                         $7::timestamptz + make_interval(secs => $9)))
            RETURNING expires_at""",
         token_hash,
         family_id,
@@ -138,6 +142,7 @@ async def insert_refresh_token(
         list(scope),
         auth_time,
         float(ttl),
+        float(max_age),
     )
     return expires_at
 

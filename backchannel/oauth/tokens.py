@@ -154,6 +154,7 @@ async def issue_token_set(
             scope=list(refresh_scope) if refresh_scope is not None else scope,
             auth_time=auth_time,
             ttl=client.refresh_token_ttl or settings.refresh_token_ttl,
+            max_age=settings.refresh_token_max_age,
         )
 
     id_alg = client.id_token_signed_response_alg

@@ -211,3 +211,39 @@ async def test_refreshed_id_token_keeps_the_original_auth_time_after_many_rotati
     claims = jwt.decode(body["id_token"], services.keys.public_keyset()).claims
     assert claims["auth_time"] == int(AUTH_TIME.timestamp())
     assert claims["iat"] > claims["auth_time"]
+
+
+async def test_a_refresh_token_family_ends_max_age_after_the_users_approval(
+    services: Services,
+    http: httpx.AsyncClient,
+    rp: RegisteredClient,
+    alice: User,
+    db: asyncpg.Connection,
+) -> None:
+    max_age = services.settings.refresh_token_max_age
+    almost_over = datetime.now(UTC) - timedelta(seconds=max_age - 2)
+    first = await issue_tokens_for(services, rp, alice, auth_time=almost_over)
+    expiry = await db.fetchval(
+        "SELECT expires_at FROM refresh_tokens WHERE token_hash = $1",
+        hash_secret(first["refresh_token"]),
+    )
+    assert expiry == almost_over + timedelta(seconds=max_age)  # not now + refresh_token_ttl
+    rotated = await refresh(http, rp, first["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["refresh_token"]
+    assert await db.fetchval(
+        "SELECT expires_at FROM refresh_tokens WHERE token_hash = $1", hash_secret(second)
+    ) == almost_over + timedelta(seconds=max_age)
+    await asyncio.sleep(2.2)
+    assert error_of(await refresh(http, rp, second)) == "invalid_grant"
+
+
+async def test_a_fresh_approval_gets_the_full_sliding_refresh_lifetime(
+    services: Services, rp: RegisteredClient, alice: User, db: asyncpg.Connection
+) -> None:
+    tokens = await issue_tokens_for(services, rp, alice)
+    lifetime = await db.fetchval(
+        "SELECT expires_at - created_at FROM refresh_tokens WHERE token_hash = $1",
+        hash_secret(tokens["refresh_token"]),
+    )
+    assert lifetime == timedelta(seconds=services.settings.refresh_token_ttl)
