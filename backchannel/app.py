@@ -24,6 +24,7 @@ from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.routes import routes
 from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
 from backchannel.housekeeping import Housekeeper
+from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.client_registry import ClientRegistry
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
@@ -49,8 +50,12 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
-        try:
+        # Every resource is released in reverse order, also when a later one fails to start.
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await create_pool(
+                dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            )
+            stack.push_async_callback(pool.close)
             async with pool.acquire() as conn:
                 pending = await pending_migrations(conn)
             if pending:
@@ -66,10 +71,13 @@ def create_app(settings: Settings) -> Starlette:
                     resolver=PublicOnlyResolver(allow_insecure=settings.allow_insecure_urls)
                 ),
             )
+            stack.push_async_callback(http.close)
             keys = await KeyStore.load(pool, settings)
+            stack.push_async_callback(keys.close)
             clients = ClientRegistry(pool)
             waiters = DecisionWaiters()
             listener = PgListener(dsn)
+            stack.push_async_callback(listener.close)
             listener.subscribe(DECISION_CHANNEL, waiters.wake_hex)
             listener.subscribe(CONFIG_CHANNEL, clients.on_config_event)
             listener.subscribe(CONFIG_CHANNEL, keys.on_config_event)
@@ -79,32 +87,24 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(waiters.wake_all)
             listener.on_reconnect(clients.invalidate)
             listener.on_reconnect(keys.schedule_reload)
-            await ensure_vapid_key(pool)
+            await ensure_vapid_key(pool, KeyWrapper.from_setting(settings.key_encryption_key))
             outbox = OutboxWorker(pool, http, settings, metrics=metrics)
             listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
             listener.on_reconnect(outbox.wake)
             await listener.start()
             await outbox.start()
+            stack.push_async_callback(outbox.stop)
             sealer = AuditSealer(pool)
             await sealer.start()
+            stack.push_async_callback(sealer.stop)
             housekeeper = Housekeeper(pool, settings)
             await housekeeper.start()
-            services = Services(
+            stack.push_async_callback(housekeeper.stop)
+            stack.callback(waiters.release_all)  # held long polls are answered first
+            app.state.services = Services(
                 settings, pool, http, clients, keys, waiters, listener, policy, metrics
             )
-            app.state.services = services
-            try:
-                yield
-            finally:
-                waiters.release_all()
-                await housekeeper.stop()
-                await sealer.stop()
-                await outbox.stop()
-                await listener.close()
-                await http.close()
-                await keys.close()
-        finally:
-            await pool.close()
+            yield
 
     return ObservedStarlette(
         metrics,

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from backchannel.key_wrapping import parse_kek
+
 ENV_PREFIX = "BACKCHANNEL_"
 
 
@@ -69,6 +71,8 @@ class Settings:
     # However often it is rotated, a refresh token family ends this long after auth_time.
     refresh_token_max_age: int = field(default=86400, metadata=_bounded(300, 365 * 86400))
     key_retire_after: int = field(default=86400, metadata=_bounded(60, 365 * 86400))
+    # 32 random bytes, base64url: wraps private signing and VAPID keys at rest.
+    key_encryption_key: str | None = field(default=None, repr=False)
 
     # push authenticator (docs/device-api.md)
     enrolment_code_ttl: int = field(default=600, metadata=_bounded(60, 86400))
@@ -112,7 +116,7 @@ class Settings:
     # "json" (one object per line) or "text", for serve and dev (docs/operations.md).
     log_format: str = "json"
     # Bearer token GET /metrics requires; unset: /metrics answers loopback callers only.
-    metrics_token: str | None = None
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def token_endpoint(self) -> str:
@@ -210,6 +214,11 @@ class Settings:
             problems.append(f"{ENV_PREFIX}POLL_LOCK_AFTER: must be below POLL_DENY_AFTER")
         if not 0 < self.http_timeout <= 60:
             problems.append(f"{ENV_PREFIX}HTTP_TIMEOUT: must be in (0, 60]")
+        if self.key_encryption_key is not None:
+            try:
+                parse_kek(self.key_encryption_key)
+            except ValueError as exc:
+                problems.append(f"{ENV_PREFIX}KEY_ENCRYPTION_KEY: {exc}")
         problems.extend(self._push_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")

@@ -410,6 +410,33 @@ async def test_keys_generate_rotate_retire_and_list(cli: Cli) -> None:
     assert "ES256" in (await cli("keys", "list")).out
 
 
+async def test_keys_wrap_wraps_stored_private_keys_under_the_encryption_key(
+    cli: Cli, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await cli("keys", "generate", "--alg", "ES256")).code == 0
+    assert (await cli("vapid", "generate")).code == 0
+    refused = await cli("keys", "wrap")
+    assert refused.code == 1
+    assert "BACKCHANNEL_KEY_ENCRYPTION_KEY" in refused.err
+
+    kek = (await cli("keys", "new-encryption-key", "--json")).json()["key_encryption_key"]
+    monkeypatch.setenv("BACKCHANNEL_KEY_ENCRYPTION_KEY", kek)
+    wrapped = await cli("keys", "wrap", "--json")
+    assert wrapped.code == 0, wrapped.err
+    assert wrapped.json()["wrapped"] == {"signing_keys": 1, "vapid_keys": 1}
+    stored = await db.fetchval("SELECT private_jwk FROM signing_keys WHERE status = 'active'")
+    assert "d" not in stored and stored["wrapped"].startswith("bcwrap1.")
+    pem = await db.fetchval("SELECT private_pem FROM vapid_keys WHERE status = 'active'")
+    assert pem.startswith("bcwrap1.") and "PRIVATE KEY" not in pem
+
+    again = await cli("keys", "wrap", "--json")
+    assert again.json()["wrapped"] == {"signing_keys": 0, "vapid_keys": 0}
+    rotated = await cli("keys", "rotate", "--alg", "ES256", "--json")
+    [new] = rotated.json()["keys"]
+    stored = await db.fetchval("SELECT private_jwk FROM signing_keys WHERE kid = $1", new["kid"])
+    assert "d" not in stored and "wrapped" in stored
+
+
 # --- requests ------------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from backchannel.db.audit_chain import (
 )
 from backchannel.db.signing_keys import select_published_keys
 from backchannel.db.users import select_user_by_subject
+from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.secrets import hash_secret
 
 DEFAULT_LIMIT = 100
@@ -242,7 +243,7 @@ async def show_receipt(ctx: Context, conn: asyncpg.Connection) -> None:
         raise CommandError(f"no approval receipt for {name!r}")
     claims = receipt_claims(stored, issuer=ctx.settings.issuer)
     problem = _device_problem(stored, claims)
-    signed = await _signed(conn, claims)
+    signed = await _signed(conn, claims, KeyWrapper.from_setting(ctx.settings.key_encryption_key))
     data = {
         "auth_request_id": stored.auth_request_id,
         "claims": claims,
@@ -268,11 +269,13 @@ def _device_problem(stored: StoredReceipt, claims: dict[str, Any]) -> str | None
     return None
 
 
-async def _signed(conn: asyncpg.Connection, claims: dict[str, Any]) -> str | None:
+async def _signed(
+    conn: asyncpg.Connection, claims: dict[str, Any], wrapper: KeyWrapper
+) -> str | None:
     """The receipt signed with the active ES256 key, as /receipts serves it (None if none)."""
     for stored in await select_published_keys(conn):
         if stored.alg == "ES256" and stored.status == "active":
-            return sign_receipt(claims, jwk.import_key(stored.private_jwk))
+            return sign_receipt(claims, jwk.import_key(wrapper.unwrap_jwk(stored.private_jwk)))
     return None
 
 

@@ -9,9 +9,18 @@ from typing import Any
 import asyncpg
 
 from backchannel.cli.database import database_command
-from backchannel.cli.output import Context, table
+from backchannel.cli.output import CommandError, Context, table
+from backchannel.db.listener import CONFIG_CHANNEL, notify
+from backchannel.db.signing_keys import (
+    lock_signing_keys,
+    select_published_keys,
+    update_private_jwk,
+)
+from backchannel.delivery.vapid import select_usable_vapid_pems, update_vapid_pem, vapid_row
+from backchannel.key_wrapping import WRAPPED_MEMBER, KeyWrapper, is_wrapped, new_kek
 from backchannel.oauth.algorithms import SIGNING_ALGS
 from backchannel.oauth.keys import (
+    KEYS_EVENT,
     SigningKeyInfo,
     generate_signing_key,
     list_signing_keys,
@@ -52,6 +61,22 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     retire.set_defaults(run=database_command(retire_keys))
 
+    wrap = sub.add_parser(
+        "wrap",
+        parents=[common],
+        help="wrap stored private keys (signing and VAPID) under BACKCHANNEL_KEY_ENCRYPTION_KEY",
+    )
+    wrap.set_defaults(run=database_command(wrap_keys))
+
+    kek = sub.add_parser(
+        "new-encryption-key", parents=[common], help="print a fresh key-encryption key"
+    )
+    kek.set_defaults(run=print_new_kek)
+
+
+def _wrapper(ctx: Context) -> KeyWrapper:
+    return KeyWrapper.from_setting(ctx.settings.key_encryption_key)
+
 
 def _table(keys: Sequence[SigningKeyInfo]) -> str:
     rows = [
@@ -77,12 +102,12 @@ async def list_keys(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
-    key = await generate_signing_key(conn, ctx.args.alg)
+    key = await generate_signing_key(conn, ctx.args.alg, _wrapper(ctx))
     ctx.out.result(key.to_json(), lambda: f"new active {key.alg} key {key.kid}")
 
 
 async def rotate_keys(ctx: Context, conn: asyncpg.Connection) -> None:
-    keys = await rotate_signing_keys(conn, ctx.args.alg)
+    keys = await rotate_signing_keys(conn, _wrapper(ctx), ctx.args.alg)
     _emit(ctx, keys, "new active keys (the former ones stay published until retired):")
 
 
@@ -92,3 +117,52 @@ async def retire_keys(ctx: Context, conn: asyncpg.Connection) -> None:
         older_than = ctx.settings.key_retire_after
     keys = await retire_signing_keys(conn, older_than)
     _emit(ctx, keys, f"retired {len(keys)} key(s):")
+
+
+async def wrap_keys(ctx: Context, conn: asyncpg.Connection) -> None:
+    wrapper = _wrapper(ctx)
+    if not wrapper.wraps:
+        raise CommandError(
+            "set BACKCHANNEL_KEY_ENCRYPTION_KEY first (`backchannel keys new-encryption-key`)"
+        )
+    counts = await wrap_stored_keys(conn, wrapper)
+    ctx.out.result(
+        {"wrapped": counts, "kek_id": wrapper.kek_id},
+        lambda: (
+            f"wrapped {counts['signing_keys']} signing key(s) and"
+            f" {counts['vapid_keys']} VAPID key(s) under key-encryption key {wrapper.kek_id}"
+        ),
+    )
+
+
+def print_new_kek(ctx: Context) -> None:
+    kek = new_kek()
+    ctx.out.result(
+        {"key_encryption_key": kek},
+        lambda: (
+            f"{kek}\n(set it as BACKCHANNEL_KEY_ENCRYPTION_KEY on every replica, then run"
+            " `backchannel keys wrap`; keep a copy: without it the stored keys cannot be read)"
+        ),
+    )
+
+
+async def wrap_stored_keys(conn: asyncpg.Connection, wrapper: KeyWrapper) -> dict[str, int]:
+    """Wrap every stored private key that is not wrapped yet; how many, per table.
+
+    One transaction under the key-change lock; replicas reload their keys on the
+    ``keys`` event (and read plaintext and wrapped keys alike meanwhile).
+    """
+    counts = {"signing_keys": 0, "vapid_keys": 0}
+    async with conn.transaction():
+        await lock_signing_keys(conn)
+        for key in await select_published_keys(conn):
+            if WRAPPED_MEMBER not in key.private_jwk:
+                await update_private_jwk(conn, key.kid, wrapper.wrap_jwk(key.private_jwk))
+                counts["signing_keys"] += 1
+        for kid, pem in (await select_usable_vapid_pems(conn)).items():
+            if not is_wrapped(pem):
+                await update_vapid_pem(conn, kid, wrapper.wrap(pem, vapid_row(kid)))
+                counts["vapid_keys"] += 1
+        if counts["signing_keys"]:
+            await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)
+    return counts

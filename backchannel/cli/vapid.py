@@ -19,6 +19,7 @@ from backchannel.delivery.vapid import (
     rotate_vapid_key,
     select_active_vapid_key,
 )
+from backchannel.key_wrapping import KeyWrapper
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -83,7 +84,7 @@ async def list_keys(ctx: Context, conn: asyncpg.Connection) -> None:
 
 async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
     existing = await select_active_vapid_key(conn)
-    key = await ensure_vapid_key(conn)
+    key = await ensure_vapid_key(conn, KeyWrapper.from_setting(ctx.settings.key_encryption_key))
     created = existing is None
     state = "new active" if created else "already an active"
     ctx.out.result(
@@ -93,7 +94,7 @@ async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def rotate_key(ctx: Context, conn: asyncpg.Connection) -> None:
-    key = await rotate_vapid_key(conn)
+    key = await rotate_vapid_key(conn, KeyWrapper.from_setting(ctx.settings.key_encryption_key))
     ctx.out.result(
         key.to_json(),
         lambda: (

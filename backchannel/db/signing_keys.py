@@ -20,8 +20,9 @@ from backchannel.db.pool import Queryable
 
 # Serialises operator key changes across processes (a transaction-level advisory lock).
 _CHANGE_LOCK = 0x6263_6B65_7973  # "bckeys"
-# Private members of EC and RSA JWKs (RFC 7518 §6.2.2, §6.3.2): erased on retirement.
-_PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth"]
+# Private members of EC and RSA JWKs (RFC 7518 §6.2.2, §6.3.2) and the wrapped private
+# JWK (backchannel/key_wrapping.py): erased on retirement.
+_PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "wrapped"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,14 @@ async def select_signing_keys(
         list(algs) if algs is not None else None,
     )
     return [_key(r) for r in rows]
+
+
+async def update_private_jwk(
+    conn: asyncpg.Connection, kid: str, private_jwk: dict[str, Any]
+) -> None:
+    """Store ``kid``'s private JWK anew (wrapped by ``backchannel keys wrap``)."""
+    await conn.execute(
+        "UPDATE signing_keys SET private_jwk = $2 WHERE kid = $1 AND status <> 'retired'",
+        kid,
+        private_jwk,
+    )

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
 
 from backchannel.db.pool import Queryable
+from backchannel.key_wrapping import NO_WRAPPING, KeyWrapper
 
 # Serialises operator key changes across processes (a transaction-level advisory lock).
 _CHANGE_LOCK = 0x6263_7661_7069  # "bcvapi"
@@ -80,6 +81,11 @@ def new_vapid_key() -> tuple[str, str, str]:
     return kid, vapid.private_pem().decode("ascii"), public_key
 
 
+def vapid_row(kid: str) -> str:
+    """What a wrapped VAPID key is bound to (backchannel/key_wrapping.py)."""
+    return f"vapid_keys:{kid}"
+
+
 def load_vapid(private_pem: str) -> Vapid:
     """A signing ``Vapid`` from a stored PEM (pywebpush wants the instance, not the PEM)."""
     return Vapid.from_pem(private_pem.encode("ascii"))
@@ -98,12 +104,13 @@ async def select_active_vapid_key(conn: Queryable) -> VapidKeyInfo | None:
     return _info(row) if row else None
 
 
-async def ensure_vapid_key(conn: Queryable) -> VapidKeyInfo:
+async def ensure_vapid_key(conn: Queryable, wrapper: KeyWrapper = NO_WRAPPING) -> VapidKeyInfo:
     """The active key, created first if there is none; replicas racing here agree on one."""
     active = await select_active_vapid_key(conn)
     if active is not None:
         return active
     kid, pem, public_key = new_vapid_key()
+    pem = wrapper.wrap(pem, vapid_row(kid))
     await conn.execute(
         """INSERT INTO vapid_keys (kid, private_pem, public_key, status)
            VALUES ($1, $2, $3, 'active')
@@ -117,10 +124,13 @@ async def ensure_vapid_key(conn: Queryable) -> VapidKeyInfo:
     return active
 
 
-async def rotate_vapid_key(conn: asyncpg.Connection) -> VapidKeyInfo:
+async def rotate_vapid_key(
+    conn: asyncpg.Connection, wrapper: KeyWrapper = NO_WRAPPING
+) -> VapidKeyInfo:
     """Make a new active key; the former one becomes ``previous`` and keeps signing
     for the subscriptions made with it until they are renewed."""
     kid, pem, public_key = new_vapid_key()
+    pem = wrapper.wrap(pem, vapid_row(kid))
     async with conn.transaction():
         await _lock(conn)
         await conn.execute(
@@ -200,10 +210,28 @@ async def list_vapid_keys(conn: Queryable) -> list[VapidKeyInfo]:
     return [_info(r) for r in rows]
 
 
+async def select_usable_vapid_pems(conn: Queryable) -> dict[str, str]:
+    """The stored private part of every active and previous key, by kid."""
+    rows = await conn.fetch(
+        "SELECT kid, private_pem FROM vapid_keys WHERE status IN ('active', 'previous')"
+    )
+    return {r["kid"]: r["private_pem"] for r in rows if r["private_pem"]}
+
+
+async def update_vapid_pem(conn: asyncpg.Connection, kid: str, stored_pem: str) -> None:
+    """Store ``kid``'s private part anew (wrapped by ``backchannel keys wrap``)."""
+    await conn.execute(
+        "UPDATE vapid_keys SET private_pem = $2 WHERE kid = $1 AND status <> 'retired'",
+        kid,
+        stored_pem,
+    )
+
+
 class VapidSigners:
     """Signing ``Vapid`` instances by kid, each loaded from its PEM once."""
 
-    def __init__(self) -> None:
+    def __init__(self, wrapper: KeyWrapper = NO_WRAPPING) -> None:
+        self._wrapper = wrapper
         self._loaded: dict[str, Vapid] = {}
 
     async def get(self, conn: Queryable, kid: str) -> Vapid | None:
@@ -217,7 +245,7 @@ class VapidSigners:
             )
             if not pem:
                 return None
-            vapid = self._loaded[kid] = load_vapid(pem)
+            vapid = self._loaded[kid] = load_vapid(self._wrapper.unwrap(pem, vapid_row(kid)))
         return vapid
 
     def forget(self, kid: str) -> None:

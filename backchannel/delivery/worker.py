@@ -39,6 +39,7 @@ from backchannel.db.push_outbox import (
 )
 from backchannel.delivery.vapid import VapidSigners
 from backchannel.delivery.webpush import PushResult, PushSubscription, retry_delay, send_web_push
+from backchannel.key_wrapping import KeyWrapper
 from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
 
@@ -70,7 +71,7 @@ class OutboxWorker:
         self._poll_interval = poll_interval
         self._sweep_interval = sweep_interval
         self._capacity = settings.outbox_batch_size
-        self._signers = VapidSigners()
+        self._signers = VapidSigners(KeyWrapper.from_setting(settings.key_encryption_key))
         self._metrics = metrics if metrics is not None else Metrics(process=False)
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()

@@ -32,6 +32,7 @@ from backchannel.db.signing_keys import (
     select_signing_keys,
     supersede_active_key,
 )
+from backchannel.key_wrapping import WRAPPED_MEMBER, KeyWrapper
 from backchannel.oauth.algorithms import SIGNING_ALGS
 from backchannel.settings import Settings
 
@@ -96,6 +97,7 @@ class KeyStore:
     def __init__(self, pool: ConnectionPool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
+        self._wrapper = KeyWrapper.from_setting(settings.key_encryption_key)
         self._active: dict[str, jwk.Key] = {}
         self._published: list[jwk.Key] = []
         self._keyset = jwk.KeySet([])
@@ -111,15 +113,21 @@ class KeyStore:
     async def reload(self) -> None:
         """Create any missing active key, then read active and previous keys."""
         async with self._pool.acquire() as conn:
-            await ensure_active_keys(conn, SIGNING_ALGS)
+            await ensure_active_keys(conn, SIGNING_ALGS, self._wrapper)
             stored = await select_published_keys(conn)
         self._install(stored)
 
     def _install(self, stored: list[StoredSigningKey]) -> None:
         active: dict[str, jwk.Key] = {}
         published: list[jwk.Key] = []
+        unwrapped = [r.kid for r in stored if WRAPPED_MEMBER not in r.private_jwk]
+        if self._wrapper.wraps and unwrapped:
+            log.warning(
+                "signing keys %s are stored unwrapped; run `backchannel keys wrap`",
+                ", ".join(unwrapped),
+            )
         for row in stored:
-            key = jwk.import_key(row.private_jwk)
+            key = jwk.import_key(self._wrapper.unwrap_jwk(row.private_jwk))
             if row.status == "active":
                 active[row.alg] = key
             published.append(key)
@@ -180,7 +188,9 @@ class KeyStore:
                 await self._reload_task
 
 
-async def ensure_active_keys(conn: asyncpg.Connection, algs: Sequence[str]) -> list[str]:
+async def ensure_active_keys(
+    conn: asyncpg.Connection, algs: Sequence[str], wrapper: KeyWrapper
+) -> list[str]:
     """Create an active key for each of ``algs`` lacking one; return the algs created here.
 
     Safe against other replicas doing the same: the insert yields to the partial
@@ -192,7 +202,8 @@ async def ensure_active_keys(conn: asyncpg.Connection, algs: Sequence[str]) -> l
     for alg in missing:
         data = await asyncio.to_thread(new_private_jwk, alg)
         async with conn.transaction():
-            if await insert_active_key_unless_present(conn, data["kid"], alg, data):
+            stored = wrapper.wrap_jwk(data)
+            if await insert_active_key_unless_present(conn, data["kid"], alg, stored):
                 await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)
                 created.append(alg)
     if created:
@@ -200,7 +211,9 @@ async def ensure_active_keys(conn: asyncpg.Connection, algs: Sequence[str]) -> l
     return created
 
 
-async def generate_signing_key(conn: asyncpg.Connection, alg: str) -> SigningKeyInfo:
+async def generate_signing_key(
+    conn: asyncpg.Connection, alg: str, wrapper: KeyWrapper
+) -> SigningKeyInfo:
     """Make a new active key for ``alg``; the former active key becomes previous."""
     if alg not in SIGNING_ALGS:
         raise ValueError(f"unsupported signing algorithm {alg!r}")
@@ -208,13 +221,13 @@ async def generate_signing_key(conn: asyncpg.Connection, alg: str) -> SigningKey
     async with conn.transaction():
         await lock_signing_keys(conn)
         await supersede_active_key(conn, alg)
-        stored = await insert_active_key(conn, data["kid"], alg, data)
+        stored = await insert_active_key(conn, data["kid"], alg, wrapper.wrap_jwk(data))
         await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)
     return SigningKeyInfo.of(stored)
 
 
 async def rotate_signing_keys(
-    conn: asyncpg.Connection, algs: Sequence[str] | None = None
+    conn: asyncpg.Connection, wrapper: KeyWrapper, algs: Sequence[str] | None = None
 ) -> list[SigningKeyInfo]:
     """Replace the active key of each of ``algs`` (default: all), in one transaction."""
     chosen = list(SIGNING_ALGS if algs is None else algs)
@@ -222,7 +235,7 @@ async def rotate_signing_keys(
     if unknown:
         raise ValueError(f"unsupported signing algorithm(s): {', '.join(unknown)}")
     async with conn.transaction():
-        return [await generate_signing_key(conn, alg) for alg in dict.fromkeys(chosen)]
+        return [await generate_signing_key(conn, alg, wrapper) for alg in dict.fromkeys(chosen)]
 
 
 async def retire_signing_keys(

@@ -15,6 +15,7 @@ from joserfc import jwk
 from backchannel.db.pool import create_pool
 from backchannel.db.signing_keys import insert_active_key, supersede_active_key
 from backchannel.errors import InvalidRequest
+from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.algorithms import SIGNING_ALGS
 from backchannel.oauth.id_tokens import sign_id_token, verify_own_id_token
 from backchannel.oauth.keys import (
@@ -30,6 +31,8 @@ from backchannel.settings import Settings
 from tests.conftest import ISSUER, start_app
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
+
+PLAIN = KeyWrapper(None)  # no key-encryption key: keys stored as they are
 
 
 async def eventually(check: Callable[[], bool]) -> None:
@@ -98,7 +101,7 @@ async def test_rotation_keeps_the_previous_key_published_and_verifiable(
     old_kid = keys.signing_key("ES256").kid
     old_token = id_token_for(keys)
 
-    [info] = await rotate_signing_keys(db, ["ES256"])
+    [info] = await rotate_signing_keys(db, PLAIN, ["ES256"])
     assert info.alg == "ES256" and info.status == "active" and info.kid != old_kid
     await eventually(lambda: keys.signing_key("ES256").kid == info.kid)
 
@@ -119,7 +122,7 @@ async def test_retirement_stops_publishing_the_previous_key(
     keys = services.keys
     old_kid = keys.signing_key("RS256").kid
     old_token = id_token_for(keys, alg="RS256")
-    [info] = await rotate_signing_keys(db, ["RS256"])
+    [info] = await rotate_signing_keys(db, PLAIN, ["RS256"])
     await eventually(lambda: keys.signing_key("RS256").kid == info.kid)
 
     assert await retire_signing_keys(db, 3600) == []
@@ -142,7 +145,7 @@ async def test_another_replica_sees_a_rotation_without_restart(
     other = (await anext(replica)).services.keys
     try:
         assert other.signing_key("PS256").kid == services.keys.signing_key("PS256").kid
-        [info] = await rotate_signing_keys(db, ["PS256"])
+        [info] = await rotate_signing_keys(db, PLAIN, ["PS256"])
         await eventually(lambda: other.signing_key("PS256").kid == info.kid)
         await eventually(lambda: services.keys.signing_key("PS256").kid == info.kid)
         token = id_token_for(services.keys, alg="PS256")
@@ -155,7 +158,7 @@ async def test_rotating_every_algorithm_replaces_each_active_key(
     services: Services, db: asyncpg.Connection
 ) -> None:
     before = {alg: services.keys.signing_key(alg).kid for alg in SIGNING_ALGS}
-    rotated = await rotate_signing_keys(db)
+    rotated = await rotate_signing_keys(db, PLAIN)
     assert sorted(k.alg for k in rotated) == sorted(SIGNING_ALGS)
     await eventually(lambda: all(services.keys.signing_key(k.alg).kid == k.kid for k in rotated))
     assert len(services.keys.public_jwks()["keys"]) == 2 * len(SIGNING_ALGS)
@@ -167,7 +170,7 @@ async def test_concurrent_rotations_leave_one_active_key(
 ) -> None:
     async def rotate() -> Any:
         async with services.pool.acquire() as conn:
-            return await generate_signing_key(conn, "ES256")
+            return await generate_signing_key(conn, "ES256", PLAIN)
 
     results = await asyncio.gather(rotate(), rotate(), rotate())
     assert len({r.kid for r in results}) == 3
@@ -187,9 +190,9 @@ async def test_operator_listing_never_shows_private_parameters(
 
 async def test_unknown_algorithms_are_refused(services: Services, db: asyncpg.Connection) -> None:
     with pytest.raises(ValueError):
-        await generate_signing_key(db, "HS256")
+        await generate_signing_key(db, "HS256", PLAIN)
     with pytest.raises(ValueError):
-        await rotate_signing_keys(db, ["ES256", "none"])
+        await rotate_signing_keys(db, PLAIN, ["ES256", "none"])
     with pytest.raises(ValueError):
         services.keys.signing_key("EdDSA")
     assert await db.fetchval("SELECT count(*) FROM signing_keys") == len(SIGNING_ALGS)
