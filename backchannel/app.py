@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(waiters.wake_all)
             listener.on_reconnect(clients.invalidate)
             listener.on_reconnect(keys.schedule_reload)
-            await ensure_vapid_key(pool, KeyWrapper.from_setting(settings.key_encryption_key))
+            await ensure_vapid_key(pool, KeyWrapper.from_settings(settings))
             outbox = OutboxWorker(pool, http, settings, metrics=metrics)
             listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
             listener.on_reconnect(outbox.wake)

@@ -13,6 +13,11 @@ as such rather than as corrupt data. Values stored before a KEK was set are
 read as they are, and ``backchannel keys wrap`` rewrites them wrapped. Without
 a KEK nothing is wrapped, and a wrapped value cannot be read: the service
 refuses to start rather than run without its keys.
+
+Changing the KEK: the new one becomes ``BACKCHANNEL_KEY_ENCRYPTION_KEY`` and
+the old one goes to ``BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS``, which is only
+read to unwrap; ``backchannel keys wrap`` then rewraps every key under the new
+one, after which the old one can be dropped.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ import base64
 import hashlib
 import json
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from backchannel.settings import Settings
 
 PREFIX = "bcwrap1."
 KEK_BYTES = 32
@@ -67,16 +76,26 @@ def is_wrapped(value: str) -> bool:
     return value.startswith(PREFIX)
 
 
-class KeyWrapper:
-    """Wraps and unwraps stored private keys; with no KEK, stores them as they are."""
+def kek_id_of(kek: bytes) -> str:
+    return _b64(hashlib.sha256(kek).digest()[:6])
 
-    def __init__(self, kek: bytes | None) -> None:
+
+class KeyWrapper:
+    """Wraps under ``kek`` and unwraps under it or one of ``previous``; with no KEK,
+    stores keys as they are."""
+
+    def __init__(self, kek: bytes | None, previous: Sequence[bytes] = ()) -> None:
         self._aead = AESGCM(kek) if kek is not None else None
-        self.kek_id = _b64(hashlib.sha256(kek).digest()[:6]) if kek is not None else None
+        self.kek_id = kek_id_of(kek) if kek is not None else None
+        self._unwrappers = {kek_id_of(k): AESGCM(k) for k in previous}
+        if kek is not None and self.kek_id is not None:
+            self._unwrappers[self.kek_id] = AESGCM(kek)
 
     @classmethod
-    def from_setting(cls, text: str | None) -> KeyWrapper:
-        return cls(parse_kek(text) if text else None)
+    def from_settings(cls, settings: Settings) -> KeyWrapper:
+        current = settings.key_encryption_key
+        previous = [parse_kek(text) for text in settings.key_encryption_keys_previous]
+        return cls(parse_kek(current) if current else None, previous)
 
     @property
     def wraps(self) -> bool:
@@ -90,26 +109,31 @@ class KeyWrapper:
         sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), row.encode("utf-8"))
         return f"{PREFIX}{self.kek_id}.{_b64(nonce)}.{_b64(sealed)}"
 
+    def wrapped_by_current(self, stored: str) -> bool:
+        """Whether ``stored`` is wrapped under the current KEK (nothing to rewrap)."""
+        return is_wrapped(stored) and stored[len(PREFIX) :].split(".", 1)[0] == self.kek_id
+
     def unwrap(self, stored: str, row: str) -> str:
         """The plaintext of a stored value (returned as is when it was never wrapped)."""
         if not is_wrapped(stored):
             return stored
-        if self._aead is None:
-            raise KeyWrapError(
-                f"{row} is stored wrapped; set BACKCHANNEL_KEY_ENCRYPTION_KEY to the key "
-                "that wrapped it"
-            )
         try:
             kek_id, nonce, sealed = stored[len(PREFIX) :].split(".")
         except ValueError:
             raise KeyWrapError(f"{row}: malformed wrapped key") from None
-        if kek_id != self.kek_id:
+        aead = self._unwrappers.get(kek_id)
+        if aead is None:
+            if self._aead is None:
+                raise KeyWrapError(
+                    f"{row} is stored wrapped; set BACKCHANNEL_KEY_ENCRYPTION_KEY to the key "
+                    "that wrapped it"
+                )
             raise KeyWrapError(
                 f"{row} was wrapped by another key-encryption key (id {kek_id}, "
-                f"configured {self.kek_id})"
+                f"configured {self.kek_id}); list it in BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS"
             )
         try:
-            plain = self._aead.decrypt(_unb64(nonce), _unb64(sealed), row.encode("utf-8"))
+            plain = aead.decrypt(_unb64(nonce), _unb64(sealed), row.encode("utf-8"))
         except (InvalidTag, ValueError):
             raise KeyWrapError(f"{row}: the wrapped key does not verify") from None
         return plain.decode("utf-8")

@@ -73,6 +73,8 @@ class Settings:
     key_retire_after: int = field(default=86400, metadata=_bounded(60, 365 * 86400))
     # 32 random bytes, base64url: wraps private signing and VAPID keys at rest.
     key_encryption_key: str | None = field(default=None, repr=False)
+    # Former key-encryption keys, only to unwrap until `backchannel keys wrap` has rewrapped.
+    key_encryption_keys_previous: tuple[str, ...] = field(default=(), repr=False)
 
     # push authenticator (docs/device-api.md)
     enrolment_code_ttl: int = field(default=600, metadata=_bounded(60, 86400))
@@ -95,12 +97,15 @@ class Settings:
     # VAPID "sub" claim (RFC 8292 §2.1): how push services reach the operator.
     vapid_subject: str = "mailto:security@example.com"
     # Push service hosts a subscription endpoint may name ("*.example.com" = any name below).
-    push_allowed_hosts: tuple[str, ...] = (
-        "*.push.apple.com",
-        "web.push.apple.com",
-        "fcm.googleapis.com",
-        "updates.push.services.mozilla.com",
-        "*.notify.windows.com",
+    push_allowed_hosts: tuple[str, ...] = field(
+        default=(
+            "*.push.apple.com",
+            "web.push.apple.com",
+            "fcm.googleapis.com",
+            "updates.push.services.mozilla.com",
+            "*.notify.windows.com",
+        ),
+        metadata={"lower": True},  # host names compare case-insensitively
     )
     # Dev/test only: also accept http(s) endpoints on 127.0.0.1, ::1 and localhost.
     push_allow_loopback: bool = False
@@ -219,6 +224,15 @@ class Settings:
                 parse_kek(self.key_encryption_key)
             except ValueError as exc:
                 problems.append(f"{ENV_PREFIX}KEY_ENCRYPTION_KEY: {exc}")
+        for text in self.key_encryption_keys_previous:
+            try:
+                parse_kek(text)
+            except ValueError as exc:
+                problems.append(f"{ENV_PREFIX}KEY_ENCRYPTION_KEYS_PREVIOUS: {exc}")
+        if self.key_encryption_keys_previous and not self.key_encryption_key:
+            problems.append(
+                f"{ENV_PREFIX}KEY_ENCRYPTION_KEYS_PREVIOUS: needs {ENV_PREFIX}KEY_ENCRYPTION_KEY"
+            )
         problems.extend(self._push_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
@@ -289,7 +303,10 @@ def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
     if kind == "tuple[str, ...]":
         # A TOML list, or a comma-separated string from the environment.
         items = value if isinstance(value, list | tuple) else str(value).split(",")
-        return tuple(str(item).strip().lower() for item in items if str(item).strip())
+        texts = [str(item).strip() for item in items if str(item).strip()]
+        if f.metadata.get("lower"):
+            texts = [text.lower() for text in texts]
+        return tuple(texts)
     if kind == "Path":
         return Path(str(value))
     if kind in ("str", "str | None"):

@@ -436,6 +436,19 @@ async def test_keys_wrap_wraps_stored_private_keys_under_the_encryption_key(
     stored = await db.fetchval("SELECT private_jwk FROM signing_keys WHERE kid = $1", new["kid"])
     assert "d" not in stored and "wrapped" in stored
 
+    # A new key-encryption key: the old one only unwraps until everything is rewrapped.
+    newer = (await cli("keys", "new-encryption-key", "--json")).json()["key_encryption_key"]
+    monkeypatch.setenv("BACKCHANNEL_KEY_ENCRYPTION_KEY", newer)
+    monkeypatch.setenv("BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS", kek)
+    rewrapped = await cli("keys", "wrap", "--json")
+    assert rewrapped.code == 0, rewrapped.err
+    assert rewrapped.json()["wrapped"] == {"signing_keys": 2, "vapid_keys": 1}
+    monkeypatch.delenv("BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS")
+    assert (await cli("keys", "wrap", "--json")).json()["wrapped"] == {
+        "signing_keys": 0,
+        "vapid_keys": 0,
+    }
+
 
 # --- requests ------------------------------------------------------------------------------
 

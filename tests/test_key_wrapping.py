@@ -52,6 +52,34 @@ def test_a_wrapped_jwk_keeps_only_public_members_in_clear() -> None:
         kek.unwrap_jwk(moved)
 
 
+def test_a_previous_key_unwraps_but_only_the_current_one_wraps() -> None:
+    old, new = parse_kek(new_kek()), parse_kek(new_kek())
+    stored = KeyWrapper(old).wrap("secret", ROW)
+    rotated = KeyWrapper(new, [old])
+    assert rotated.unwrap(stored, ROW) == "secret"
+    assert not rotated.wrapped_by_current(stored)
+    rewrapped = rotated.wrap("secret", ROW)
+    assert rotated.wrapped_by_current(rewrapped)
+    assert KeyWrapper(new).unwrap(rewrapped, ROW) == "secret"
+    with pytest.raises(KeyWrapError, match="KEY_ENCRYPTION_KEYS_PREVIOUS"):
+        KeyWrapper(new).unwrap(stored, ROW)
+
+
+def test_key_settings_keep_their_case_and_previous_keys_need_a_current_one() -> None:
+    old, new = new_kek(), new_kek()
+    settings = Settings.from_env(
+        {
+            "BACKCHANNEL_KEY_ENCRYPTION_KEY": new,
+            "BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS": f" {old} ",
+        }
+    )
+    assert settings.key_encryption_keys_previous == (old,)
+    wrapper = KeyWrapper.from_settings(settings)
+    assert wrapper.unwrap(KeyWrapper(parse_kek(old)).wrap("x", ROW), ROW) == "x"
+    with pytest.raises(SettingsError, match="needs BACKCHANNEL_KEY_ENCRYPTION_KEY"):
+        Settings.from_env({"BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS": old})
+
+
 @pytest.mark.parametrize("value", ["short", "!!!not-base64!!!", new_kek() + "AAAA"])
 def test_settings_refuse_a_key_that_is_not_32_bytes_of_base64url(value: str) -> None:
     with pytest.raises(SettingsError, match="KEY_ENCRYPTION_KEY"):

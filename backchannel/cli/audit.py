@@ -243,7 +243,7 @@ async def show_receipt(ctx: Context, conn: asyncpg.Connection) -> None:
         raise CommandError(f"no approval receipt for {name!r}")
     claims = receipt_claims(stored, issuer=ctx.settings.issuer)
     problem = _device_problem(stored, claims)
-    signed = await _signed(conn, claims, KeyWrapper.from_setting(ctx.settings.key_encryption_key))
+    signed = await _signed(conn, claims, KeyWrapper.from_settings(ctx.settings))
     data = {
         "auth_request_id": stored.auth_request_id,
         "claims": claims,

@@ -17,7 +17,7 @@ from backchannel.db.signing_keys import (
     update_private_jwk,
 )
 from backchannel.delivery.vapid import select_usable_vapid_pems, update_vapid_pem, vapid_row
-from backchannel.key_wrapping import WRAPPED_MEMBER, KeyWrapper, is_wrapped, new_kek
+from backchannel.key_wrapping import WRAPPED_MEMBER, KeyWrapper, new_kek
 from backchannel.oauth.algorithms import SIGNING_ALGS
 from backchannel.oauth.keys import (
     KEYS_EVENT,
@@ -75,7 +75,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _wrapper(ctx: Context) -> KeyWrapper:
-    return KeyWrapper.from_setting(ctx.settings.key_encryption_key)
+    return KeyWrapper.from_settings(ctx.settings)
 
 
 def _table(keys: Sequence[SigningKeyInfo]) -> str:
@@ -147,7 +147,8 @@ def print_new_kek(ctx: Context) -> None:
 
 
 async def wrap_stored_keys(conn: asyncpg.Connection, wrapper: KeyWrapper) -> dict[str, int]:
-    """Wrap every stored private key that is not wrapped yet; how many, per table.
+    """Wrap every stored private key not yet wrapped under the current key-encryption key
+    (plaintext, or wrapped under a previous one); how many, per table.
 
     One transaction under the key-change lock; replicas reload their keys on the
     ``keys`` event (and read plaintext and wrapped keys alike meanwhile).
@@ -156,12 +157,14 @@ async def wrap_stored_keys(conn: asyncpg.Connection, wrapper: KeyWrapper) -> dic
     async with conn.transaction():
         await lock_signing_keys(conn)
         for key in await select_published_keys(conn):
-            if WRAPPED_MEMBER not in key.private_jwk:
-                await update_private_jwk(conn, key.kid, wrapper.wrap_jwk(key.private_jwk))
+            if not wrapper.wrapped_by_current(key.private_jwk.get(WRAPPED_MEMBER, "")):
+                private = wrapper.unwrap_jwk(key.private_jwk)
+                await update_private_jwk(conn, key.kid, wrapper.wrap_jwk(private))
                 counts["signing_keys"] += 1
         for kid, pem in (await select_usable_vapid_pems(conn)).items():
-            if not is_wrapped(pem):
-                await update_vapid_pem(conn, kid, wrapper.wrap(pem, vapid_row(kid)))
+            if not wrapper.wrapped_by_current(pem):
+                row = vapid_row(kid)
+                await update_vapid_pem(conn, kid, wrapper.wrap(wrapper.unwrap(pem, row), row))
                 counts["vapid_keys"] += 1
         if counts["signing_keys"]:
             await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)

@@ -84,7 +84,7 @@ async def list_keys(ctx: Context, conn: asyncpg.Connection) -> None:
 
 async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
     existing = await select_active_vapid_key(conn)
-    key = await ensure_vapid_key(conn, KeyWrapper.from_setting(ctx.settings.key_encryption_key))
+    key = await ensure_vapid_key(conn, KeyWrapper.from_settings(ctx.settings))
     created = existing is None
     state = "new active" if created else "already an active"
     ctx.out.result(
@@ -94,7 +94,7 @@ async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def rotate_key(ctx: Context, conn: asyncpg.Connection) -> None:
-    key = await rotate_vapid_key(conn, KeyWrapper.from_setting(ctx.settings.key_encryption_key))
+    key = await rotate_vapid_key(conn, KeyWrapper.from_settings(ctx.settings))
     ctx.out.result(
         key.to_json(),
         lambda: (

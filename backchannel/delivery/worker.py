@@ -71,7 +71,7 @@ class OutboxWorker:
         self._poll_interval = poll_interval
         self._sweep_interval = sweep_interval
         self._capacity = settings.outbox_batch_size
-        self._signers = VapidSigners(KeyWrapper.from_setting(settings.key_encryption_key))
+        self._signers = VapidSigners(KeyWrapper.from_settings(settings))
         self._metrics = metrics if metrics is not None else Metrics(process=False)
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()

@@ -97,7 +97,7 @@ class KeyStore:
     def __init__(self, pool: ConnectionPool, settings: Settings) -> None:
         self._pool = pool
         self._settings = settings
-        self._wrapper = KeyWrapper.from_setting(settings.key_encryption_key)
+        self._wrapper = KeyWrapper.from_settings(settings)
         self._active: dict[str, jwk.Key] = {}
         self._published: list[jwk.Key] = []
         self._keyset = jwk.KeySet([])
