@@ -27,13 +27,10 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-if TYPE_CHECKING:
-    from backchannel.settings import Settings
 
 PREFIX = "bcwrap1."
 KEK_BYTES = 32
@@ -42,6 +39,16 @@ NONCE_BYTES = 12
 WRAPPED_MEMBER = "wrapped"
 # Members a stored wrapped JWK keeps in clear: enough to publish the public key.
 _PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "n", "e", "kid", "alg", "use")
+
+
+class KeySettings(Protocol):
+    """The settings this module reads (``backchannel.settings.Settings`` has them)."""
+
+    @property
+    def key_encryption_key(self) -> str | None: ...
+
+    @property
+    def key_encryption_keys_previous(self) -> tuple[str, ...]: ...
 
 
 class KeyWrapError(RuntimeError):
@@ -92,7 +99,7 @@ class KeyWrapper:
             self._unwrappers[self.kek_id] = AESGCM(kek)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KeyWrapper:
+    def from_settings(cls, settings: KeySettings) -> KeyWrapper:
         current = settings.key_encryption_key
         previous = [parse_kek(text) for text in settings.key_encryption_keys_previous]
         return cls(parse_kek(current) if current else None, previous)
