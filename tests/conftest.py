@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from backchannel.db.users import User
 from backchannel.services import Services
 from backchannel.settings import Settings
 from tests.support import factories
+from tests.support.cli import Cli, cli_runner
 from tests.support.postgres import TestPostgres, start_test_postgres
 
 ISSUER = "http://127.0.0.1:8000"
@@ -126,3 +128,14 @@ async def alice(db: asyncpg.Connection) -> User:
         username="alice",
         display_name="Alice Example",
     )
+
+
+@pytest.fixture
+def cli(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """Runs ``backchannel`` commands against the test database."""
+    return cli_runner(database_url, monkeypatch, tmp_path / "data", capsys)

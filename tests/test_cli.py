@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +16,16 @@ import asyncpg
 import httpx
 import pytest
 
-from backchannel.cli import main
 from backchannel.db.listener import CONFIG_CHANNEL
 from backchannel.demo import DEMO_CLIENT_ID, DEMO_SUBJECT, ensure_demo
 from backchannel.oauth.secrets import hash_secret, secret_matches
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, RunningApp
 from tests.support import postgres as pg
+from tests.support.cli import Cli
 from tests.support.jose import ec_key, public_jwks
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Awaitable[Result]]
-
-
-def clean_environment(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("BACKCHANNEL_") and name != "BACKCHANNEL_TEST_DATABASE_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BACKCHANNEL_DATA_DIR", str(data_dir))
-
-
-@pytest.fixture
-def cli(
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    clean_environment(monkeypatch, tmp_path / "data")
-    monkeypatch.setenv("BACKCHANNEL_DATABASE_URL", database_url)
-
-    async def run(*argv: str) -> Result:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -20,8 +20,9 @@ from backchannel.db.devices import (
     select_device,
     select_device_history,
 )
+from backchannel.endpoints.request_body import read_body
 from backchannel.endpoints.request_context import services_of
-from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest, PayloadTooLarge
+from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
 from backchannel.oauth.device_auth import (
     DeviceCall,
     verify_device_call,
@@ -58,24 +59,9 @@ REMOVE_PATH = "/device/remove"
 
 async def read_jose(request: Request, max_bytes: int = MAX_DEVICE_BODY) -> str:
     """The compact JWS a device posted; ``invalid_request`` for anything else."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != JOSE_TYPE:
-        raise InvalidRequest(f"the request body must be {JOSE_TYPE}")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidRequest("malformed Content-Length")
-        if int(declared) > max_bytes:
-            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
-        chunks.append(chunk)
+    body = await read_body(request, JOSE_TYPE, max_bytes)
     try:
-        token = b"".join(chunks).decode("ascii").strip()
+        token = body.decode("ascii").strip()
     except UnicodeDecodeError:
         raise InvalidRequest("the body must be a compact JWS") from None
     if not token:

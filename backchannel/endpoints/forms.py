@@ -11,32 +11,15 @@ from urllib.parse import unquote_plus
 
 from starlette.requests import Request
 
-from backchannel.errors import InvalidRequest, PayloadTooLarge
+from backchannel.endpoints.request_body import read_body
+from backchannel.errors import InvalidRequest
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 64
 
 
 async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != FORM_TYPE:
-        raise InvalidRequest(f"the request body must be {FORM_TYPE}")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidRequest("malformed Content-Length")
-        if int(declared) > max_bytes:
-            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
-        # The server enforces Content-Length, so the declared size bounds the read.
-        return parse_form(await request.body())
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
-        chunks.append(chunk)
-    return parse_form(b"".join(chunks))
+    return parse_form(await read_body(request, FORM_TYPE, max_bytes))
 
 
 def parse_form(body: bytes) -> dict[str, str]:

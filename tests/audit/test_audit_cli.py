@@ -2,65 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import asyncpg
-import pytest
 
 from backchannel.audit.chain import seal_pending
 from backchannel.audit.receipts import verify_receipt
-from backchannel.cli import main
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.users import User
 from tests.audit.test_receipts import decide_on_phone
 from tests.conftest import ISSUER, RegisteredClient, RunningApp
 from tests.support import factories
+from tests.support.cli import Cli, Result
 from tests.support.device import ref_of
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-Cli = Callable[..., Awaitable[Result]]
-
-
-@pytest.fixture
-def cli(
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    for name in list(os.environ):
-        if name.startswith("BACKCHANNEL_") and name != "BACKCHANNEL_TEST_DATABASE_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BACKCHANNEL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("BACKCHANNEL_DATABASE_URL", database_url)
-
-    async def run(*argv: str) -> Result:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 async def sealed_events(db: asyncpg.Connection, count: int) -> None:

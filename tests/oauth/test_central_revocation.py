@@ -20,7 +20,7 @@ from backchannel.policy.fatigue import NotMeLimits
 from tests.conftest import RegisteredClient
 from tests.support import factories
 from tests.support.ciba import audit_events, decide, poll, start_auth_req_id, start_request
-from tests.test_cli import clean_environment
+from tests.support.cli import clean_environment
 
 
 async def approved_tokens(

@@ -7,57 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
-from backchannel.cli import main
 from backchannel.db.users import User
 from backchannel.policy.document import parse_policy
 from backchannel.policy.rules import Rule
 from tests.conftest import RegisteredClient, RunningApp
 from tests.support.ciba import audit_events, start_request
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Awaitable[Result]]
-
-
-@pytest.fixture
-def cli(
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    for name in list(os.environ):
-        if name.startswith("BACKCHANNEL_") and name != "BACKCHANNEL_TEST_DATABASE_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("BACKCHANNEL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("BACKCHANNEL_DATABASE_URL", database_url)
-
-    async def run(*argv: str) -> Result:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(argv))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
-
+from tests.support.cli import Cli
 
 POLICY_TOML = """\
 version = 1
