@@ -77,7 +77,7 @@ def new_vapid_key() -> tuple[str, str, str]:
     vapid = Vapid()
     vapid.generate_keys()
     public_key = application_server_key(vapid)
-    kid = base64.urlsafe_b64encode(hashlib.sha256(public_key.encode()).digest())[:22].decode()
+    kid = hashlib.sha256(public_key.encode()).hexdigest()[:32]  # never starts with "-"
     return kid, vapid.private_pem().decode("ascii"), public_key
 
 

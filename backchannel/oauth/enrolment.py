@@ -23,7 +23,7 @@ from backchannel.db.enrolments import insert_enrolment_code, spend_enrolment_cod
 from backchannel.errors import InvalidGrant, InvalidRequest
 from backchannel.oauth.device_auth import EnrolmentProof
 from backchannel.oauth.device_management import parse_subscription
-from backchannel.oauth.secrets import hash_secret, new_secret
+from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.settings import Settings
 
 ISSUED_BY_CLI = "cli"
@@ -96,7 +96,7 @@ async def enrol_device(
     subscription = parse_subscription(
         payload.get("subscription"), allow_insecure=settings.allow_insecure_urls
     )
-    device_id = new_secret(16)
+    device_id = new_identifier()
     async with conn.transaction():
         spent = await spend_enrolment_code(conn, hash_secret(code), device_id)
         if spent is None:

@@ -27,7 +27,7 @@ from joserfc.jwk import KeySet
 from backchannel.db.clients import CIBA_GRANT, Client, insert_client, update_client_disabled
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
-from backchannel.oauth.secrets import hash_secret, new_secret
+from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.oauth.url_guard import UnsafeURL, check_outbound_url
 from backchannel.settings import Settings
 
@@ -266,7 +266,7 @@ async def store_client(
     conn: asyncpg.Connection, reg: ClientRegistration, secret: str | None
 ) -> RegisteredClient:
     """Insert an already validated registration with the given secret, and announce it."""
-    client_id = reg.client_id or new_secret(16)
+    client_id = reg.client_id or new_identifier()
     client = Client(
         client_id=client_id,
         name=reg.name.strip(),

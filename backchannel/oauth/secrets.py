@@ -18,6 +18,15 @@ def new_secret(nbytes: int = 32) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
+def new_identifier(nbytes: int = 16) -> str:
+    """A random URL-safe identifier that never starts with ``-``, so that an operator
+    can pass it to the command line as it is (``device remove ID``)."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if not value.startswith("-"):
+            return value
+
+
 def hash_secret(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
 
