@@ -154,15 +154,17 @@ class ServerError(OAuthError):
     status_code = 500
 
 
-def error_response(exc: OAuthError) -> Response:
-    headers = {**NO_STORE, **exc.headers}
+def error_response(exc: OAuthError, headers: dict[str, str] | None = None) -> Response:
+    headers = {**NO_STORE, **(headers or {}), **exc.headers}
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def oauth_error_response(request: Request, exc: OAuthError) -> Response:
+def oauth_error_response(
+    request: Request, exc: OAuthError, headers: dict[str, str] | None = None
+) -> Response:
     """The error answer, noting its code as the outcome observability.middleware counts."""
     request.state.oauth_error = exc.error
-    return error_response(exc)
+    return error_response(exc, headers)
 
 
 async def render_oauth_error(request: Request, exc: Exception) -> Response:

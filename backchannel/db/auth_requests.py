@@ -207,6 +207,10 @@ async def insert_auth_request(
 # spread over several replicas cannot reset it. Strikes (too-fast polls and
 # polls during a lock) escalate from slow_down to a temporary lock to a terminal
 # denial; each strike is audited by the same statement.
+#
+# ``retry_after`` is the earliest moment a poll is accepted without a strike:
+# the later of the lock's end and the current interval's end. A client that
+# waits it out (RFC 9110 §10.2.3) is therefore never struck again.
 _POLL = """
 WITH cur AS (
     SELECT id, user_id, status, expires_at, poll_interval, last_polled_at,
@@ -221,7 +225,7 @@ WITH cur AS (
              WHEN status = 'denied' THEN 'denied'
              WHEN expires_at <= t THEN 'expired'
              WHEN NOT $3 THEN CASE WHEN status = 'approved' THEN 'approved' ELSE 'pending' END
-             WHEN locked_until > t THEN
+             WHEN locked_until > t + make_interval(secs => $4 / 1000.0) THEN
                   CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied' ELSE 'locked' END
              WHEN last_polled_at IS NOT NULL
                   AND t - last_polled_at
@@ -254,7 +258,7 @@ WITH cur AS (
       FROM judged j
      WHERE r.id = j.id AND j.verdict IN
            ('pending', 'approved', 'slow_down', 'lock', 'locked', 'abuse_denied')
- RETURNING r.id, r.poll_interval, r.poll_strikes, r.locked_until
+ RETURNING r.id, r.poll_interval, r.poll_strikes, r.locked_until, r.last_polled_at
 ), audit AS (
     INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
     SELECT CASE j.verdict WHEN 'slow_down' THEN 'poll_slow_down'
@@ -272,7 +276,10 @@ WITH cur AS (
 )
 SELECT j.verdict, j.id, j.user_id,
        coalesce(u.poll_interval, j.poll_interval) AS poll_interval,
-       greatest(1, ceil(extract(epoch FROM coalesce(u.locked_until, j.locked_until) - j.t)))::int
+       greatest(1, ceil(extract(epoch FROM greatest(
+           coalesce(u.locked_until, j.locked_until),
+           coalesce(u.last_polled_at, j.last_polled_at)
+               + make_interval(secs => coalesce(u.poll_interval, j.poll_interval))) - j.t)))::int
            AS retry_after,
        (SELECT count(*) FROM notified) AS _n
   FROM judged j LEFT JOIN upd u ON u.id = j.id

@@ -58,7 +58,7 @@ async def token(request: Request) -> Response:
             headers["Preference-Applied"] = f"wait={wait}"
         answer = await poll_for_tokens(services, client, auth_req_id, wait=wait)
         if isinstance(answer, OAuthError):
-            return oauth_error_response(request, answer)
+            return oauth_error_response(request, answer, headers)
         body = answer
     elif grant_type == "refresh_token":
         body = await refresh_grant(services, client, form)

@@ -89,11 +89,11 @@ async def poll_for_tokens(
 
 async def _redeem(
     services: Services, client: Client, result: PollResult, auth_req_id: str
-) -> dict[str, Any]:
+) -> dict[str, Any] | OAuthError:
     async with services.pool.acquire() as conn, conn.transaction():
         redemption = await redeem_auth_request(conn, result.id)
         if redemption is None:
-            raise InvalidGrant("auth_req_id has already been used")
+            return InvalidGrant("auth_req_id has already been used")
         return await issue_tokens(
             services,
             conn,
