@@ -15,6 +15,7 @@ import aiohttp
 from starlette.applications import Starlette
 
 from backchannel.audit.sealer import AuditSealer
+from backchannel.authenticator.prompts import compose_prompt
 from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
 from backchannel.db.migrate import pending_migrations
 from backchannel.db.pool import create_pool
@@ -28,12 +29,12 @@ from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.client_registry import ClientRegistry
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
-from backchannel.oauth.url_guard import PublicOnlyResolver
+from backchannel.oauth.services import Services
 from backchannel.observability.metrics import Metrics
 from backchannel.observability.middleware import ObservedStarlette
 from backchannel.policy.store import PolicyStore
-from backchannel.services import Services
 from backchannel.settings import Settings
+from backchannel.url_guard import PublicOnlyResolver
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,16 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(housekeeper.stop)
             stack.callback(waiters.release_all)  # held long polls are answered first
             app.state.services = Services(
-                settings, pool, http, clients, keys, waiters, listener, policy, metrics
+                settings=settings,
+                pool=pool,
+                http=http,
+                clients=clients,
+                keys=keys,
+                waiters=waiters,
+                listener=listener,
+                policy=policy,
+                prompts=compose_prompt,
+                metrics=metrics,
             )
             yield
 

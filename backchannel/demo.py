@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.authenticator.enrolment import EnrolmentCode, issue_enrolment_code
 from backchannel.db.clients import select_client
 from backchannel.db.users import LoginHint, select_user_by_subject
-from backchannel.oauth.enrolment import EnrolmentCode, issue_enrolment_code
 from backchannel.oauth.provisioning import create_user
 from backchannel.oauth.registration import ClientRegistration, store_client, validate_registration
 from backchannel.oauth.secrets import new_secret, secret_matches

@@ -30,7 +30,7 @@ from harness import (
     percentile,
 )
 
-from backchannel.oauth.decisions import record_decision
+from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
 
 

@@ -60,9 +60,9 @@ from harness import (
 )
 from joserfc.jwk import ECKey
 
+from backchannel.authenticator.messages import push_topic
 from backchannel.db.pool import connect
 from backchannel.delivery.vapid import ensure_vapid_key
-from backchannel.oauth.push_topic import push_topic
 from backchannel.oauth.secrets import hash_secret
 from tests.support.push_service import LocalPushService, run_push_service
 

@@ -17,7 +17,7 @@ from backchannel.app import create_app
 from backchannel.db.clients import Client
 from backchannel.db.pool import connect
 from backchannel.db.users import User
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 from tests.support import factories
 from tests.support.cli import Cli, cli_runner

@@ -62,13 +62,14 @@ async def test_settled_push_messages_past_retention_are_deleted_and_queued_ones_
     ]
     for status, age in rows:
         await db.execute(
-            """INSERT INTO push_outbox (device_id, kind, topic, payload, deliver_before,
-                                        status, created_at)
-               VALUES ('dev-1', 'prompt', 't', $1, now(), $2,
+            """INSERT INTO push_outbox (device_id, kind, topic, payload, withdrawal,
+                                        deliver_before, status, created_at)
+               VALUES ('dev-1', 'prompt', 't', $1, $4, now(), $2,
                        now() - make_interval(secs => $3))""",
             json.dumps({"type": "prompt"}),
             status,
             age,
+            json.dumps({"type": "dismiss"}),
         )
     deleted = await purge(settings.replace(push_outbox_retention=86400))
     assert deleted["push_outbox"] == 3

@@ -20,7 +20,7 @@ import asyncpg
 from joserfc import jwk
 
 from backchannel.audit.chain import ChainReport, format_timestamp, seal_pending, verify_chain
-from backchannel.audit.receipts import (
+from backchannel.authenticator.receipts import (
     InvalidReceipt,
     check_device_decision,
     receipt_claims,

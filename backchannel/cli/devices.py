@@ -12,12 +12,12 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.authenticator.device_management import remove_device
+from backchannel.authenticator.enrolment import ISSUED_BY_CLI, issue_enrolment_code
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context, UsageError, table
 from backchannel.db.devices import Device, select_active_devices
 from backchannel.db.users import select_user_by_subject
-from backchannel.oauth.device_management import remove_device
-from backchannel.oauth.enrolment import ISSUED_BY_CLI, issue_enrolment_code
 
 # The bounds of the enrolment_code_ttl setting.
 MIN_TTL, MAX_TTL = 60, 86400

@@ -19,7 +19,6 @@ import asyncpg
 
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context, UsageError, fields, table
-from backchannel.db.policies import select_rule, select_rules
 from backchannel.policy.document import (
     Format,
     PolicyFileError,
@@ -35,7 +34,14 @@ from backchannel.policy.rules import (
     Rule,
     parse_rule,
 )
-from backchannel.policy.store import add_rule, remove_rule, replace_rules, set_rule_enabled
+from backchannel.policy.store import (
+    add_rule,
+    load_rule,
+    load_rules,
+    remove_rule,
+    replace_rules,
+    set_rule_enabled,
+)
 
 CONDITION_HELP = (
     "KEY=VALUE, repeatable. Lists are comma-separated (clients=a,b); "
@@ -173,7 +179,7 @@ def describe(rule: Rule) -> str:
 
 
 async def list_rules(ctx: Context, conn: asyncpg.Connection) -> None:
-    rules = await select_rules(conn)
+    rules = await load_rules(conn)
     rows = [
         [
             r.name,
@@ -245,7 +251,7 @@ async def import_rules(ctx: Context, conn: asyncpg.Connection) -> None:
             "invalid policy file; nothing was changed", problems=exc.problems
         ) from None
     if args.dry_run:
-        current = {r.name: r for r in await select_rules(conn)}
+        current = {r.name: r for r in await load_rules(conn)}
         data = {
             "valid": True,
             "rules": len(rules),
@@ -276,7 +282,7 @@ async def export_rules(ctx: Context, conn: asyncpg.Connection) -> None:
     args = ctx.args
     default: Format = "json" if ctx.out.json else "toml"
     fmt: Format = args.format or (format_of(str(args.file), default) if args.file else default)
-    text = dump_policy(await select_rules(conn), fmt)
+    text = dump_policy(await load_rules(conn), fmt)
     if args.file is None:
         print(text, end="", file=ctx.out.stdout or sys.stdout)
         return
@@ -288,7 +294,7 @@ async def export_rules(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def _existing(conn: asyncpg.Connection, name: str) -> Rule:
-    rule = await select_rule(conn, name)
+    rule = await load_rule(conn, name)
     if rule is None:
         raise CommandError(f"no rule {name!r}")
     return rule

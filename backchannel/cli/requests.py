@@ -15,7 +15,7 @@ import asyncpg
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context
 from backchannel.errors import RequestNotPending
-from backchannel.oauth.decisions import record_decision
+from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
 
 DECISIONS = {"approve": "approved", "deny": "denied"}

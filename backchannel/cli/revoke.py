@@ -12,12 +12,13 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.authenticator.device_management import revoke_device
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context
+from backchannel.db.central_revocation import RevocationSummary
 from backchannel.db.clients import select_client
-from backchannel.db.revocation import RevocationSummary
 from backchannel.db.users import select_user_by_subject
-from backchannel.oauth.central_revocation import revoke_client, revoke_device, revoke_user
+from backchannel.oauth.central_revocation import revoke_client, revoke_user
 
 ACTOR = "cli"
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import asyncpg
 
+from backchannel.db.named_sql import NamedSQL
 from backchannel.db.pool import Queryable
 from backchannel.db.prompt_limits import PromptState
-from backchannel.oauth.push_topic import push_topic
+from backchannel.db.push_outbox import OUTBOX_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,24 @@ class NewAuthRequest:
     delivery_mode: str
     client_notification_token: str | None
     requested_expiry: int | None
-    expires_in: int
+    expires_at: datetime
     poll_interval: int
     # What the user's device signs its decision over (docs/device-api.md).
     device_challenge: str | None = None
     # Number matching: the right number and the choices the phone offers.
     number_match: str | None = None
     number_choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class QueuedPrompt:
+    """The push message each of the user's devices is sent for a new request."""
+
+    topic: str
+    payload: dict[str, Any]
+    # The message that withdraws the prompt (a dismiss), sent should the request end
+    # while the prompt may be on the phone.
+    withdrawal: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -102,9 +114,62 @@ class Decision:
     decided_at: datetime | None = None
 
 
+_INSERT = NamedSQL(
+    """WITH state AS (
+           SELECT CASE WHEN :max_pending > 0 THEN (SELECT count(*) FROM (
+                      SELECT 1 FROM auth_requests
+                       WHERE user_id = :user_id AND status = 'pending' AND expires_at > now()
+                       LIMIT :max_pending) p) ELSE 0 END AS pending,
+                  CASE WHEN :max_prompts > 0 THEN (SELECT count(*) FROM (
+                      SELECT 1 FROM auth_requests
+                       WHERE user_id = :user_id
+                         AND created_at > now() - make_interval(secs => :window)
+                       LIMIT :max_prompts) w) ELSE 0 END AS recent,
+                  CASE WHEN :honour_mutes THEN (SELECT max(until) FROM user_prompt_mutes
+                                                 WHERE user_id = :user_id AND until > now())
+                  END AS muted_until
+       ), ins AS (
+           INSERT INTO auth_requests
+                  (id_hash, client_id, user_id, scope, acr_values, binding_message,
+                   delivery_mode, client_notification_token, requested_expiry,
+                   expires_at, poll_interval, device_challenge, number_match,
+                   number_choices)
+           SELECT :id_hash::bytea, :client_id::text, :user_id::bigint, :scope::text[],
+                  :acr_values::text[], :binding_message::text, :delivery_mode::text,
+                  :client_notification_token::text, :requested_expiry::integer,
+                  :expires_at::timestamptz, :poll_interval::integer, :device_challenge::text,
+                  :number_match::text, :number_choices::text[]
+             FROM state
+            WHERE (:max_pending = 0 OR state.pending < :max_pending)
+              AND (:max_prompts = 0 OR state.recent < :max_prompts)
+              AND state.muted_until IS NULL
+        RETURNING id, client_id, user_id, expires_at
+       ), audit AS (
+           INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
+           SELECT 'auth_request_issued', client_id, user_id, id, :audit_detail FROM ins
+       ), prompts AS (
+           INSERT INTO push_outbox (device_id, auth_request_id, kind, topic, payload,
+                                    withdrawal, deliver_before)
+           SELECT d.device_id, ins.id, 'prompt', :prompt_topic, :prompt_payload,
+                  :prompt_withdrawal, ins.expires_at
+             FROM ins JOIN devices d ON d.user_id = ins.user_id
+            WHERE d.removed_at IS NULL AND d.push_endpoint IS NOT NULL
+        RETURNING id
+       ), notified AS (
+           SELECT pg_notify('"""
+    + OUTBOX_CHANNEL
+    + """', '') WHERE EXISTS (SELECT 1 FROM prompts)
+       )
+       SELECT ins.id, ins.expires_at, s.pending, s.recent, s.muted_until,
+              (SELECT count(*) FROM notified) AS _n
+         FROM state s LEFT JOIN ins ON true"""
+)
+
+
 async def insert_auth_request(
     conn: Queryable,
     request: NewAuthRequest,
+    prompt: QueuedPrompt,
     audit_detail: dict[str, Any],
     caps: PromptCaps = PromptCaps(),
 ) -> IssuedAuthRequest:
@@ -112,94 +177,46 @@ async def insert_auth_request(
     unless the user is muted or at a push-fatigue cap (then nothing is written).
 
     The same statement counts the user's pending and recent requests (index
-    scans stopping at the cap), queues a ``prompt`` push (docs/device-api.md)
-    to each of the user's active devices with a subscription, and wakes the
-    outbox workers. Concurrent requests for one user may overshoot a cap by at
-    most their number minus one.
+    scans stopping at the cap), queues ``prompt`` to each of the user's active
+    devices with a subscription, and wakes the outbox workers. Concurrent
+    requests for one user may overshoot a cap by at most their number minus one.
     """
-    ref = request.id_hash.hex()
     row = await conn.fetchrow(
-        """WITH state AS (
-               SELECT CASE WHEN $16 > 0 THEN (SELECT count(*) FROM (
-                          SELECT 1 FROM auth_requests
-                           WHERE user_id = $3 AND status = 'pending' AND expires_at > now()
-                           LIMIT $16) p) ELSE 0 END AS pending,
-                      CASE WHEN $17 > 0 THEN (SELECT count(*) FROM (
-                          SELECT 1 FROM auth_requests
-                           WHERE user_id = $3 AND created_at > now() - make_interval(secs => $18)
-                           LIMIT $17) w) ELSE 0 END AS recent,
-                      CASE WHEN $19 THEN (SELECT max(until) FROM user_prompt_mutes
-                                           WHERE user_id = $3 AND until > now()) END AS muted_until
-           ), ins AS (
-               INSERT INTO auth_requests
-                      (id_hash, client_id, user_id, scope, acr_values, binding_message,
-                       delivery_mode, client_notification_token, requested_expiry,
-                       expires_at, poll_interval, device_challenge, number_match,
-                       number_choices)
-               SELECT $1::bytea, $2::text, $3::bigint, $4::text[], $5::text[], $6::text,
-                      $7::text, $8::text, $9::integer, now() + make_interval(secs => $10),
-                      $11::integer, $13::text, $20::text, $21::text[]
-                 FROM state
-                WHERE ($16 = 0 OR state.pending < $16) AND ($17 = 0 OR state.recent < $17)
-                  AND state.muted_until IS NULL
-            RETURNING id, client_id, user_id, expires_at, scope, binding_message,
-                      device_challenge, number_choices
-           ), audit AS (
-               INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
-               SELECT 'auth_request_issued', client_id, user_id, id, $12 FROM ins
-           ), prompts AS (
-               INSERT INTO push_outbox (device_id, auth_request_id, kind, topic, payload,
-                                        deliver_before)
-               SELECT d.device_id, ins.id, 'prompt', $15,
-                      jsonb_build_object(
-                          'type', 'prompt',
-                          'ref', $14::text,
-                          'client_name', c.name,
-                          'binding_message', ins.binding_message,
-                          'scope', to_jsonb(ins.scope),
-                          'expires_at', to_char(ins.expires_at AT TIME ZONE 'UTC',
-                                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                          'challenge', ins.device_challenge)
-                      || CASE WHEN ins.number_choices IS NULL THEN '{}'::jsonb
-                              ELSE jsonb_build_object('number_choices',
-                                                      to_jsonb(ins.number_choices)) END,
-                      ins.expires_at
-                 FROM ins
-                 JOIN clients c ON c.client_id = ins.client_id
-                 JOIN devices d ON d.user_id = ins.user_id
-                WHERE d.removed_at IS NULL AND d.push_endpoint IS NOT NULL
-            RETURNING id
-           ), notified AS (
-               SELECT pg_notify('bc_outbox', '') WHERE EXISTS (SELECT 1 FROM prompts)
-           )
-           SELECT ins.id, ins.expires_at, s.pending, s.recent, s.muted_until,
-                  (SELECT count(*) FROM notified) AS _n
-             FROM state s LEFT JOIN ins ON true""",
-        request.id_hash,
-        request.client_id,
-        request.user_id,
-        list(request.scope),
-        list(request.acr_values) if request.acr_values is not None else None,
-        request.binding_message,
-        request.delivery_mode,
-        request.client_notification_token,
-        request.requested_expiry,
-        request.expires_in,
-        request.poll_interval,
-        audit_detail,
-        request.device_challenge,
-        ref,
-        push_topic(ref),
-        caps.max_pending,
-        caps.max_prompts,
-        caps.window,
-        caps.honour_mutes,
-        request.number_match,
-        list(request.number_choices) if request.number_choices is not None else None,
+        _INSERT.sql,
+        *_INSERT.args(
+            {
+                "id_hash": request.id_hash,
+                "client_id": request.client_id,
+                "user_id": request.user_id,
+                "scope": list(request.scope),
+                "acr_values": _list_or_none(request.acr_values),
+                "binding_message": request.binding_message,
+                "delivery_mode": request.delivery_mode,
+                "client_notification_token": request.client_notification_token,
+                "requested_expiry": request.requested_expiry,
+                "expires_at": request.expires_at,
+                "poll_interval": request.poll_interval,
+                "device_challenge": request.device_challenge,
+                "number_match": request.number_match,
+                "number_choices": _list_or_none(request.number_choices),
+                "audit_detail": audit_detail,
+                "prompt_topic": prompt.topic,
+                "prompt_payload": prompt.payload,
+                "prompt_withdrawal": prompt.withdrawal,
+                "max_pending": caps.max_pending,
+                "max_prompts": caps.max_prompts,
+                "window": caps.window,
+                "honour_mutes": caps.honour_mutes,
+            }
+        ),
     )
     assert row is not None
     state = PromptState(row["pending"], row["recent"], row["muted_until"], frozenset())
     return IssuedAuthRequest(row["id"], row["expires_at"], state)
+
+
+def _list_or_none(values: tuple[str, ...] | None) -> list[str] | None:
+    return list(values) if values is not None else None
 
 
 # One statement judges a poll and records its pacing: the interval a slow_down

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from backchannel.db.pool import Queryable
+from backchannel.db.push_outbox import OUTBOX_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,8 @@ async def withdraw_device_prompts(
     """
     row = await conn.fetchrow(
         """WITH prompts AS (
-               SELECT o.id, o.auth_request_id, o.topic, o.status, o.attempts, o.leased_until,
-                      r.id_hash, r.expires_at
+               SELECT o.id, o.auth_request_id, o.topic, o.withdrawal, o.status, o.attempts,
+                      o.leased_until, r.expires_at
                  FROM push_outbox o JOIN auth_requests r ON r.id = o.auth_request_id
                 WHERE o.device_id = $1 AND o.kind = 'prompt'
                   AND r.status = 'pending' AND r.expires_at > now()
@@ -217,8 +218,7 @@ async def withdraw_device_prompts(
                INSERT INTO push_outbox (device_id, auth_request_id, kind, topic, payload,
                                         deliver_before)
                SELECT DISTINCT ON (p.auth_request_id)
-                      $1, p.auth_request_id, 'dismiss', p.topic,
-                      jsonb_build_object('type', 'dismiss', 'ref', encode(p.id_hash, 'hex')),
+                      $1, p.auth_request_id, 'dismiss', p.topic, p.withdrawal,
                       greatest(p.expires_at, now()) + make_interval(secs => $2)
                  FROM prompts p JOIN devices d ON d.device_id = $1
                 WHERE p.status IN ('queued', 'sent')
@@ -227,12 +227,13 @@ async def withdraw_device_prompts(
              ORDER BY p.auth_request_id
             RETURNING id
            ), notified AS (
-               SELECT pg_notify('bc_outbox', '') WHERE EXISTS (SELECT 1 FROM dismissed)
+               SELECT pg_notify($3, '') WHERE EXISTS (SELECT 1 FROM dismissed)
            )
            SELECT (SELECT count(*) FROM dismissed) AS dismisses,
                   (SELECT count(*) FROM notified) AS _n""",
         device_id,
         float(dismiss_grace),
+        OUTBOX_CHANNEL,
     )
     assert row is not None
     return int(row["dismisses"])

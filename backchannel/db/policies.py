@@ -1,61 +1,69 @@
-"""The ``policies`` table: governance rules (backchannel/policy/rules.py).
-
-Rows hold validated rules only; reading one back validates it again, so a row
-edited by hand into something invalid raises :class:`PolicyError`.
+"""The ``policies`` table: governance rules, stored as rows (backchannel/policy/store.py
+turns them into rules and back, validating them again on the way in).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from backchannel.db.pool import Queryable
-from backchannel.policy.rules import Rule, parse_rule
 
 _COLUMNS = "policy_id, name, effect, mode, enabled, description, target, conditions"
 
 
-def _rule(row: asyncpg.Record) -> Rule:
-    document = {
-        "name": row["name"],
-        "effect": row["effect"],
-        "mode": row["mode"],
-        "enabled": row["enabled"],
-        "description": row["description"],
-        "target": row["target"],
-        "when": row["conditions"],
-    }
-    rule = parse_rule(document, ("policy", row["name"]))
-    return dataclasses.replace(rule, policy_id=row["policy_id"])
+@dataclass(frozen=True)
+class PolicyRow:
+    name: str
+    effect: str
+    mode: str
+    enabled: bool
+    description: str | None
+    target: dict[str, Any]
+    conditions: dict[str, Any]
+    policy_id: int | None = None
 
 
-def _values(rule: Rule) -> tuple[Any, ...]:
-    return (
-        rule.name,
-        rule.effect,
-        rule.mode,
-        rule.enabled,
-        rule.description,
-        rule.target.to_json(),
-        rule.when.to_json(),
+def _row(record: asyncpg.Record) -> PolicyRow:
+    return PolicyRow(
+        name=record["name"],
+        effect=record["effect"],
+        mode=record["mode"],
+        enabled=record["enabled"],
+        description=record["description"],
+        target=record["target"],
+        conditions=record["conditions"],
+        policy_id=record["policy_id"],
     )
 
 
-async def select_rules(conn: Queryable) -> list[Rule]:
+def _values(row: PolicyRow) -> tuple[Any, ...]:
+    return (
+        row.name,
+        row.effect,
+        row.mode,
+        row.enabled,
+        row.description,
+        row.target,
+        row.conditions,
+    )
+
+
+async def select_rules(conn: Queryable) -> list[PolicyRow]:
     """Every rule, enabled or not, by name."""
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM policies ORDER BY name")
-    return [_rule(r) for r in rows]
+    return [_row(r) for r in rows]
 
 
-async def select_rule(conn: Queryable, name: str) -> Rule | None:
+async def select_rule(conn: Queryable, name: str) -> PolicyRow | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM policies WHERE name = $1", name)
-    return _rule(row) if row else None
+    return _row(row) if row else None
 
 
-async def insert_rule(conn: asyncpg.Connection, rule: Rule) -> Rule:
+async def insert_rule(conn: asyncpg.Connection, rule: PolicyRow) -> PolicyRow:
     """Store a new rule; raises ``UniqueViolationError`` if the name is taken."""
     row = await conn.fetchrow(
         f"""INSERT INTO policies (name, effect, mode, enabled, description, target, conditions)
@@ -63,10 +71,10 @@ async def insert_rule(conn: asyncpg.Connection, rule: Rule) -> Rule:
         *_values(rule),
     )
     assert row is not None
-    return _rule(row)
+    return _row(row)
 
 
-async def upsert_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> None:
+async def upsert_rules(conn: asyncpg.Connection, rules: Sequence[PolicyRow]) -> None:
     """Insert or overwrite rules by name (a rule keeps its id across imports)."""
     await conn.executemany(
         """INSERT INTO policies (name, effect, mode, enabled, description, target, conditions)
@@ -83,6 +91,11 @@ async def upsert_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> None:
     )
 
 
+async def lock_policies(conn: asyncpg.Connection) -> None:
+    """Serialise whole-policy imports; readers keep reading the committed rules."""
+    await conn.execute("LOCK TABLE policies IN SHARE ROW EXCLUSIVE MODE")
+
+
 async def delete_rules_except(conn: asyncpg.Connection, keep: Sequence[str]) -> list[str]:
     """Delete every rule not named in ``keep``; return the names deleted."""
     rows = await conn.fetch(
@@ -91,16 +104,18 @@ async def delete_rules_except(conn: asyncpg.Connection, keep: Sequence[str]) -> 
     return sorted(r["name"] for r in rows)
 
 
-async def delete_rule(conn: asyncpg.Connection, name: str) -> Rule | None:
+async def delete_rule(conn: asyncpg.Connection, name: str) -> PolicyRow | None:
     row = await conn.fetchrow(f"DELETE FROM policies WHERE name = $1 RETURNING {_COLUMNS}", name)
-    return _rule(row) if row else None
+    return _row(row) if row else None
 
 
-async def update_rule_enabled(conn: asyncpg.Connection, name: str, enabled: bool) -> Rule | None:
+async def update_rule_enabled(
+    conn: asyncpg.Connection, name: str, enabled: bool
+) -> PolicyRow | None:
     row = await conn.fetchrow(
         f"""UPDATE policies SET enabled = $2, updated_at = now()
              WHERE name = $1 RETURNING {_COLUMNS}""",
         name,
         enabled,
     )
-    return _rule(row) if row else None
+    return _row(row) if row else None

@@ -61,15 +61,17 @@ async def enqueue_message(
     topic: str,
     payload: dict[str, Any],
     deliver_before: datetime,
+    withdrawal: dict[str, Any] | None = None,
 ) -> int:
-    """Queue one message and wake the workers (at commit); its id."""
+    """Queue one message and wake the workers (at commit); its id. A ``prompt``
+    needs its ``withdrawal`` (the dismiss that withdraws it)."""
     message_id: int = await conn.fetchval(
         """WITH ins AS (
                INSERT INTO push_outbox (device_id, auth_request_id, kind, topic, payload,
-                                        deliver_before)
-               VALUES ($1, $2, $3, $4, $5, $6)
+                                        deliver_before, withdrawal)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
             RETURNING id
-           ), notified AS (SELECT pg_notify('bc_outbox', ''))
+           ), notified AS (SELECT pg_notify($8, ''))
            SELECT id FROM ins, notified""",
         device_id,
         auth_request_id,
@@ -77,6 +79,8 @@ async def enqueue_message(
         topic,
         payload,
         deliver_before,
+        withdrawal,
+        OUTBOX_CHANNEL,
     )
     return message_id
 
@@ -322,14 +326,15 @@ def _failure_detail(
 # attempt timed out) gets a ``dismiss`` with the same Topic, which also
 # replaces the prompt if the push service still holds it. The request is
 # marked withdrawn once, so the sweep and a decision cannot both do it.
-_WITHDRAW = """
+_WITHDRAW = (
+    """
 , withdrawn AS (
     UPDATE auth_requests r SET prompts_withdrawn_at = now()
       FROM targets t
      WHERE r.id = t.id AND r.prompts_withdrawn_at IS NULL
- RETURNING r.id, r.id_hash, r.expires_at
+ RETURNING r.id, r.expires_at
 ), prompts AS (
-    SELECT o.id, o.device_id, o.auth_request_id, o.topic, o.status
+    SELECT o.id, o.device_id, o.auth_request_id, o.topic, o.withdrawal, o.status
       FROM push_outbox o JOIN withdrawn w ON w.id = o.auth_request_id
      WHERE o.kind = 'prompt'
 ), unsent AS (
@@ -341,8 +346,7 @@ _WITHDRAW = """
 ), dismissed AS (
     INSERT INTO push_outbox (device_id, auth_request_id, kind, topic, payload, deliver_before)
     SELECT DISTINCT ON (p.device_id)
-           p.device_id, p.auth_request_id, 'dismiss', p.topic,
-           jsonb_build_object('type', 'dismiss', 'ref', encode(w.id_hash, 'hex')),
+           p.device_id, p.auth_request_id, 'dismiss', p.topic, p.withdrawal,
            greatest(w.expires_at, now()) + make_interval(secs => $2)
       FROM prompts p
       JOIN withdrawn w ON w.id = p.auth_request_id
@@ -354,12 +358,15 @@ _WITHDRAW = """
   ORDER BY p.device_id
  RETURNING id
 ), notified AS (
-    SELECT pg_notify('bc_outbox', '') WHERE EXISTS (SELECT 1 FROM dismissed)
+    SELECT pg_notify('"""
+    + OUTBOX_CHANNEL
+    + """', '') WHERE EXISTS (SELECT 1 FROM dismissed)
 )
 SELECT (SELECT count(*) FROM withdrawn) AS requests,
        (SELECT count(*) FROM dismissed) AS dismisses,
        (SELECT count(*) FROM notified) AS _n
 """
+)
 
 
 @dataclass(frozen=True)

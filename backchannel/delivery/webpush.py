@@ -28,13 +28,13 @@ import aiohttp
 from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
-from backchannel.oauth.url_guard import (
+from backchannel.settings import Settings
+from backchannel.url_guard import (
     UnsafeURL,
     check_outbound_url,
     pinned_request_options,
     resolve_public_addresses,
 )
-from backchannel.settings import Settings
 
 log = logging.getLogger(__name__)
 

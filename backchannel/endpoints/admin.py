@@ -10,12 +10,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from backchannel.authenticator.enrolment import issue_enrolment_code
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
 from backchannel.oauth.client_auth import authenticate_client
-from backchannel.oauth.enrolment import issue_enrolment_code
-from backchannel.oauth.hints import resolve_user
+from backchannel.oauth.hint_resolution import resolve_user
 
 ENROLMENTS_PATH = "/admin/enrolments"
 

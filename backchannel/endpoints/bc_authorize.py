@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE
-from backchannel.oauth.ciba import start_authentication
+from backchannel.oauth.backchannel_authentication import start_authentication
 from backchannel.oauth.client_auth import authenticate_client
 
 

@@ -7,12 +7,29 @@ cached.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from backchannel.authenticator.decisions import (
+    HISTORY_LIMIT,
+    decide_on_device,
+    decision_label,
+    pending_requests,
+)
+from backchannel.authenticator.device_auth import (
+    DeviceCall,
+    verify_device_call,
+    verify_enrolment_proof,
+)
+from backchannel.authenticator.device_management import (
+    parse_subscription,
+    refresh_subscription,
+    remove_device,
+)
+from backchannel.authenticator.enrolment import enrol_device
+from backchannel.authenticator.messages import prompt_fields, request_ref, timestamp
 from backchannel.db.devices import (
     PendingRequest,
     select_active_devices,
@@ -23,25 +40,7 @@ from backchannel.db.devices import (
 from backchannel.endpoints.request_body import read_body
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
-from backchannel.oauth.device_auth import (
-    DeviceCall,
-    verify_device_call,
-    verify_enrolment_proof,
-)
-from backchannel.oauth.device_decisions import (
-    HISTORY_LIMIT,
-    decide_on_device,
-    decision_label,
-    pending_requests,
-)
-from backchannel.oauth.device_management import (
-    parse_subscription,
-    refresh_subscription,
-    remove_device,
-)
-from backchannel.oauth.enrolment import enrol_device
-from backchannel.oauth.shown_digest import request_ref
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 JOSE_TYPE = "application/jose"
 # A device JWS is small; the largest (an enrolment) stays well under this.
@@ -67,11 +66,6 @@ async def read_jose(request: Request, max_bytes: int = MAX_DEVICE_BODY) -> str:
     if not token:
         raise InvalidRequest("the body must be a compact JWS")
     return token
-
-
-def timestamp(moment: datetime) -> str:
-    """UTC, whole seconds, ``Z``: the format of the push messages' ``expires_at``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(body: dict[str, Any], status_code: int = 200) -> Response:
@@ -108,19 +102,20 @@ async def device_enrol(request: Request) -> Response:
 
 
 def _pending_json(request: PendingRequest) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "ref": request_ref(request.id_hash),
-        "client_name": request.client_name,
-        "binding_message": request.binding_message,
-        "scope": list(request.scope),
+    fields = prompt_fields(
+        ref=request_ref(request.id_hash),
+        client_name=request.client_name,
+        binding_message=request.binding_message,
+        scope=request.scope,
+        expires_at=request.expires_at,
+        challenge=request.challenge,
+        number_choices=request.number_choices,
+    )
+    return {
+        **fields,
         "created_at": timestamp(request.created_at),
-        "expires_at": timestamp(request.expires_at),
         "expires_in": request.expires_in,
-        "challenge": request.challenge,
     }
-    if request.number_choices:
-        entry["number_choices"] = list(request.number_choices)
-    return entry
 
 
 async def device_requests(request: Request) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backchannel.audit.receipts import issue_receipt
+from backchannel.authenticator.receipts import issue_receipt
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, InvalidRequest

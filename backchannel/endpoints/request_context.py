@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 
 def services_of(request: Request) -> Services:

@@ -9,7 +9,7 @@ from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, InvalidRequest
 from backchannel.oauth.client_auth import authenticate_client
-from backchannel.oauth.revocation import revoke_token
+from backchannel.oauth.token_revocation import revoke_token
 
 
 async def revoke(request: Request) -> Response:

@@ -20,17 +20,18 @@ from typing import Any
 import asyncpg
 
 from backchannel.db.audit import insert_audit_event
-from backchannel.db.devices import select_device
-from backchannel.db.revocation import (
+from backchannel.db.central_revocation import (
     RevocationSummary,
     announce_ended,
     end_client_requests,
+    end_device_approvals,
     end_user_requests,
+    revoke_device_tokens,
 )
-from backchannel.oauth.device_management import remove_device_revoking, revoke_device_grants
-from backchannel.oauth.revocation import revoke_for_client, revoke_for_user
+from backchannel.db.devices import Device
+from backchannel.oauth.token_revocation import revoke_for_client, revoke_for_user
 
-__all__ = ["RevocationSummary", "revoke_client", "revoke_device", "revoke_user"]
+__all__ = ["RevocationSummary", "revoke_client", "revoke_device_grants", "revoke_user"]
 
 REVOKED_EVENT = "revoked"
 
@@ -61,24 +62,21 @@ async def revoke_client(
     return summary
 
 
-async def revoke_device(
-    conn: asyncpg.Connection, device_id: str, *, actor: str
-) -> RevocationSummary | None:
-    """Remove the device (if still active) and revoke what its approvals granted;
-    ``None`` if there is no such device.
-
-    The user's pending requests stay pending: their other devices may still
-    answer them, and the removed device's prompts are withdrawn.
-    """
+async def revoke_device_grants(
+    conn: asyncpg.Connection, device: Device, *, actor: str
+) -> RevocationSummary:
+    """Revoke the tokens from requests ``device`` approved and end its approvals not yet
+    redeemed (denied, reason ``revoked``). Audited as ``revoked``, scope ``device``."""
     async with conn.transaction():
-        removal = await remove_device_revoking(conn, device_id, detail={"by": actor})
-        if removal is not None:
-            return removal.revocation
-        device = await select_device(conn, device_id)
-        if device is None:
-            return None
-        # Already removed: revoke its grants anyway (idempotent; counts what was left).
-        return await revoke_device_grants(conn, device, actor=actor)
+        # Requests first: a redemption racing with this either commits its tokens
+        # before the token statement below reads them, or loses the request.
+        ended = await end_device_approvals(conn, device.device_id)
+        tokens = await revoke_device_tokens(conn, device.device_id)
+        summary = RevocationSummary.of(tokens, len(ended), await announce_ended(conn, ended))
+        await _audit(
+            conn, "device", actor, summary, user_id=device.user_id, device_id=device.device_id
+        )
+    return summary
 
 
 async def _audit(

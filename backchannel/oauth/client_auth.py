@@ -28,7 +28,7 @@ from backchannel.oauth.jwt_claims import (
 )
 from backchannel.oauth.remote_jwks import verify_client_jwt
 from backchannel.oauth.secrets import hash_secret, secret_matches
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 CLIENT_AUTH_PARAMS: frozenset[str] = frozenset(
     {"client_id", "client_secret", "client_assertion", "client_assertion_type"}

@@ -30,8 +30,8 @@ from backchannel.errors import (
     TemporarilyUnavailable,
 )
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.services import Services
 from backchannel.oauth.tokens import issue_tokens
-from backchannel.services import Services
 from backchannel.settings import Settings
 
 AUTH_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")

@@ -21,7 +21,7 @@ from backchannel.db.users import (
     insert_user,
     select_user_by_subject,
 )
-from backchannel.oauth.login_hints import normalise_hint
+from backchannel.oauth.login_hint_parsing import normalise_hint
 from backchannel.oauth.secrets import hash_secret
 
 # URI schemes a hint may be written with, as in a login_hint (RFC 3966 tel:, RFC 6068 mailto:).

@@ -21,8 +21,8 @@ from backchannel.db.tokens import (
 )
 from backchannel.errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.services import Services
 from backchannel.oauth.tokens import GRANT_REFRESH, issue_token_set
-from backchannel.services import Services
 
 
 def narrowed_scope(granted: tuple[str, ...], requested: str | None) -> list[str]:

@@ -28,8 +28,8 @@ from backchannel.db.clients import CIBA_GRANT, Client, insert_client, update_cli
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
-from backchannel.oauth.url_guard import UnsafeURL, check_outbound_url
 from backchannel.settings import Settings
+from backchannel.url_guard import UnsafeURL, check_outbound_url
 
 AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post")

@@ -1,6 +1,6 @@
 """A client's signing keys: its registered ``jwks``, or its ``jwks_uri`` fetched and cached.
 
-The fetch is SSRF-guarded (:mod:`backchannel.oauth.url_guard`), never follows
+The fetch is SSRF-guarded (:mod:`backchannel.url_guard`), never follows
 a redirect, and reads at most :data:`MAX_JWKS_BYTES`. Fetched sets are cached
 per outbound session for :data:`JWKS_TTL` seconds; a JWT naming an unknown
 ``kid`` triggers one refetch, at most every :data:`REFRESH_MIN_INTERVAL`
@@ -29,13 +29,13 @@ from backchannel.oauth.jwt_claims import (
     read_header,
     verify_jws,
 )
-from backchannel.oauth.url_guard import (
+from backchannel.oauth.services import Services
+from backchannel.url_guard import (
     UnsafeURL,
     check_outbound_url,
     pinned_request_options,
     resolve_public_addresses,
 )
-from backchannel.services import Services
 
 log = logging.getLogger(__name__)
 

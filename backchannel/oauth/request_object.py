@@ -24,7 +24,7 @@ from backchannel.oauth.jwt_claims import (
     string_claim,
 )
 from backchannel.oauth.remote_jwks import verify_client_jwt
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 JTI_PURPOSE = "request_object"
 

@@ -38,7 +38,7 @@ from backchannel.oauth.id_tokens import (
 )
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.secrets import hash_secret, new_secret
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 GRANT_CIBA = "ciba"
 GRANT_REFRESH = "refresh_token"

@@ -14,8 +14,8 @@ hottest endpoint, for limits that protect attention rather than secrets.
 When the user reports a request as "not me", the decision's transaction also
 mutes the user's prompts for ``mute_seconds`` and counts the distinct users
 who reported that client within ``suspend_window``; at ``suspend_after`` the
-client is disabled on every replica, and its tokens and open requests are
-revoked in the same transaction (``revoke_client``). That count is exact: it
+client is disabled on every replica, and the decision's caller revokes its
+tokens and open requests in the same transaction (``revoke_client``). That count is exact: it
 runs under a per-client advisory lock (this is the device's decision path,
 not a hot one).
 """
@@ -37,7 +37,6 @@ from backchannel.db.prompt_limits import (
     lock_client_reports,
     suspend_client_on_reports,
 )
-from backchannel.oauth.central_revocation import revoke_client
 from backchannel.settings import Settings
 
 NOT_ME = "not_me"
@@ -119,10 +118,11 @@ def fatigue_refusal(state: PromptState, limits: FatigueLimits) -> Refusal | None
     return None
 
 
-async def record_not_me(conn: asyncpg.Connection, decided: Decision, limits: NotMeLimits) -> None:
+async def record_not_me(conn: asyncpg.Connection, decided: Decision, limits: NotMeLimits) -> bool:
     """Audit a "not me" report, mute the user, suspend the client at the threshold.
 
-    Runs inside the decision's transaction.
+    Runs inside the decision's transaction. True when this report suspended the
+    client: the caller then revokes what the client holds in the same transaction.
     """
     ids: dict[str, Any] = {
         "client_id": decided.client_id,
@@ -146,13 +146,13 @@ async def record_not_me(conn: asyncpg.Connection, decided: Decision, limits: Not
             detail={"until": _iso(until), "reason": NOT_ME, "seconds": limits.mute_seconds},
         )
     if not limits.suspend_after:
-        return
+        return False
     await lock_client_reports(conn, decided.client_id)
     count = await suspend_client_on_reports(
         conn, decided.client_id, threshold=limits.suspend_after, window=limits.suspend_window
     )
     if count.suspended_at is None:
-        return
+        return False
     await insert_audit_event(
         conn,
         "client_suspended",
@@ -167,7 +167,7 @@ async def record_not_me(conn: asyncpg.Connection, decided: Decision, limits: Not
     )
     # Every replica drops its cached client: from now on it fails authentication.
     await notify(conn, CONFIG_CHANNEL, f"client:{decided.client_id}")
-    await revoke_client(conn, decided.client_id, actor="not_me_suspension")
+    return True
 
 
 def _iso(moment: datetime) -> str:

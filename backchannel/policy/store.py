@@ -10,6 +10,7 @@ notification be missed, and a LISTEN reconnect marks the set stale too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,15 +22,18 @@ import asyncpg
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.db.policies import (
+    PolicyRow,
     delete_rule,
     delete_rules_except,
     insert_rule,
+    lock_policies,
+    select_rule,
     select_rules,
     update_rule_enabled,
     upsert_rules,
 )
-from backchannel.db.pool import ConnectionPool
-from backchannel.policy.rules import PolicyError, Problem, Rule
+from backchannel.db.pool import ConnectionPool, Queryable
+from backchannel.policy.rules import PolicyError, Problem, Rule, parse_rule
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,43 @@ CACHE_TTL_SECONDS = 60.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _rule(row: PolicyRow) -> Rule:
+    """The rule a row holds, validated again: a row edited by hand into something
+    invalid raises :class:`PolicyError`."""
+    document = {
+        "name": row.name,
+        "effect": row.effect,
+        "mode": row.mode,
+        "enabled": row.enabled,
+        "description": row.description,
+        "target": row.target,
+        "when": row.conditions,
+    }
+    return dataclasses.replace(parse_rule(document, ("policy", row.name)), policy_id=row.policy_id)
+
+
+def _row(rule: Rule) -> PolicyRow:
+    return PolicyRow(
+        name=rule.name,
+        effect=rule.effect,
+        mode=rule.mode,
+        enabled=rule.enabled,
+        description=rule.description,
+        target=rule.target.to_json(),
+        conditions=rule.when.to_json(),
+    )
+
+
+async def load_rules(conn: Queryable) -> list[Rule]:
+    """Every stored rule, enabled or not, by name."""
+    return [_rule(row) for row in await select_rules(conn)]
+
+
+async def load_rule(conn: Queryable, name: str) -> Rule | None:
+    row = await select_rule(conn, name)
+    return _rule(row) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -89,7 +130,7 @@ class PolicyStore:
         # Cleared before reading, so an event arriving meanwhile marks it stale again.
         self._stale = False
         try:
-            rules = await select_rules(self._pool)
+            rules = await load_rules(self._pool)
         except BaseException:
             self._stale = True
             raise
@@ -130,7 +171,7 @@ async def add_rule(conn: asyncpg.Connection, rule: Rule) -> Rule:
     """Store a new rule; :class:`PolicyError` if its name is taken."""
     try:
         async with conn.transaction():
-            stored = await insert_rule(conn, rule)
+            stored = _rule(await insert_rule(conn, _row(rule)))
             await _announce(conn, "add", {"rule": stored.to_json()})
     except asyncpg.UniqueViolationError:
         raise PolicyError([Problem(("name",), f"a rule named {rule.name!r} exists")]) from None
@@ -140,7 +181,8 @@ async def add_rule(conn: asyncpg.Connection, rule: Rule) -> Rule:
 async def remove_rule(conn: asyncpg.Connection, name: str) -> Rule | None:
     """Delete a rule; ``None`` if there is none by that name."""
     async with conn.transaction():
-        removed = await delete_rule(conn, name)
+        row = await delete_rule(conn, name)
+        removed = _rule(row) if row is not None else None
         if removed is not None:
             await _announce(conn, "remove", {"rule": removed.to_json()})
     return removed
@@ -149,7 +191,8 @@ async def remove_rule(conn: asyncpg.Connection, name: str) -> Rule | None:
 async def set_rule_enabled(conn: asyncpg.Connection, name: str, enabled: bool) -> Rule | None:
     """Enable or disable a rule; ``None`` if there is none by that name."""
     async with conn.transaction():
-        rule = await update_rule_enabled(conn, name, enabled)
+        row = await update_rule_enabled(conn, name, enabled)
+        rule = _rule(row) if row is not None else None
         if rule is not None:
             await _announce(conn, "enable" if enabled else "disable", {"name": name})
     return rule
@@ -159,13 +202,13 @@ async def replace_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> Impo
     """Make ``rules`` the whole policy, atomically; unchanged rules keep their ids."""
     async with conn.transaction():
         # One import at a time; evaluation keeps reading the old rules until commit.
-        await conn.execute("LOCK TABLE policies IN SHARE ROW EXCLUSIVE MODE")
-        before = {r.name: r for r in await select_rules(conn)}
+        await lock_policies(conn)
+        before = {r.name: r for r in await load_rules(conn)}
         names = [r.name for r in rules]
         added = tuple(n for n in names if n not in before)
         changed = tuple(r.name for r in rules if r.name in before and before[r.name] != r)
         unchanged = tuple(r.name for r in rules if r.name in before and before[r.name] == r)
-        await upsert_rules(conn, rules)
+        await upsert_rules(conn, [_row(rule) for rule in rules])
         removed = tuple(await delete_rules_except(conn, names))
         summary = ImportSummary(added, changed, removed, unchanged)
         if added or changed or removed:

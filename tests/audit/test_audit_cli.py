@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from backchannel.audit.chain import seal_pending
-from backchannel.audit.receipts import verify_receipt
+from backchannel.authenticator.receipts import verify_receipt
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.users import User
-from tests.audit.test_receipts import decide_on_phone
+from tests.authenticator.test_receipts import decide_on_phone
 from tests.conftest import ISSUER, RegisteredClient, RunningApp
 from tests.support import factories
 from tests.support.cli import Cli, Result

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from backchannel.authenticator.enrolment import issue_enrolment_code
+from backchannel.authenticator.messages import shown_digest
 from backchannel.db.users import User
 from backchannel.delivery.vapid import rotate_vapid_key
-from backchannel.oauth.enrolment import issue_enrolment_code
 from backchannel.oauth.secrets import hash_secret
-from backchannel.oauth.shown_digest import shown_digest
 from tests.browser.conftest import AppPhone, Server, eventually
 from tests.conftest import RegisteredClient
 from tests.support.ciba import audit_events, poll, start_auth_req_id, start_request

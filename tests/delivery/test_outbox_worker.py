@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from backchannel.db.auth_requests import NewAuthRequest, insert_auth_request
+from backchannel.authenticator.messages import push_topic
+from backchannel.authenticator.prompts import compose_prompt
+from backchannel.db.auth_requests import NewAuthRequest, QueuedPrompt, insert_auth_request
 from backchannel.db.pool import ConnectionPool, create_pool
 from backchannel.db.push_outbox import (
     OUTBOX_CHANNEL,
@@ -24,7 +26,6 @@ from backchannel.db.push_outbox import (
 from backchannel.db.users import User
 from backchannel.delivery.vapid import ensure_vapid_key, rotate_vapid_key
 from backchannel.delivery.worker import OutboxWorker
-from backchannel.oauth.push_topic import push_topic
 from backchannel.oauth.secrets import hash_secret, new_secret
 from backchannel.settings import Settings
 from tests.conftest import ISSUER, RegisteredClient
@@ -523,10 +524,20 @@ async def _bob(db: asyncpg.Connection) -> User:
 async def _insert_request(db: asyncpg.Connection, rp: RegisteredClient, user: User) -> str:
     """A new request, stored by the statement /bc-authorize uses, with no worker running."""
     auth_req_id = new_secret()
+    id_hash = hash_secret(auth_req_id)
+    expires_at = datetime.now(UTC) + timedelta(seconds=300)
+    prompt = compose_prompt(
+        ref=id_hash.hex(),
+        client_name=rp.client.name,
+        binding_message=None,
+        scope=("openid",),
+        expires_at=expires_at,
+        number_matching=False,
+    )
     await insert_auth_request(
         db,
         NewAuthRequest(
-            id_hash=hash_secret(auth_req_id),
+            id_hash=id_hash,
             client_id=rp.client_id,
             user_id=user.user_id,
             scope=("openid",),
@@ -535,10 +546,11 @@ async def _insert_request(db: asyncpg.Connection, rp: RegisteredClient, user: Us
             delivery_mode="poll",
             client_notification_token=None,
             requested_expiry=None,
-            expires_in=300,
+            expires_at=expires_at,
             poll_interval=5,
-            device_challenge=new_secret(16),
+            device_challenge=prompt.challenge,
         ),
+        QueuedPrompt(prompt.topic, prompt.payload, prompt.withdrawal),
         {},
     )
     return auth_req_id

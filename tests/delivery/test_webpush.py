@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from py_vapid import Vapid
 
+from backchannel.authenticator.messages import push_topic
 from backchannel.delivery.vapid import application_server_key, load_vapid, new_vapid_key
 from backchannel.delivery.webpush import (
     BACKOFF_CAP,
@@ -24,9 +25,8 @@ from backchannel.delivery.webpush import (
     retry_delay,
     send_web_push,
 )
-from backchannel.oauth.push_topic import push_topic
-from backchannel.oauth.url_guard import UnsafeURL
 from backchannel.settings import Settings, SettingsError
+from backchannel.url_guard import UnsafeURL
 from tests.support.push_service import LocalPushService, TestSubscription, run_push_service
 
 SETTINGS = Settings(push_allow_loopback=True, allow_insecure_urls=True, push_timeout=1.0)

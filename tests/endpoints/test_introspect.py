@@ -10,7 +10,7 @@ import httpx
 
 from backchannel.db.users import User
 from backchannel.oauth.secrets import hash_secret
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from tests.conftest import ISSUER, RegisteredClient
 from tests.support.tokens import issue_tokens_for
 

@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 
 from backchannel.db.users import User
-from backchannel.oauth.revocation import revoke_for_client, revoke_for_user
-from backchannel.services import Services
+from backchannel.oauth.services import Services
+from backchannel.oauth.token_revocation import revoke_for_client, revoke_for_user
 from tests.conftest import RegisteredClient
 from tests.support import factories
 from tests.support.tokens import issue_tokens_for

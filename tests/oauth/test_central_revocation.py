@@ -11,10 +11,11 @@ import asyncpg
 import httpx
 import pytest
 
+from backchannel.authenticator.device_management import revoke_device
 from backchannel.cli import main
 from backchannel.db.users import User
-from backchannel.oauth.central_revocation import revoke_client, revoke_device, revoke_user
-from backchannel.oauth.decisions import record_decision
+from backchannel.oauth.central_revocation import revoke_client, revoke_user
+from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
 from backchannel.policy.fatigue import NotMeLimits
 from tests.conftest import RegisteredClient

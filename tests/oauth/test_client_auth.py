@@ -20,7 +20,7 @@ from backchannel.errors import InvalidClient, InvalidRequest, OAuthError
 from backchannel.oauth import remote_jwks as remote_jwks_module
 from backchannel.oauth.client_auth import authenticate_client
 from backchannel.oauth.remote_jwks import remote_jwks
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from tests.conftest import RegisteredClient
 from tests.support import jose
 

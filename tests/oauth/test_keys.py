@@ -26,7 +26,7 @@ from backchannel.oauth.keys import (
     retire_signing_keys,
     rotate_signing_keys,
 )
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 from tests.conftest import ISSUER, start_app
 

@@ -16,7 +16,7 @@ from backchannel.db.users import User
 from backchannel.errors import InvalidGrant
 from backchannel.oauth.refresh import refresh_grant
 from backchannel.oauth.secrets import hash_secret
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from tests.conftest import RegisteredClient
 from tests.support.tokens import issue_tokens_for
 

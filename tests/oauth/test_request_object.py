@@ -12,7 +12,7 @@ import pytest
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidRequest
 from backchannel.oauth.request_object import verify_request_object
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from tests.support import jose
 
 MINUTE = 60

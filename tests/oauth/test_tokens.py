@@ -18,8 +18,8 @@ from backchannel.db.users import User
 from backchannel.errors import InvalidRequest
 from backchannel.oauth.id_tokens import sign_id_token, verify_own_id_token
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.services import Services
 from backchannel.oauth.tokens import issue_tokens, read_access_token
-from backchannel.services import Services
 from tests.conftest import ISSUER, RegisteredClient
 
 CIBA = "urn:openid:params:grant-type:ciba"

@@ -14,8 +14,8 @@ import pytest
 
 from backchannel.db.groups import insert_user_group
 from backchannel.db.users import User
+from backchannel.oauth.admission import admit_request
 from backchannel.oauth.authentication_request import AuthenticationRequest
-from backchannel.policy.admission import admit_request
 from backchannel.policy.rules import parse_rule
 from backchannel.policy.store import add_rule, set_rule_enabled
 from backchannel.settings import Settings

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from backchannel.db.users import User
-from backchannel.oauth.decisions import record_decision
+from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.registration import set_client_disabled
 from backchannel.oauth.secrets import hash_secret
 from backchannel.policy.fatigue import NotMeLimits

@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 
 from backchannel.db.auth_requests import Decision
-from backchannel.oauth.decisions import record_decision
+from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"

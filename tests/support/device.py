@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import ECKey
 
-from backchannel.oauth.enrolment import issue_enrolment_code
+from backchannel.authenticator.enrolment import issue_enrolment_code
 
 ISSUER = "http://127.0.0.1:8000"
 JOSE = {"Content-Type": "application/jose"}

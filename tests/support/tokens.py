@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backchannel.db.users import User
+from backchannel.oauth.services import Services
 from backchannel.oauth.tokens import issue_tokens
-from backchannel.services import Services
 from tests.conftest import RegisteredClient
 
 

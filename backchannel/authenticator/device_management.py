@@ -21,24 +21,21 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from backchannel.db.audit import insert_audit_event
+from backchannel.db.central_revocation import RevocationSummary
 from backchannel.db.devices import (
     Device,
     Subscription,
     mark_device_removed,
     select_active_vapid_key,
+    select_device,
     update_subscription,
     withdraw_device_prompts,
 )
 from backchannel.db.pool import Queryable
 from backchannel.db.push_outbox import DISMISS_GRACE_SECONDS
-from backchannel.db.revocation import (
-    RevocationSummary,
-    announce_ended,
-    end_device_approvals,
-    revoke_device_tokens,
-)
 from backchannel.errors import InvalidRequest, InvalidToken
-from backchannel.oauth.url_guard import UnsafeURL, check_outbound_url
+from backchannel.oauth.central_revocation import revoke_device_grants
+from backchannel.url_guard import UnsafeURL, check_outbound_url
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 # Uncompressed P-256 point (RFC 8291 §3.1) and the 16-byte auth secret (§3.2).
@@ -136,22 +133,21 @@ async def remove_device_revoking(
     return DeviceRemoval(device, revocation)
 
 
-async def revoke_device_grants(
-    conn: asyncpg.Connection, device: Device, *, actor: str
-) -> RevocationSummary:
-    """Revoke the tokens from requests ``device`` approved and end its approvals not yet
-    redeemed (denied, reason ``revoked``). Audited as ``revoked``, scope ``device``."""
+async def revoke_device(
+    conn: asyncpg.Connection, device_id: str, *, actor: str
+) -> RevocationSummary | None:
+    """Remove the device (if still active) and revoke what its approvals granted;
+    ``None`` if there is no such device.
+
+    The user's pending requests stay pending: their other devices may still
+    answer them, and the removed device's prompts are withdrawn.
+    """
     async with conn.transaction():
-        # Requests first: a redemption racing with this either commits its tokens
-        # before the token statement below reads them, or loses the request.
-        ended = await end_device_approvals(conn, device.device_id)
-        tokens = await revoke_device_tokens(conn, device.device_id)
-        summary = RevocationSummary.of(tokens, len(ended), await announce_ended(conn, ended))
-        await insert_audit_event(
-            conn,
-            "revoked",
-            user_id=device.user_id,
-            device_id=device.device_id,
-            detail={"scope": "device", "actor": actor, "counts": summary.counts()},
-        )
-    return summary
+        removal = await remove_device_revoking(conn, device_id, detail={"by": actor})
+        if removal is not None:
+            return removal.revocation
+        device = await select_device(conn, device_id)
+        if device is None:
+            return None
+        # Already removed: revoke its grants anyway (idempotent; counts what was left).
+        return await revoke_device_grants(conn, device, actor=actor)

@@ -17,12 +17,12 @@ from datetime import datetime
 import asyncpg
 import segno
 
+from backchannel.authenticator.device_auth import EnrolmentProof
+from backchannel.authenticator.device_management import parse_subscription
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.devices import NewDevice, insert_device, select_active_vapid_key
 from backchannel.db.enrolments import insert_enrolment_code, spend_enrolment_code
 from backchannel.errors import InvalidGrant, InvalidRequest
-from backchannel.oauth.device_auth import EnrolmentProof
-from backchannel.oauth.device_management import parse_subscription
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.settings import Settings
 

@@ -12,8 +12,8 @@ from joserfc import jwt
 from backchannel.db.clients import Client
 from backchannel.db.users import User
 from backchannel.errors import ExpiredLoginHintToken, InvalidRequest, OAuthError, UnknownUserId
-from backchannel.oauth.hints import resolve_user
-from backchannel.services import Services
+from backchannel.oauth.hint_resolution import resolve_user
+from backchannel.oauth.services import Services
 from tests.conftest import ISSUER, RegisteredClient
 from tests.support import factories, jose
 

@@ -21,8 +21,8 @@ from backchannel.db.tokens import (
     select_refresh_token,
 )
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.services import Services
 from backchannel.oauth.tokens import read_access_token
-from backchannel.services import Services
 
 TOKEN_REVOKED = "token_revoked"
 

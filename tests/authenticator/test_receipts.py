@@ -15,7 +15,8 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import ECKey
 
-from backchannel.audit.receipts import (
+from backchannel.authenticator.messages import shown_digest
+from backchannel.authenticator.receipts import (
     InvalidReceipt,
     receipt_claims,
     sign_receipt,
@@ -24,7 +25,6 @@ from backchannel.audit.receipts import (
 )
 from backchannel.db.audit_chain import select_receipt
 from backchannel.db.users import User
-from backchannel.oauth.shown_digest import shown_digest
 from tests.conftest import ISSUER, RegisteredClient, RunningApp
 from tests.support.ciba import audit_events, decide, start_auth_req_id
 from tests.support.device import Phone, enrolled_phone, ref_of

@@ -14,6 +14,7 @@ from backchannel.settings import Settings
 if TYPE_CHECKING:
     from backchannel.db.listener import PgListener
     from backchannel.oauth.client_registry import ClientRegistry
+    from backchannel.oauth.device_prompt import PromptComposer
     from backchannel.oauth.keys import KeyStore
     from backchannel.oauth.long_poll import DecisionWaiters
     from backchannel.policy.store import PolicyStore
@@ -31,4 +32,5 @@ class Services:
     waiters: DecisionWaiters
     listener: PgListener
     policy: PolicyStore
+    prompts: PromptComposer  # how a new request reaches the user's devices
     metrics: Metrics = field(default_factory=Metrics)

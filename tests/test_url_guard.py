@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from backchannel.oauth.url_guard import (
+from backchannel.url_guard import (
     PublicOnlyResolver,
     UnsafeURL,
     check_outbound_url,

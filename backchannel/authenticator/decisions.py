@@ -16,7 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from backchannel.audit.receipts import store_receipt
+from backchannel.authenticator.device_auth import DeviceCall
+from backchannel.authenticator.messages import shown_digest
+from backchannel.authenticator.receipts import store_receipt
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.devices import (
     PastDecision,
@@ -26,10 +28,8 @@ from backchannel.db.devices import (
     select_pending_requests,
 )
 from backchannel.errors import AccessDenied, InvalidRequest, InvalidToken, RequestNotPending
-from backchannel.oauth.decisions import DecisionValue, record_decision
-from backchannel.oauth.device_auth import DeviceCall
+from backchannel.oauth.decision_recording import DecisionValue, record_decision
 from backchannel.oauth.secrets import new_secret
-from backchannel.oauth.shown_digest import shown_digest
 from backchannel.observability.metrics import Metrics
 from backchannel.policy.fatigue import NotMeLimits
 from backchannel.settings import Settings

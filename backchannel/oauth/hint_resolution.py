@@ -26,8 +26,8 @@ from backchannel.oauth.jwt_claims import (
     peek_claims,
     verify_jws,
 )
-from backchannel.oauth.login_hints import normalise_hint, parse_login_hint
-from backchannel.services import Services
+from backchannel.oauth.login_hint_parsing import normalise_hint, parse_login_hint
+from backchannel.oauth.services import Services
 
 _UNKNOWN = "the hint does not identify a known user"
 # Nesting allowed in an RFC 9493 "aliases" identifier.

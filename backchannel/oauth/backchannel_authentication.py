@@ -7,25 +7,25 @@ with the stored row, ``auth_request_rejected`` with the error code.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backchannel.db.audit import insert_audit_event
-from backchannel.db.auth_requests import NewAuthRequest, insert_auth_request
+from backchannel.db.auth_requests import NewAuthRequest, QueuedPrompt, insert_auth_request
 from backchannel.db.clients import Client
 from backchannel.db.users import User
 from backchannel.errors import InvalidRequest, InvalidUserCode, OAuthError
+from backchannel.oauth.admission import admit_request, prompt_caps, refuse_if_capped
 from backchannel.oauth.authentication_request import (
     REQUEST_PARAMS,
     AuthenticationRequest,
     check_client_may_use_ciba,
     parse_authentication_request,
 )
-from backchannel.oauth.hints import resolve_user
-from backchannel.oauth.number_matching import new_number_match
+from backchannel.oauth.hint_resolution import resolve_user
 from backchannel.oauth.request_object import verify_request_object
 from backchannel.oauth.secrets import hash_secret, new_secret, secret_matches
-from backchannel.policy.admission import admit_request, prompt_caps, refuse_if_capped
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 
 async def start_authentication(
@@ -55,12 +55,21 @@ async def start_authentication(
         raise
     admitted = await admit_request(services, client, user, request, caller_ip)
     auth_req_id = new_secret()
+    id_hash = hash_secret(auth_req_id)
     interval = services.settings.poll_interval
-    numbers = new_number_match() if client.number_matching else None
+    expires_at = datetime.now(UTC) + timedelta(seconds=request.expires_in)
+    prompt = services.prompts(
+        ref=id_hash.hex(),
+        client_name=client.name,
+        binding_message=request.binding_message,
+        scope=request.scope,
+        expires_at=expires_at,
+        number_matching=client.number_matching,
+    )
     issued = await insert_auth_request(
         services.pool,
         NewAuthRequest(
-            id_hash=hash_secret(auth_req_id),
+            id_hash=id_hash,
             client_id=client.client_id,
             user_id=user.user_id,
             scope=request.scope,
@@ -69,12 +78,13 @@ async def start_authentication(
             delivery_mode=client.backchannel_token_delivery_mode,
             client_notification_token=request.client_notification_token,
             requested_expiry=request.requested_expiry,
-            expires_in=request.expires_in,
+            expires_at=expires_at,
             poll_interval=interval,
-            device_challenge=new_secret(16),
-            number_match=numbers.number if numbers else None,
-            number_choices=numbers.choices if numbers else None,
+            device_challenge=prompt.challenge,
+            number_match=prompt.number_match,
+            number_choices=prompt.number_choices,
         ),
+        QueuedPrompt(prompt.topic, prompt.payload, prompt.withdrawal),
         {
             "scope": list(request.scope),
             "hint": request.hint_kind,
@@ -91,8 +101,8 @@ async def start_authentication(
         "expires_in": request.expires_in,
         "interval": interval,
     }
-    if numbers is not None:
-        body["number_match"] = numbers.number  # shown by the client, picked on the phone
+    if prompt.number_match is not None:
+        body["number_match"] = prompt.number_match  # shown by the client, picked on the phone
     return body
 
 

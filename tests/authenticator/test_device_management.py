@@ -14,9 +14,9 @@ import asyncpg
 import httpx
 import pytest
 
+from backchannel.authenticator.messages import push_topic
 from backchannel.cli import main
 from backchannel.db.users import User
-from backchannel.oauth.push_topic import push_topic
 from tests.conftest import RegisteredClient
 from tests.support import factories
 from tests.support.ciba import audit_events, decide, start_auth_req_id

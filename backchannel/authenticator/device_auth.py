@@ -29,7 +29,7 @@ from backchannel.db.devices import Device, select_device, touch_device
 from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.jwt_claims import JWTRejected, read_header
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 ALG = "ES256"
 DEVICE_TYP = "bc-device+jwt"

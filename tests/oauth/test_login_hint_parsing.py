@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backchannel.db.users import LoginHint
-from backchannel.oauth.login_hints import normalise_hint, parse_login_hint
+from backchannel.oauth.login_hint_parsing import normalise_hint, parse_login_hint
 
 EMAIL = LoginHint("email", "alice@example.com")
 PHONE = LoginHint("phone", "+447700900123")

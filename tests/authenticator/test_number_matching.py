@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
+from backchannel.authenticator.number_matching import CHOICES, new_number_match
 from backchannel.db.users import User
-from backchannel.oauth.number_matching import CHOICES, new_number_match
 from tests.conftest import RegisteredClient
 from tests.support.ciba import audit_events, poll, start_request
 from tests.support.device import Phone, enrolled_phone, ref_of

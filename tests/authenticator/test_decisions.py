@@ -447,7 +447,7 @@ async def test_history_holds_at_most_twenty_decisions(
 async def test_phone_approval_leaves_a_receipt_the_relying_party_can_verify(
     http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:
-    from backchannel.audit.receipts import verify_receipt
+    from backchannel.authenticator.receipts import verify_receipt
 
     phone = await enrolled_phone(http, db, alice.user_id)
     auth_req_id = await start_auth_req_id(

@@ -16,6 +16,7 @@ from backchannel.db.auth_requests import Decision, decide_auth_request, select_a
 from backchannel.db.listener import DECISION_CHANNEL, notify
 from backchannel.db.push_outbox import withdraw_request_prompts
 from backchannel.errors import RequestNotPending
+from backchannel.oauth.central_revocation import revoke_client
 from backchannel.observability.metrics import Metrics
 from backchannel.policy.fatigue import NOT_ME, NotMeLimits, record_not_me
 
@@ -64,8 +65,10 @@ async def record_decision(
         await notify(conn, DECISION_CHANNEL, id_hash.hex())
         # The user's other phones drop the prompt at once (docs/device-api.md, dismiss).
         await withdraw_request_prompts(conn, decided.id, except_device=device_id)
-        if reason == NOT_ME:
-            await record_not_me(conn, decided, not_me_limits or NotMeLimits.defaults())
+        if reason == NOT_ME and await record_not_me(
+            conn, decided, not_me_limits or NotMeLimits.defaults()
+        ):
+            await revoke_client(conn, decided.client_id, actor="not_me_suspension")
     if metrics is not None and decided.created_at and decided.decided_at:
         metrics.record_decision(decided.status, decided.created_at, decided.decided_at)
     return decided

@@ -20,9 +20,9 @@ from backchannel.db.groups import select_user_groups
 from backchannel.db.users import User
 from backchannel.errors import AccessDenied
 from backchannel.oauth.authentication_request import AuthenticationRequest
+from backchannel.oauth.services import Services
 from backchannel.policy.evaluate import PolicyDecision, RequestFacts, evaluate, parse_caller_ip
 from backchannel.policy.fatigue import FatigueLimits, fatigue_refusal
-from backchannel.services import Services
 from backchannel.settings import Settings
 
 POLICY_DENIED = "the request is not allowed by this server's policy"

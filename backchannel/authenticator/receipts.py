@@ -23,6 +23,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet
 
+from backchannel.authenticator.messages import shown_digest_of
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.audit_chain import (
     StoredReceipt,
@@ -32,8 +33,7 @@ from backchannel.db.audit_chain import (
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidGrant
 from backchannel.oauth.secrets import hash_secret
-from backchannel.oauth.shown_digest import shown_digest
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 
 __all__ = [
     "DECISIONS",
@@ -104,7 +104,7 @@ async def store_receipt(
                 device_id=device_id,
                 ref=ref,
                 decision=decision,
-                digest=_digest(ref, shown_value),
+                digest=shown_digest_of(ref, shown_value),
             )
         except InvalidReceipt as exc:
             raise ValueError(f"the device decision does not fit the receipt: {exc}") from None
@@ -162,7 +162,7 @@ def receipt_claims(
         "sub": stored.subject,
         "client_id": stored.client_id,
         "ref": ref,
-        "shown": {**stored.shown, "digest": _digest(ref, stored.shown)},
+        "shown": {**stored.shown, "digest": shown_digest_of(ref, stored.shown)},
         "device": {
             "device_id": stored.device_id,
             "name": stored.device_name,
@@ -219,7 +219,7 @@ def verify_receipt(
     if not isinstance(shown, dict) or not isinstance(device, dict):
         raise InvalidReceipt("the receipt lacks shown or device")
     try:
-        digest = _digest(ref, _shown(shown))
+        digest = shown_digest_of(ref, _shown(shown))
         key = _device_key(_public_device_jwk(device.get("jwk")))
     except ValueError as exc:
         raise InvalidReceipt(str(exc)) from None
@@ -273,10 +273,6 @@ def _shown(shown: Mapping[str, Any]) -> dict[str, Any]:
     if not all(isinstance(s, str) for s in scope):
         raise ValueError("shown.scope must be a list of strings")
     return {"client_name": name, "binding_message": message, "scope": list(scope)}
-
-
-def _digest(ref: str, shown: Mapping[str, Any]) -> str:
-    return shown_digest(ref, shown["client_name"], shown["binding_message"], shown["scope"])
 
 
 def _public_device_jwk(value: object) -> dict[str, str]:

@@ -1,0 +1,93 @@
+"""What the authenticator app is sent and signs over (docs/device-api.md), in one place.
+
+- ``ref``: the name a device knows a request by, the hex SHA-256 of its auth_req_id;
+- the Web Push ``Topic`` of a request's messages (RFC 8030 §5.4): a later
+  message with the same topic replaces an undelivered one, so a ``dismiss``
+  overtakes the ``prompt`` it withdraws;
+- the ``prompt`` and ``dismiss`` payloads, and a pending request as
+  ``GET /device/requests`` lists it (the prompt's fields plus its age);
+- the ``shown`` digest a device signs its decision over:
+  ``base64url(SHA-256(UTF-8(JSON.stringify([ref, client_name, binding_message, scope]))))``
+  with ``binding_message`` ``""`` when absent and ``scope`` space-joined. The
+  browser's ``JSON.stringify`` and ``json.dumps(..., ensure_ascii=False,
+  separators=(",", ":"))`` agree on these four strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+TOPIC_LENGTH = 32
+
+
+def request_ref(id_hash: bytes) -> str:
+    """The ``ref`` a device knows a request by: the hex SHA-256 of its auth_req_id."""
+    return id_hash.hex()
+
+
+def push_topic(ref: str) -> str:
+    """The first 32 characters of base64url(SHA-256(UTF-8(ref)))."""
+    digest = hashlib.sha256(ref.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:TOPIC_LENGTH]
+
+
+def timestamp(moment: datetime) -> str:
+    """UTC, whole seconds, ``Z``: every time the device API sends."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def prompt_fields(
+    *,
+    ref: str,
+    client_name: str,
+    binding_message: str | None,
+    scope: Sequence[str],
+    expires_at: datetime,
+    challenge: str | None,
+    number_choices: Sequence[str] | None,
+) -> dict[str, Any]:
+    """What a device is told about a pending request, in a prompt and in the pending list."""
+    fields: dict[str, Any] = {
+        "ref": ref,
+        "client_name": client_name,
+        "binding_message": binding_message,
+        "scope": list(scope),
+        "expires_at": timestamp(expires_at),
+        "challenge": challenge,
+    }
+    if number_choices:
+        fields["number_choices"] = list(number_choices)
+    return fields
+
+
+def prompt_payload(**fields: Any) -> dict[str, Any]:
+    """The ``prompt`` push message (takes :func:`prompt_fields`' arguments)."""
+    return {"type": "prompt", **prompt_fields(**fields)}
+
+
+def dismiss_payload(ref: str) -> dict[str, Any]:
+    """The ``dismiss`` push message: close the prompt of ``ref``, it was answered or ended."""
+    return {"type": "dismiss", "ref": ref}
+
+
+def shown_digest(
+    ref: str, client_name: str, binding_message: str | None, scope: Sequence[str]
+) -> str:
+    """The digest a device signs over in its decision."""
+    text = json.dumps(
+        [ref, client_name, binding_message or "", " ".join(scope)],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def shown_digest_of(ref: str, shown: Mapping[str, Any]) -> str:
+    """:func:`shown_digest` of a receipt's ``shown`` member."""
+    return shown_digest(ref, shown["client_name"], shown["binding_message"], shown["scope"])
