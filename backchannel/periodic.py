@@ -17,10 +17,13 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Periodic:
+    """The base of every background loop: the outbox worker, the audit sealer and the
+    housekeeper."""
+
     name = "periodic"
 
     def __init__(self, *, interval: float) -> None:
@@ -60,7 +63,7 @@ class Periodic:
             self._wake.clear()
             try:
                 await self.run_round()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.warning("%s: database unavailable: %s", self.name, exc)
             except Exception:  # the task must outlive a bug in one round
                 log.exception("%s: unexpected failure", self.name)

@@ -20,12 +20,10 @@ abuse, revoked): dismisses are queued for the devices that were prompted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 
 from backchannel.db.pool import ConnectionPool
 from backchannel.db.push_outbox import (
@@ -41,15 +39,17 @@ from backchannel.delivery.vapid import VapidSigners
 from backchannel.delivery.webpush import PushResult, PushSubscription, retry_delay, send_web_push
 from backchannel.key_wrapping import KeyWrapper
 from backchannel.observability.metrics import Metrics
+from backchannel.periodic import DB_ERRORS, Periodic
 from backchannel.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 100
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-class OutboxWorker:
+class OutboxWorker(Periodic):
+    name = "outbox-worker"
+
     def __init__(
         self,
         pool: ConnectionPool,
@@ -61,6 +61,7 @@ class OutboxWorker:
         sweep_interval: float = 2.0,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__(interval=poll_interval)
         self._pool = pool
         self._http = http
         self._settings = settings
@@ -68,77 +69,55 @@ class OutboxWorker:
         self.lease_seconds = (
             lease_seconds if lease_seconds is not None else 2 * settings.push_timeout + 10
         )
-        self._poll_interval = poll_interval
         self._sweep_interval = sweep_interval
         self._capacity = settings.outbox_batch_size
         self._signers = VapidSigners(KeyWrapper.from_settings(settings))
         self._metrics = metrics if metrics is not None else Metrics(process=False)
-        self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
         # The last claim filled every free slot: more messages are probably due.
         self._backlog = False
 
-    def wake(self) -> None:
-        """Look for due messages now (a NOTIFY arrived, or the listener reconnected)."""
-        self._wake.set()
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outbox-worker")
-
     async def stop(self, grace: float = 2.0) -> None:
         """Stop claiming; give sends in flight ``grace`` seconds, then cancel them
         (their leases expire and the messages are sent again later)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop(grace)
         if self._inflight:
             _done, pending = await asyncio.wait(set(self._inflight), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def run_round(self) -> None:
+        """Withdraw stale prompts when the sweep is due, then lease what fits in the free
+        send slots. The next round starts on NOTIFY, when a send frees a slot while a
+        backlog waits, or at the poll interval."""
         loop = asyncio.get_running_loop()
-        while True:
-            self._wake.clear()
-            try:
-                if loop.time() >= self._next_sweep:
-                    swept = await sweep_withdrawals(self._pool, limit=SWEEP_BATCH)
-                    if swept.requests < SWEEP_BATCH:
-                        self._next_sweep = loop.time() + self._sweep_interval
-                free = self._capacity - len(self._inflight)
-                if free > 0:
-                    messages = await claim_due_messages(
-                        self._pool, limit=free, lease_seconds=self.lease_seconds
-                    )
-                    self._backlog = len(messages) == free
-                    for message in messages:
-                        task = asyncio.create_task(self._deliver(message), name="outbox-send")
-                        self._inflight.add(task)
-                        task.add_done_callback(self._finished)
-            except _DB_ERRORS as exc:
-                log.warning("outbox worker: database unavailable: %s", exc)
-            except Exception:  # the worker must outlive a bug in one round
-                log.exception("outbox worker: unexpected failure")
-            # Woken by NOTIFY, by a send freeing a slot while a backlog waits, or by the clock.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        if loop.time() >= self._next_sweep:
+            swept = await sweep_withdrawals(self._pool, limit=SWEEP_BATCH)
+            if swept.requests < SWEEP_BATCH:
+                self._next_sweep = loop.time() + self._sweep_interval
+        free = self._capacity - len(self._inflight)
+        if free > 0:
+            messages = await claim_due_messages(
+                self._pool, limit=free, lease_seconds=self.lease_seconds
+            )
+            self._backlog = len(messages) == free
+            for message in messages:
+                task = asyncio.create_task(self._deliver(message), name="outbox-send")
+                self._inflight.add(task)
+                task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         if self._backlog:
-            self._wake.set()
+            self.wake()
 
     async def _deliver(self, message: OutboxMessage) -> None:
         try:
             result = await self._attempt(message)
             await self._settle(message, result)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             # Unrecorded: the lease runs out and the message is attempted again.
             log.warning("outbox message %s: cannot record the outcome: %s", message.id, exc)
         except Exception:
