@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from backchannel.audit.sealer import AuditSealer
 from backchannel.authenticator.prompts import compose_prompt
+from backchannel.db.auth_requests import PollVerdict
 from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
 from backchannel.db.migrate import pending_migrations
 from backchannel.db.pool import create_pool
@@ -47,7 +48,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
     dsn = settings.database_url
-    metrics = Metrics()
+    metrics = Metrics(poll_verdicts=PollVerdict)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

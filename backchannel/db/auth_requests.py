@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -81,12 +82,25 @@ class PollLimits:
     interval_max: int
 
 
+class PollVerdict(StrEnum):
+    """What the poll statement decided; its values are the statement's own words."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    SLOW_DOWN = "slow_down"  # a strike: polled inside the interval, which grows
+    LOCK = "lock"  # a strike that starts a temporary lock
+    LOCKED = "locked"  # a strike: polled during the lock
+    ABUSE_DENIED = "abuse_denied"  # the strike that ended the request
+    DENIED = "denied"
+    EXPIRED = "expired"
+    SPENT = "spent"
+
+
 @dataclass(frozen=True)
 class PollResult:
-    """What one poll found. ``verdict`` is one of: pending, approved, slow_down, lock,
-    locked, abuse_denied, denied, expired, spent."""
+    """What one poll found."""
 
-    verdict: str
+    verdict: PollVerdict
     id: int
     user_id: int
     poll_interval: int
@@ -303,6 +317,9 @@ SELECT j.verdict, j.id, j.user_id,
 """
 
 
+_VERDICTS = {verdict.value: verdict for verdict in PollVerdict}
+
+
 async def poll_auth_request(
     conn: Queryable,
     id_hash: bytes,
@@ -331,7 +348,9 @@ async def poll_auth_request(
     if row is None:
         return None
     retry_after = row["retry_after"] if row["retry_after"] is not None else 1
-    return PollResult(row["verdict"], row["id"], row["user_id"], row["poll_interval"], retry_after)
+    return PollResult(
+        _VERDICTS[row["verdict"]], row["id"], row["user_id"], row["poll_interval"], retry_after
+    )
 
 
 async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Redemption | None:

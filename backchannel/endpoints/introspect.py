@@ -14,7 +14,7 @@ from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, InvalidRequest
 from backchannel.oauth.client_auth import authenticate_client
-from backchannel.oauth.tokens import introspect_token
+from backchannel.oauth.introspection import introspect_token
 
 
 async def introspect(request: Request) -> Response:

@@ -23,7 +23,7 @@ from backchannel.errors import (
     InvalidToken,
     clean_description,
 )
-from backchannel.oauth.tokens import find_active_access_token
+from backchannel.oauth.access_tokens import find_active_access_token
 
 # RFC 6750 §2.1 b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")

@@ -11,11 +11,12 @@ import contextlib
 import functools
 import re
 import time
-from typing import Any
+from typing import Any, assert_never
 
 from backchannel.db.auth_requests import (
     PollLimits,
     PollResult,
+    PollVerdict,
     poll_auth_request,
     redeem_auth_request,
 )
@@ -31,7 +32,7 @@ from backchannel.errors import (
 )
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
-from backchannel.oauth.tokens import issue_tokens
+from backchannel.oauth.token_issuance import Grant, issue_tokens
 from backchannel.settings import Settings
 
 AUTH_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
@@ -75,14 +76,14 @@ async def poll_for_tokens(
             )
             if result is None:
                 return InvalidGrant("unknown auth_req_id")
-            if result.verdict != "pending" or woken is None or waiters.released:
+            if result.verdict is not PollVerdict.PENDING or woken is None or waiters.released:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not await waiters.wait(woken, remaining):
                 break
         counts_as_poll = False
     services.metrics.record_poll(result.verdict)
-    if result.verdict == "approved":
+    if result.verdict is PollVerdict.APPROVED:
         return await _redeem(services, client, result, auth_req_id)
     return _error_for(result)
 
@@ -94,9 +95,7 @@ async def _redeem(
         redemption = await redeem_auth_request(conn, result.id)
         if redemption is None:
             return InvalidGrant("auth_req_id has already been used")
-        return await issue_tokens(
-            services,
-            conn,
+        grant = Grant(
             client=client,
             user_id=redemption.user_id,
             subject=redemption.subject,
@@ -105,24 +104,27 @@ async def _redeem(
             auth_request_id=redemption.id,
             auth_req_id=auth_req_id,
         )
+        return await issue_tokens(services, conn, grant)
 
 
 def _error_for(result: PollResult) -> OAuthError:
     match result.verdict:
-        case "pending":
+        case PollVerdict.PENDING:
             return AuthorizationPending("the user has not decided yet")
-        case "slow_down":
+        case PollVerdict.SLOW_DOWN:
             return SlowDown(f"poll at most every {result.poll_interval} seconds")
-        case "lock" | "locked":
+        case PollVerdict.LOCK | PollVerdict.LOCKED:
             return TemporarilyUnavailable(
                 "too many polls; retry later", retry_after=result.retry_after
             )
-        case "abuse_denied":
+        case PollVerdict.ABUSE_DENIED:
             return AccessDenied("the request was ended after repeated polling", status_code=400)
-        case "denied":
+        case PollVerdict.DENIED:
             return AccessDenied("the request was denied", status_code=400)
-        case "expired":
+        case PollVerdict.EXPIRED:
             return ExpiredToken("the request has expired")
-        case "spent":
+        case PollVerdict.SPENT:
             return InvalidGrant("auth_req_id has already been used")
-    raise AssertionError(f"unknown poll verdict {result.verdict}")
+        case PollVerdict.APPROVED:
+            raise AssertionError("an approved request is redeemed, not refused")
+    assert_never(result.verdict)

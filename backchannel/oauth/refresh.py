@@ -22,7 +22,7 @@ from backchannel.db.tokens import (
 from backchannel.errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
-from backchannel.oauth.tokens import GRANT_REFRESH, issue_token_set
+from backchannel.oauth.token_issuance import Grant, issue_tokens
 
 
 def narrowed_scope(granted: tuple[str, ...], requested: str | None) -> list[str]:
@@ -56,19 +56,17 @@ async def refresh_grant(
         spent = await rotate_refresh_token(conn, token_hash, client.client_id)
         if spent is not None:
             scope = narrowed_scope(spent.scope, form.get("scope"))
-            return await issue_token_set(
-                services,
-                conn,
+            grant = Grant(
                 client=client,
                 user_id=spent.user_id,
                 subject=spent.subject,
-                scope=scope,
+                scope=tuple(scope),
                 auth_time=spent.auth_time,
                 auth_request_id=spent.auth_request_id,
                 family_id=spent.family_id,
-                refresh_scope=spent.scope,
-                grant=GRANT_REFRESH,
+                refresh_scope=tuple(spent.scope),
             )
+            return await issue_tokens(services, conn, grant)
         found = await select_refresh_token(conn, token_hash)
         if (
             found is not None

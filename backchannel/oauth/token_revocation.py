@@ -20,9 +20,9 @@ from backchannel.db.tokens import (
     revoke_user_tokens,
     select_refresh_token,
 )
+from backchannel.oauth.access_tokens import read_access_token
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
-from backchannel.oauth.tokens import read_access_token
 
 TOKEN_REVOKED = "token_revoked"
 

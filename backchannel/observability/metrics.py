@@ -13,25 +13,15 @@ lock and builds a tuple on every call, a dict lookup does neither.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-__all__ = ["POLL_VERDICTS", "Metrics"]
+__all__ = ["Metrics"]
 
-POLL_VERDICTS: Final = (
-    "pending",
-    "approved",
-    "slow_down",
-    "lock",
-    "locked",
-    "abuse_denied",
-    "denied",
-    "expired",
-    "spent",
-)
 FATIGUE_REASONS: Final = ("muted", "pending", "window")
 
 # Seconds. Requests: fast answers up to held long polls (at most 60 s).
@@ -44,7 +34,8 @@ PENDING_BUCKETS: Final = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 class Metrics:
     """The app's counters and histograms, and the ``record_*`` calls that feed them."""
 
-    def __init__(self, *, process: bool = True) -> None:
+    def __init__(self, *, process: bool = True, poll_verdicts: Iterable[str] = ()) -> None:
+        """``poll_verdicts``: the verdicts whose counters exist from the start, at 0."""
         self.registry = CollectorRegistry(auto_describe=True)
         if process:
             ProcessCollector(registry=self.registry)
@@ -117,7 +108,7 @@ class Metrics:
         )
         self._http: dict[tuple[str, str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
-        self._polls = {verdict: self.token_polls.labels(verdict) for verdict in POLL_VERDICTS}
+        self._polls = {verdict: self.token_polls.labels(verdict) for verdict in poll_verdicts}
         self._fatigue = {reason: self.fatigue_refusals.labels(reason) for reason in FATIGUE_REASONS}
         self._policy_allow = self.policy_decisions.labels("enforce", "allow")
         self._policy_deny = self.policy_decisions.labels("enforce", "deny")

@@ -6,8 +6,8 @@ import asyncpg
 import httpx
 
 from backchannel.db.users import User
+from backchannel.oauth.access_tokens import read_access_token
 from backchannel.oauth.services import Services
-from backchannel.oauth.tokens import read_access_token
 from tests.conftest import ISSUER, RegisteredClient
 from tests.support.tokens import issue_tokens_for
 

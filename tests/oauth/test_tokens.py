@@ -16,10 +16,11 @@ from joserfc import jwk, jwt
 
 from backchannel.db.users import User
 from backchannel.errors import InvalidRequest
+from backchannel.oauth.access_tokens import read_access_token
 from backchannel.oauth.id_tokens import sign_id_token, verify_own_id_token
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
-from backchannel.oauth.tokens import issue_tokens, read_access_token
+from backchannel.oauth.token_issuance import Grant, issue_tokens
 from tests.conftest import ISSUER, RegisteredClient
 
 CIBA = "urn:openid:params:grant-type:ciba"
@@ -34,12 +35,12 @@ async def issue(
         "client": client.client,
         "user_id": user.user_id,
         "subject": user.subject,
-        "scope": ["openid", "email"],
+        "scope": ("openid", "email"),
         "auth_time": datetime.now(UTC) - timedelta(seconds=30),
         **overrides,
     }
     async with services.pool.acquire() as conn, conn.transaction():
-        return await issue_tokens(services, conn, **arguments)
+        return await issue_tokens(services, conn, Grant(**arguments))
 
 
 def half_hash(value: str) -> str:
@@ -54,7 +55,7 @@ async def published_keys(http: httpx.AsyncClient) -> jwk.KeySet:
 async def test_token_response_has_the_rfc6749_shape(
     services: Services, rp: RegisteredClient, alice: User
 ) -> None:
-    body = await issue(services, rp, alice, scope=["openid", "email", "openid"])
+    body = await issue(services, rp, alice, scope=("openid", "email", "openid"))
     assert set(body) == {
         "access_token",
         "token_type",
@@ -175,15 +176,14 @@ async def test_issuance_rolls_back_with_the_callers_transaction(
 ) -> None:
     with pytest.raises(RuntimeError):
         async with services.pool.acquire() as conn, conn.transaction():
-            await issue_tokens(
-                services,
-                conn,
+            grant = Grant(
                 client=rp.client,
                 user_id=alice.user_id,
                 subject=alice.subject,
-                scope=["openid"],
+                scope=("openid",),
                 auth_time=datetime.now(UTC),
             )
+            await issue_tokens(services, conn, grant)
             raise RuntimeError("the caller failed after issuing")
     for table in ("access_tokens", "refresh_tokens", "audit_events"):
         assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0

@@ -12,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backchannel.app import create_app
+from backchannel.db.auth_requests import PollVerdict
 from backchannel.db.users import User
 from backchannel.delivery.vapid import ensure_vapid_key
-from backchannel.observability.metrics import POLL_VERDICTS, Metrics
+from backchannel.observability.metrics import Metrics
 from backchannel.policy.rules import parse_rule
 from backchannel.policy.store import add_rule
 from backchannel.settings import Settings
@@ -77,8 +78,8 @@ async def test_metrics_count_a_whole_poll_flow(
     assert requests(samples, "/token", "2xx", "ok") == 1
     assert requests(samples, "/device/decision", "2xx", "ok") == 1
     assert value(samples, "backchannel_http_request_duration_seconds_count", route="/token") == 3
-    polls = {v: value(samples, "backchannel_token_polls_total", verdict=v) for v in POLL_VERDICTS}
-    assert polls == {v: 0 for v in POLL_VERDICTS} | {"pending": 1, "slow_down": 1, "approved": 1}
+    polls = {v: value(samples, "backchannel_token_polls_total", verdict=v) for v in PollVerdict}
+    assert polls == {v: 0 for v in PollVerdict} | {"pending": 1, "slow_down": 1, "approved": 1}
     assert value(samples, "backchannel_auth_requests_admitted_total") == 1
     assert value(samples, "backchannel_user_pending_requests_at_admission_count") == 1
     assert value(samples, "backchannel_user_pending_requests_at_admission_sum") == 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from backchannel.db.users import User
 from backchannel.oauth.services import Services
-from backchannel.oauth.tokens import issue_tokens
+from backchannel.oauth.token_issuance import Grant, issue_tokens
 from tests.conftest import RegisteredClient
 
 
@@ -21,12 +21,11 @@ async def issue_tokens_for(
 ) -> dict[str, Any]:
     """The token response the client would get for ``user`` with ``scope``."""
     async with services.pool.acquire() as conn, conn.transaction():
-        return await issue_tokens(
-            services,
-            conn,
+        grant = Grant(
             client=client.client,
             user_id=user.user_id,
             subject=user.subject,
-            scope=scope.split(),
+            scope=tuple(scope.split()),
             auth_time=auth_time or datetime.now(UTC),
         )
+        return await issue_tokens(services, conn, grant)

@@ -1,0 +1,184 @@
+"""Token issuance (RFC 6749 §5.1, CIBA §11): the access token, the refresh token and the
+ID token of one grant, stored and audited in the caller's transaction.
+
+Access tokens are JWTs per RFC 9068, signed with ``ACCESS_TOKEN_ALG``, their
+``jti`` recorded so that revocation and introspection see them. Refresh tokens
+are opaque random values stored as hashes. Times come from the database clock
+(the rows' ``created_at`` / ``expires_at``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from joserfc import jwt
+
+from backchannel.db.audit import insert_audit_event
+from backchannel.db.clients import Client
+from backchannel.db.tokens import AccessTokenRecord, insert_access_token, insert_refresh_token
+from backchannel.oauth.algorithms import ACCESS_TOKEN_ALG
+from backchannel.oauth.id_tokens import (
+    ACCESS_TOKEN_TYP,
+    AUTH_REQ_ID_CLAIM,
+    RT_HASH_CLAIM,
+    sign_id_token,
+    token_hash_claim,
+)
+from backchannel.oauth.secrets import hash_secret, new_secret
+from backchannel.oauth.services import Services
+from backchannel.settings import Settings
+
+GRANT_CIBA = "ciba"
+GRANT_REFRESH = "refresh_token"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a token response is issued for: one user's approval, as granted to one client.
+
+    ``auth_req_id`` is the CIBA request the tokens answer (the ID token names it,
+    CIBA §10.3.1); ``family_id`` the refresh token family a refresh continues;
+    ``refresh_scope`` the scope a rotated refresh token keeps, that of the
+    original grant (RFC 6749 §6), when the access token's is narrowed.
+    """
+
+    client: Client
+    user_id: int
+    subject: str
+    scope: tuple[str, ...]
+    auth_time: datetime
+    auth_request_id: int | None = None
+    auth_req_id: str | None = None
+    acr: str | None = None
+    family_id: uuid.UUID | None = None
+    refresh_scope: tuple[str, ...] | None = None
+
+    @property
+    def kind(self) -> str:
+        return GRANT_REFRESH if self.family_id is not None else GRANT_CIBA
+
+
+def epoch(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+async def issue_tokens(
+    services: Services, conn: asyncpg.Connection, grant: Grant
+) -> dict[str, Any]:
+    """The token response body (RFC 6749 §5.1 with an ID token, CIBA §11).
+
+    Runs inside the caller's transaction on ``conn``. A refresh token is issued
+    only to a client allowed the refresh_token grant.
+    """
+    settings, client = services.settings, grant.client
+    scope = list(dict.fromkeys(grant.scope))
+    refresh_token = new_secret() if client.may_refresh else None
+    family_id = (grant.family_id or uuid.uuid4()) if refresh_token is not None else None
+    jti = new_secret(16)
+    access_ttl = client.access_token_ttl or settings.access_token_ttl
+    record = await insert_access_token(
+        conn,
+        jti=jti,
+        family_id=family_id,
+        client_id=client.client_id,
+        user_id=grant.user_id,
+        scope=scope,
+        ttl=access_ttl,
+        auth_request_id=grant.auth_request_id,
+    )
+    access_token = _sign_access_token(services, grant, record, scope)
+    if refresh_token is not None:
+        assert family_id is not None
+        await insert_refresh_token(
+            conn,
+            token_hash=hash_secret(refresh_token),
+            family_id=family_id,
+            client_id=client.client_id,
+            user_id=grant.user_id,
+            auth_request_id=grant.auth_request_id,
+            scope=list(grant.refresh_scope) if grant.refresh_scope is not None else scope,
+            auth_time=grant.auth_time,
+            ttl=client.refresh_token_ttl or settings.refresh_token_ttl,
+            max_age=settings.refresh_token_max_age,
+        )
+    id_claims = _id_token_claims(settings, grant, record, access_token, refresh_token)
+    body: dict[str, Any] = {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": access_ttl,
+        "id_token": sign_id_token(services.keys, client.id_token_signed_response_alg, id_claims),
+    }
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    body["scope"] = " ".join(scope)
+    detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
+    if family_id is not None:
+        detail["family_id"] = str(family_id)
+    await insert_audit_event(
+        conn,
+        "token_issued",
+        client_id=client.client_id,
+        user_id=grant.user_id,
+        auth_request_id=grant.auth_request_id,
+        detail=detail,
+    )
+    return body
+
+
+def _sign_access_token(
+    services: Services, grant: Grant, record: AccessTokenRecord, scope: list[str]
+) -> str:
+    """The RFC 9068 JWT of a stored access token."""
+    issuer = services.settings.issuer
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": grant.subject,
+        "aud": issuer,
+        "client_id": grant.client.client_id,
+        "exp": epoch(record.expires_at),
+        "iat": epoch(record.created_at),
+        "jti": record.jti,
+        "scope": " ".join(scope),
+        "auth_time": epoch(grant.auth_time),
+    }
+    if grant.acr is not None:
+        claims["acr"] = grant.acr
+    key = services.keys.signing_key(ACCESS_TOKEN_ALG)
+    return jwt.encode(
+        {"alg": ACCESS_TOKEN_ALG, "kid": key.kid, "typ": ACCESS_TOKEN_TYP},
+        claims,
+        key,
+        algorithms=[ACCESS_TOKEN_ALG],
+    )
+
+
+def _id_token_claims(
+    settings: Settings,
+    grant: Grant,
+    record: AccessTokenRecord,
+    access_token: str,
+    refresh_token: str | None,
+) -> dict[str, Any]:
+    """OIDC Core §2 claims, with the hashes and request id CIBA §10.3.1 asks for."""
+    alg = grant.client.id_token_signed_response_alg
+    issued_at = epoch(record.created_at)
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "sub": grant.subject,
+        "aud": grant.client.client_id,
+        "exp": issued_at + settings.id_token_ttl,
+        "iat": issued_at,
+        "auth_time": epoch(grant.auth_time),
+        "at_hash": token_hash_claim(access_token, alg),
+    }
+    if grant.acr is not None:
+        claims["acr"] = grant.acr
+    if grant.auth_req_id is not None:
+        claims[AUTH_REQ_ID_CLAIM] = grant.auth_req_id
+    if refresh_token is not None:
+        claims[RT_HASH_CLAIM] = token_hash_claim(refresh_token, alg)
+    return claims
