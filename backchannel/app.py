@@ -8,6 +8,7 @@ workers. Nothing lives in module globals.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,10 +18,12 @@ from starlette.applications import Starlette
 from backchannel.audit.sealer import AuditSealer
 from backchannel.authenticator.prompts import compose_prompt
 from backchannel.db.auth_requests import PollVerdict
+from backchannel.db.client_notifications import NOTIFICATION_CHANNEL
 from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
 from backchannel.db.migrate import pending_migrations
 from backchannel.db.pool import create_pool
 from backchannel.db.push_outbox import OUTBOX_CHANNEL
+from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.routes import routes
@@ -30,6 +33,7 @@ from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.client_registry import ClientRegistry
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
+from backchannel.oauth.push_delivery import mint_push_tokens
 from backchannel.oauth.services import Services
 from backchannel.observability.metrics import Metrics
 from backchannel.observability.middleware import ObservedStarlette
@@ -89,7 +93,8 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(waiters.wake_all)
             listener.on_reconnect(clients.invalidate)
             listener.on_reconnect(keys.schedule_reload)
-            await ensure_vapid_key(pool, KeyWrapper.from_settings(settings))
+            wrapper = KeyWrapper.from_settings(settings)
+            await ensure_vapid_key(pool, wrapper)
             outbox = OutboxWorker(pool, http, settings, metrics=metrics)
             listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
             listener.on_reconnect(outbox.wake)
@@ -103,7 +108,7 @@ def create_app(settings: Settings) -> Starlette:
             await housekeeper.start()
             stack.push_async_callback(housekeeper.stop)
             stack.callback(waiters.release_all)  # held long polls are answered first
-            app.state.services = Services(
+            services = Services(
                 settings=settings,
                 pool=pool,
                 http=http,
@@ -113,8 +118,22 @@ def create_app(settings: Settings) -> Starlette:
                 listener=listener,
                 policy=policy,
                 prompts=compose_prompt,
+                wrapper=wrapper,
                 metrics=metrics,
             )
+            notifier = NotificationWorker(
+                pool,
+                http,
+                settings,
+                mint=functools.partial(mint_push_tokens, services),
+                wrapper=wrapper,
+                metrics=metrics,
+            )
+            listener.subscribe(NOTIFICATION_CHANNEL, lambda _payload: notifier.wake())
+            listener.on_reconnect(notifier.wake)
+            await notifier.start()
+            stack.push_async_callback(notifier.stop)
+            app.state.services = services
             yield
 
     return ObservedStarlette(

@@ -6,6 +6,8 @@ Every ``housekeeping_interval`` seconds (docs/operations.md, "Housekeeping"):
   refused for its ``exp`` anyway);
 - ``push_outbox``: sent, failed and dropped push messages older than
   ``push_outbox_retention``;
+- ``client_notifications``: sent, failed and given-up ping and push notifications
+  older than ``notification_retention`` (their sealed values are long erased);
 - ``enrolment_codes``: codes that expired more than a day ago, spent or not.
 
 Deletes run in batches of at most :data:`BATCH` rows, one statement each, so
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from backchannel.db.client_notifications import delete_settled_notifications
 from backchannel.db.enrolments import delete_stale_enrolment_codes
 from backchannel.db.jtis import delete_expired_jtis
 from backchannel.db.pool import ConnectionPool
@@ -46,6 +49,9 @@ class Housekeeper(Periodic):
         purges: dict[str, Callable[[], Awaitable[int]]] = {
             "used_jtis": lambda: delete_expired_jtis(pool, limit=BATCH),
             "push_outbox": lambda: delete_settled_messages(pool, older_than=retention, limit=BATCH),
+            "client_notifications": lambda: delete_settled_notifications(
+                pool, older_than=self._settings.notification_retention, limit=BATCH
+            ),
             "enrolment_codes": lambda: delete_stale_enrolment_codes(
                 pool, older_than=ENROLMENT_CODE_RETENTION, limit=BATCH
             ),

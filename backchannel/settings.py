@@ -113,9 +113,18 @@ class Settings:
     push_max_attempts: int = field(default=10, metadata=_bounded(1, 100))
     outbox_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
+    # ping and push token delivery to client notification endpoints (CIBA §10.2, §10.3)
+    notification_timeout: float = field(default=10.0, metadata=_bounded(1, 120))
+    # A notification still failing this long after its request ended is given up.
+    notification_give_up_after: int = field(default=600, metadata=_bounded(10, 86400))
+    # Notifications one replica sends to one client at a time, so a slow client waits alone.
+    notification_per_client: int = field(default=4, metadata=_bounded(1, 100))
+    notification_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
+
     # housekeeping (backchannel/housekeeping.py)
     housekeeping_interval: int = field(default=300, metadata=_bounded(10, 86400))
     push_outbox_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))
+    notification_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))
 
     log_level: str = "INFO"
     # "json" (one object per line) or "text", for serve and dev (docs/operations.md).

@@ -29,7 +29,6 @@ class NewAuthRequest:
     acr_values: tuple[str, ...] | None
     binding_message: str | None
     delivery_mode: str
-    client_notification_token: str | None
     requested_expiry: int | None
     expires_at: datetime
     poll_interval: int
@@ -49,6 +48,16 @@ class QueuedPrompt:
     # The message that withdraws the prompt (a dismiss), sent should the request end
     # while the prompt may be on the phone.
     withdrawal: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SealedNotification:
+    """What a ping or push client's notification will need (``client_notifications``):
+    the auth_req_id and the client's bearer token, both sealed by the caller."""
+
+    mode: str  # ping | push
+    auth_req_id_sealed: str
+    bearer_sealed: str
 
 
 @dataclass(frozen=True)
@@ -126,10 +135,10 @@ class Decision:
     denial_reason: str | None
     created_at: datetime | None = None
     decided_at: datetime | None = None
+    delivery_mode: str = "poll"
 
 
-_INSERT = NamedSQL(
-    """WITH state AS (
+_INSERT_TEMPLATE = """WITH state AS (
            SELECT CASE WHEN :max_pending > 0 THEN (SELECT count(*) FROM (
                       SELECT 1 FROM auth_requests
                        WHERE user_id = :user_id AND status = 'pending' AND expires_at > now()
@@ -145,12 +154,11 @@ _INSERT = NamedSQL(
        ), ins AS (
            INSERT INTO auth_requests
                   (id_hash, client_id, user_id, scope, acr_values, binding_message,
-                   delivery_mode, client_notification_token, requested_expiry,
-                   expires_at, poll_interval, device_challenge, number_match,
-                   number_choices)
+                   delivery_mode, requested_expiry, expires_at, poll_interval,
+                   device_challenge, number_match, number_choices)
            SELECT :id_hash::bytea, :client_id::text, :user_id::bigint, :scope::text[],
                   :acr_values::text[], :binding_message::text, :delivery_mode::text,
-                  :client_notification_token::text, :requested_expiry::integer,
+                  :requested_expiry::integer,
                   :expires_at::timestamptz, :poll_interval::integer, :device_challenge::text,
                   :number_match::text, :number_choices::text[]
              FROM state
@@ -170,13 +178,21 @@ _INSERT = NamedSQL(
             WHERE d.removed_at IS NULL AND d.push_endpoint IS NOT NULL
         RETURNING id
        ), notified AS (
-           SELECT pg_notify('"""
-    + OUTBOX_CHANNEL
-    + """', '') WHERE EXISTS (SELECT 1 FROM prompts)
-       )
+           SELECT pg_notify('{outbox}', '') WHERE EXISTS (SELECT 1 FROM prompts)
+       ){notification}
        SELECT ins.id, ins.expires_at, s.pending, s.recent, s.muted_until,
               (SELECT count(*) FROM notified) AS _n
          FROM state s LEFT JOIN ins ON true"""
+# Ping and push clients: the notification row is written with the request.
+_NOTIFICATION_CTE = """, notification AS (
+           INSERT INTO client_notifications
+                  (auth_request_id, client_id, mode, auth_req_id_sealed, bearer_sealed)
+           SELECT id, client_id, :notification_mode, :auth_req_id_sealed, :bearer_sealed
+             FROM ins
+       )"""
+_INSERT = NamedSQL(_INSERT_TEMPLATE.format(outbox=OUTBOX_CHANNEL, notification=""))
+_INSERT_NOTIFYING = NamedSQL(
+    _INSERT_TEMPLATE.format(outbox=OUTBOX_CHANNEL, notification=_NOTIFICATION_CTE)
 )
 
 
@@ -186,44 +202,47 @@ async def insert_auth_request(
     prompt: QueuedPrompt,
     audit_detail: dict[str, Any],
     caps: PromptCaps = PromptCaps(),
+    notification: SealedNotification | None = None,
 ) -> IssuedAuthRequest:
     """Store a new pending request and its ``auth_request_issued`` audit row atomically,
     unless the user is muted or at a push-fatigue cap (then nothing is written).
 
     The same statement counts the user's pending and recent requests (index
     scans stopping at the cap), queues ``prompt`` to each of the user's active
-    devices with a subscription, and wakes the outbox workers. Concurrent
+    devices with a subscription, and wakes the outbox workers; for a ping or
+    push client it also writes the request's ``notification``. Concurrent
     requests for one user may overshoot a cap by at most their number minus one.
     """
-    row = await conn.fetchrow(
-        _INSERT.sql,
-        *_INSERT.args(
-            {
-                "id_hash": request.id_hash,
-                "client_id": request.client_id,
-                "user_id": request.user_id,
-                "scope": list(request.scope),
-                "acr_values": _list_or_none(request.acr_values),
-                "binding_message": request.binding_message,
-                "delivery_mode": request.delivery_mode,
-                "client_notification_token": request.client_notification_token,
-                "requested_expiry": request.requested_expiry,
-                "expires_at": request.expires_at,
-                "poll_interval": request.poll_interval,
-                "device_challenge": request.device_challenge,
-                "number_match": request.number_match,
-                "number_choices": _list_or_none(request.number_choices),
-                "audit_detail": audit_detail,
-                "prompt_topic": prompt.topic,
-                "prompt_payload": prompt.payload,
-                "prompt_withdrawal": prompt.withdrawal,
-                "max_pending": caps.max_pending,
-                "max_prompts": caps.max_prompts,
-                "window": caps.window,
-                "honour_mutes": caps.honour_mutes,
-            }
-        ),
-    )
+    values: dict[str, Any] = {
+        "id_hash": request.id_hash,
+        "client_id": request.client_id,
+        "user_id": request.user_id,
+        "scope": list(request.scope),
+        "acr_values": _list_or_none(request.acr_values),
+        "binding_message": request.binding_message,
+        "delivery_mode": request.delivery_mode,
+        "requested_expiry": request.requested_expiry,
+        "expires_at": request.expires_at,
+        "poll_interval": request.poll_interval,
+        "device_challenge": request.device_challenge,
+        "number_match": request.number_match,
+        "number_choices": _list_or_none(request.number_choices),
+        "audit_detail": audit_detail,
+        "prompt_topic": prompt.topic,
+        "prompt_payload": prompt.payload,
+        "prompt_withdrawal": prompt.withdrawal,
+        "max_pending": caps.max_pending,
+        "max_prompts": caps.max_prompts,
+        "window": caps.window,
+        "honour_mutes": caps.honour_mutes,
+    }
+    statement = _INSERT
+    if notification is not None:
+        statement = _INSERT_NOTIFYING
+        values["notification_mode"] = notification.mode
+        values["auth_req_id_sealed"] = notification.auth_req_id_sealed
+        values["bearer_sealed"] = notification.bearer_sealed
+    row = await conn.fetchrow(statement.sql, *statement.args(values))
     assert row is not None
     state = PromptState(row["pending"], row["recent"], row["muted_until"], frozenset())
     return IssuedAuthRequest(row["id"], row["expires_at"], state)
@@ -389,7 +408,8 @@ async def decide_auth_request(
         """UPDATE auth_requests
               SET status = $2, decided_at = now(), decided_by_device = $3, denial_reason = $4
             WHERE id_hash = $1 AND status = 'pending' AND expires_at > now()
-        RETURNING id, client_id, user_id, status, denial_reason, created_at, decided_at""",
+        RETURNING id, client_id, user_id, status, denial_reason, created_at, decided_at,
+                  delivery_mode""",
         id_hash,
         status,
         device_id,

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from backchannel.db.client_notifications import queue_notification
 from backchannel.db.listener import DECISION_CHANNEL, notify
+from backchannel.db.pool import Queryable
 from backchannel.db.push_outbox import withdraw_request_prompts
 from backchannel.db.tokens import RevokedCount
 
@@ -25,6 +27,7 @@ REVOKED = "revoked"
 class EndedRequest:
     id: int
     id_hash: bytes
+    delivery_mode: str
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,12 @@ class RevocationSummary:
 _END = """UPDATE auth_requests
              SET status = 'denied', denial_reason = 'revoked', decided_at = now()
            WHERE {where} AND status IN ('pending', 'approved') AND expires_at > now()
-       RETURNING id, id_hash"""
+       RETURNING id, id_hash, delivery_mode"""
 
 
 async def _end(conn: asyncpg.Connection, where: str, value: object) -> list[EndedRequest]:
     rows = await conn.fetch(_END.format(where=where), value)
-    return [EndedRequest(r["id"], bytes(r["id_hash"])) for r in rows]
+    return [EndedRequest(r["id"], bytes(r["id_hash"]), r["delivery_mode"]) for r in rows]
 
 
 async def end_user_requests(conn: asyncpg.Connection, user_id: int) -> list[EndedRequest]:
@@ -76,10 +79,13 @@ async def end_device_approvals(conn: asyncpg.Connection, device_id: str) -> list
 
 
 async def announce_ended(conn: asyncpg.Connection, ended: list[EndedRequest]) -> int:
-    """Wake held polls of ``ended`` (at commit) and withdraw their prompts; the dismisses."""
+    """Wake held polls of ``ended`` (at commit), queue the notifications of ping and push
+    clients, and withdraw their prompts; the dismisses."""
     dismisses = 0
     for request in ended:
         await notify(conn, DECISION_CHANNEL, request.id_hash.hex())
+        if request.delivery_mode != "poll":
+            await queue_notification(conn, request.id, "denied", denial_reason="revoked")
         dismisses += (await withdraw_request_prompts(conn, request.id)).dismisses
     return dismisses
 
@@ -110,6 +116,30 @@ async def revoke_device_tokens(conn: asyncpg.Connection, device_id: str) -> Revo
            )
            SELECT (SELECT count(*) FROM r) AS refresh, (SELECT count(*) FROM a) AS access""",
         device_id,
+    )
+    assert row is not None
+    return RevokedCount(row["refresh"], row["access"])
+
+
+async def revoke_request_tokens(conn: Queryable, auth_request_id: int) -> RevokedCount:
+    """Revoke the unexpired tokens issued for one request (its access tokens and its
+    refresh token family): tokens minted for a push that never reached the client."""
+    row = await conn.fetchrow(
+        """WITH families AS (
+               SELECT DISTINCT family_id FROM refresh_tokens WHERE auth_request_id = $1
+           ), r AS (
+               UPDATE refresh_tokens SET revoked_at = now()
+                WHERE family_id IN (SELECT family_id FROM families)
+                  AND revoked_at IS NULL AND expires_at > now()
+            RETURNING 1
+           ), a AS (
+               UPDATE access_tokens SET revoked_at = now()
+                WHERE (auth_request_id = $1 OR family_id IN (SELECT family_id FROM families))
+                  AND revoked_at IS NULL AND expires_at > now()
+            RETURNING 1
+           )
+           SELECT (SELECT count(*) FROM r) AS refresh, (SELECT count(*) FROM a) AS access""",
+        auth_request_id,
     )
     assert row is not None
     return RevokedCount(row["refresh"], row["access"])

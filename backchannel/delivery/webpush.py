@@ -16,11 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -28,13 +25,10 @@ import aiohttp
 from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
+from backchannel.delivery.pinned_post import pinned_attempts, post_first_reachable
+from backchannel.delivery.retry import parse_retry_after
 from backchannel.settings import Settings
-from backchannel.url_guard import (
-    UnsafeURL,
-    check_outbound_url,
-    pinned_request_options,
-    resolve_public_addresses,
-)
+from backchannel.url_guard import UnsafeURL, check_outbound_url
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +36,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
 # A VAPID token's lifetime (RFC 8292 §2: at most 24 hours).
 VAPID_TOKEN_LIFETIME = 3600
-# Exponential back-off: 1, 2, 4 ... seconds, capped; Retry-After wins when longer.
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
-# Addresses of one push host tried in turn when a connection cannot be made.
-MAX_ADDRESSES_TRIED = 3
-
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 Outcome = Literal["sent", "gone", "retry", "failed"]
@@ -148,7 +136,7 @@ async def send_web_push(
         # One deadline for resolving the host and every connection attempt.
         async with asyncio.timeout(settings.push_timeout):
             attempts = await _connection_attempts(endpoint, settings)
-            status, retry_after = await _post(http, attempts, headers, body)
+            status, retry_after = await post_first_reachable(http, attempts, headers, body)
     except UnsafeURL as exc:
         return PushResult("failed", error=f"endpoint refused: {exc}")
     except TimeoutError:
@@ -170,67 +158,10 @@ def classify_response(status: int, retry_after: str | None) -> PushResult:
     return PushResult("failed", status, error=f"HTTP {status}")
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date)."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        at = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
-
-
-def retry_delay(attempt: int, retry_after: float | None) -> float:
-    """Seconds before attempt ``attempt + 1``: capped exponential back-off with a
-    little jitter, or the push service's Retry-After when that is longer."""
-    backoff: float = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
-    backoff *= 1 + random.random() / 10
-    return backoff if retry_after is None else max(retry_after, backoff)
-
-
 async def _connection_attempts(endpoint: str, settings: Settings) -> list[dict[str, Any]]:
-    """Request options per address to try: loopback as is; public hosts pinned to
-    the addresses just checked, so that the name cannot be re-pointed meanwhile."""
+    """Request options per address to try: loopback as is (with the development
+    setting); public hosts pinned to the addresses just checked."""
     host = (urlsplit(endpoint).hostname or "").rstrip(".")
     if settings.push_allow_loopback and host in LOOPBACK_HOSTS:
         return [{"url": endpoint}]
-    addresses = await resolve_public_addresses(host, allow_insecure=False)
-    return [pinned_request_options(endpoint, a) for a in addresses[:MAX_ADDRESSES_TRIED]]
-
-
-async def _post(
-    http: aiohttp.ClientSession,
-    attempts: list[dict[str, Any]],
-    headers: dict[str, str],
-    body: bytes,
-) -> tuple[int, str | None]:
-    """POST to the first address that connects; (status, Retry-After).
-
-    The caller bounds the time; the session's own default timeout is lifted
-    so that it cannot cut in first.
-    """
-    for i, attempt in enumerate(attempts):
-        options = dict(attempt)
-        pinned_headers = options.pop("headers", {})
-        try:
-            async with http.post(
-                **options,
-                headers={**headers, **pinned_headers},
-                data=body,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None),
-            ) as resp:
-                # The answer's body is not needed; reading a little lets the
-                # connection go back to the pool.
-                await resp.content.read(4096)
-                return resp.status, resp.headers.get("Retry-After")
-        except aiohttp.ClientConnectorError:
-            if i == len(attempts) - 1:
-                raise
-    raise aiohttp.ClientError("no address to connect to")  # pragma: no cover
+    return await pinned_attempts(endpoint, allow_insecure=False)

@@ -35,8 +35,9 @@ from backchannel.db.push_outbox import (
     mark_subscription_gone,
     sweep_withdrawals,
 )
+from backchannel.delivery.retry import retry_delay
 from backchannel.delivery.vapid import VapidSigners
-from backchannel.delivery.webpush import PushResult, PushSubscription, retry_delay, send_web_push
+from backchannel.delivery.webpush import PushResult, PushSubscription, send_web_push
 from backchannel.key_wrapping import KeyWrapper
 from backchannel.observability.metrics import Metrics
 from backchannel.periodic import DB_ERRORS, Periodic

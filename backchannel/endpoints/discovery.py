@@ -64,7 +64,7 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint": settings.revocation_endpoint,
         "introspection_endpoint": settings.introspection_endpoint,
         "grant_types_supported": [CIBA_GRANT, "refresh_token"],
-        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
         "backchannel_authentication_request_signing_alg_values_supported": list(
             REQUEST_OBJECT_ALGS
         ),

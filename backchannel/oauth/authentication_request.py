@@ -38,7 +38,7 @@ _BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 MAX_HINT_LENGTH = 8192
 MAX_NOTIFICATION_TOKEN_LENGTH = 1024
-SUPPORTED_DELIVERY_MODES = frozenset({"poll"})
+SUPPORTED_DELIVERY_MODES = frozenset({"poll", "ping", "push"})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backchannel.db.audit import insert_audit_event
-from backchannel.db.auth_requests import NewAuthRequest, QueuedPrompt, insert_auth_request
+from backchannel.db.auth_requests import (
+    NewAuthRequest,
+    QueuedPrompt,
+    SealedNotification,
+    insert_auth_request,
+)
+from backchannel.db.client_notifications import sealed_field
 from backchannel.db.clients import Client
 from backchannel.db.users import User
 from backchannel.errors import InvalidRequest, InvalidUserCode, OAuthError
@@ -76,7 +82,6 @@ async def start_authentication(
             acr_values=request.acr_values,
             binding_message=request.binding_message,
             delivery_mode=client.backchannel_token_delivery_mode,
-            client_notification_token=request.client_notification_token,
             requested_expiry=request.requested_expiry,
             expires_at=expires_at,
             poll_interval=interval,
@@ -94,6 +99,7 @@ async def start_authentication(
             **admitted,
         },
         prompt_caps(services.settings),
+        _sealed_notification(services, client, request, auth_req_id, id_hash),
     )
     await refuse_if_capped(services, client, user, issued)
     body: dict[str, Any] = {
@@ -122,6 +128,27 @@ async def _request_parameters(
         )
     claims = await verify_request_object(services, client, request_jwt)
     return {name: value for name, value in claims.items() if name in REQUEST_PARAMS}
+
+
+def _sealed_notification(
+    services: Services,
+    client: Client,
+    request: AuthenticationRequest,
+    auth_req_id: str,
+    id_hash: bytes,
+) -> SealedNotification | None:
+    """What a ping or push client's notification will send back (CIBA §10.2, §10.3),
+    sealed under the key-encryption key when one is set."""
+    mode = client.backchannel_token_delivery_mode
+    if mode == "poll":
+        return None
+    assert request.client_notification_token is not None
+    wrap = services.wrapper.wrap_json
+    return SealedNotification(
+        mode=mode,
+        auth_req_id_sealed=wrap(auth_req_id, sealed_field(id_hash, "auth_req_id")),
+        bearer_sealed=wrap(request.client_notification_token, sealed_field(id_hash, "bearer")),
+    )
 
 
 def _check_user_code(client: Client, user: User, request: AuthenticationRequest) -> None:

@@ -13,6 +13,7 @@ import asyncpg
 
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.auth_requests import Decision, decide_auth_request, select_auth_request_status
+from backchannel.db.client_notifications import queue_notification
 from backchannel.db.listener import DECISION_CHANNEL, notify
 from backchannel.db.push_outbox import withdraw_request_prompts
 from backchannel.errors import RequestNotPending
@@ -63,6 +64,10 @@ async def record_decision(
             detail={"decision": decision, "reason": reason, **(detail or {})},
         )
         await notify(conn, DECISION_CHANNEL, id_hash.hex())
+        if decided.delivery_mode != "poll":  # ping and push clients hear of it (CIBA §10)
+            await queue_notification(
+                conn, decided.id, decision, denial_reason=decided.denial_reason
+            )
         # The user's other phones drop the prompt at once (docs/device-api.md, dismiss).
         await withdraw_request_prompts(conn, decided.id, except_device=device_id)
         if reason == NOT_ME and await record_not_me(

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from joserfc.errors import JoseError
@@ -29,7 +30,7 @@ from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.settings import Settings
-from backchannel.url_guard import UnsafeURL, check_outbound_url
+from backchannel.url_guard import UnsafeURL, check_outbound_url, resolve_public_addresses
 
 AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
@@ -253,11 +254,26 @@ def validate_registration(reg: ClientRegistration, settings: Settings) -> Client
     return dataclasses.replace(reg, jwks=jwks, login_hint_token_issuers=tuple(issuers))
 
 
+async def check_notification_host(reg: ClientRegistration, settings: Settings) -> None:
+    """Refuse a notification endpoint whose host resolves to a loopback, private,
+    link-local or other non-public address (unless insecure URLs are allowed). The
+    address is checked again at every send: this only catches a mistake early."""
+    endpoint = reg.backchannel_client_notification_endpoint
+    if endpoint is None or settings.allow_insecure_urls:
+        return
+    host = (urlsplit(endpoint).hostname or "").rstrip(".")
+    try:
+        await resolve_public_addresses(host, allow_insecure=False)
+    except UnsafeURL as exc:
+        raise RegistrationError([f"backchannel_client_notification_endpoint: {exc}"]) from None
+
+
 async def register_client(
     conn: asyncpg.Connection, reg: ClientRegistration, settings: Settings
 ) -> RegisteredClient:
     """Validate and store a new client; the secret (if any) is returned only here."""
     reg = validate_registration(reg, settings)
+    await check_notification_host(reg, settings)
     secret = new_secret() if reg.token_endpoint_auth_method in SECRET_AUTH_METHODS else None
     return await store_client(conn, reg, secret)
 

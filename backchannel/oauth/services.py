@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from backchannel.db.pool import ConnectionPool
+from backchannel.key_wrapping import KeyWrapper
 from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
 
@@ -33,4 +34,5 @@ class Services:
     listener: PgListener
     policy: PolicyStore
     prompts: PromptComposer  # how a new request reaches the user's devices
+    wrapper: KeyWrapper  # seals what is stored to be sent back (notification tokens)
     metrics: Metrics = field(default_factory=Metrics)

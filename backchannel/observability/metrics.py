@@ -99,6 +99,21 @@ class Metrics:
             ["kind", "reason"],
             registry=r,
         )
+        self.notifications = Counter(
+            "backchannel_notifications",
+            "Ping and push notification attempts to client endpoints, by mode and outcome "
+            "(sent, retry, failed, given_up).",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.notification_delivery = Histogram(
+            "backchannel_notification_delivery_seconds",
+            "Time from a request's end (decision, denial, expiry) to the client's endpoint "
+            "accepting its notification.",
+            ["mode"],
+            buckets=PUSH_BUCKETS,
+            registry=r,
+        )
         self.decision_duration = Histogram(
             "backchannel_decision_seconds",
             "Time from a request's creation to the user's decision on it.",
@@ -166,6 +181,13 @@ class Metrics:
     def record_push_failure(self, kind: str, reason: str) -> None:
         """A push attempt did not deliver: ``gone``, ``transient`` or a permanent reason."""
         self.push_failures.labels(kind, reason).inc()
+
+    def record_notification(self, mode: str, outcome: str, due_at: datetime | None = None) -> None:
+        """One notification attempt; ``due_at`` (database clock) times a delivered one."""
+        self.notifications.labels(mode, outcome).inc()
+        if outcome == "sent" and due_at is not None:
+            elapsed = max(0.0, time.time() - due_at.timestamp())
+            self.notification_delivery.labels(mode).observe(elapsed)
 
     def record_decision(self, decision: str, created_at: datetime, decided_at: datetime) -> None:
         """The user approved or denied a request."""

@@ -3,10 +3,7 @@ how each answer of the push service is classified."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 import aiohttp
@@ -16,13 +13,10 @@ from py_vapid import Vapid
 from backchannel.authenticator.messages import push_topic
 from backchannel.delivery.vapid import application_server_key, load_vapid, new_vapid_key
 from backchannel.delivery.webpush import (
-    BACKOFF_CAP,
     PushResult,
     PushSubscription,
     check_push_endpoint,
     classify_response,
-    parse_retry_after,
-    retry_delay,
     send_web_push,
 )
 from backchannel.settings import Settings, SettingsError
@@ -235,26 +229,6 @@ def test_loopback_endpoints_need_the_dev_setting() -> None:
 )
 def test_push_service_answers_are_classified(status: int, outcome: str) -> None:
     assert classify_response(status, None).outcome == outcome
-
-
-def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
-    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-    assert parse_retry_after("120", now=now) == 120.0
-    later = format_datetime(now + timedelta(seconds=90), usegmt=True)
-    assert parse_retry_after(later, now=now) == 90.0
-    earlier = format_datetime(now - timedelta(seconds=90), usegmt=True)
-    assert parse_retry_after(earlier, now=now) == 0.0
-    assert parse_retry_after("soon", now=now) is None
-    assert parse_retry_after(None) is None
-
-
-def test_back_off_grows_is_capped_and_yields_to_a_longer_retry_after() -> None:
-    delays = [retry_delay(attempt, None) for attempt in range(1, 12)]
-    assert 1 <= delays[0] < 1.2 and 2 <= delays[1] < 2.3
-    assert all(a <= b * 1.1 for a, b in itertools.pairwise(delays))
-    assert max(delays) <= BACKOFF_CAP * 1.1
-    assert retry_delay(1, 30.0) == 30.0
-    assert retry_delay(6, 1.0) >= 32
 
 
 def test_push_settings_come_from_the_environment_and_are_validated() -> None:

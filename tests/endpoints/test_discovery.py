@@ -32,7 +32,7 @@ async def test_metadata_advertises_the_ciba_provider(http: httpx.AsyncClient) ->
     assert "authorization_endpoint" not in body
     assert body["response_types_supported"] == []
     assert body["grant_types_supported"] == [CIBA, "refresh_token"]
-    assert body["backchannel_token_delivery_modes_supported"] == ["poll"]
+    assert body["backchannel_token_delivery_modes_supported"] == ["poll", "ping", "push"]
     assert body["backchannel_authentication_request_signing_alg_values_supported"] == list(
         REQUEST_OBJECT_ALGS
     )
