@@ -32,10 +32,19 @@ LAYERS: dict[str, int] = {
     "errors": -1,
     "key_wrapping": -1,
     "url_guard": -1,
+    "untrusted_json": -1,
     "periodic": -1,
     "observability": -1,
 }
-FOUNDATION_ORDER = ["observability", "errors", "url_guard", "periodic", "key_wrapping", "settings"]
+FOUNDATION_ORDER = [
+    "observability",
+    "errors",
+    "untrusted_json",
+    "url_guard",
+    "periodic",
+    "key_wrapping",
+    "settings",
+]
 
 
 def _part(module: str) -> str:

@@ -15,7 +15,6 @@ Malformed input is ``invalid_request`` (400); a proof that does not hold
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.jwt_claims import JWTRejected, read_header
 from backchannel.oauth.services import Services
+from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 
 ALG = "ES256"
 DEVICE_TYP = "bc-device+jwt"
@@ -137,9 +137,9 @@ def _verified_payload(token: str, key: ECKey) -> dict[str, Any]:
     except (JoseError, ValueError, TypeError):
         raise InvalidRequest("the body is not a valid compact JWS") from None
     try:
-        payload = json.loads(signed.payload)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the JWS payload is not JSON") from None
+        payload = parse_untrusted_json(signed.payload)
+    except UntrustedJSON as exc:
+        raise InvalidRequest(f"the JWS payload is not acceptable JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("the JWS payload is not a JSON object")
     return payload

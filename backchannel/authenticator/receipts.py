@@ -34,6 +34,7 @@ from backchannel.db.clients import Client
 from backchannel.errors import InvalidGrant
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
+from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 
 __all__ = [
     "DECISIONS",
@@ -308,9 +309,9 @@ def _header(token: str) -> dict[str, Any]:
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidReceipt(f"the {what} is not JSON") from None
+        value = parse_untrusted_json(raw)
+    except UntrustedJSON as exc:
+        raise InvalidReceipt(f"the {what} is not acceptable JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidReceipt(f"the {what} is not a JSON object")
     return value

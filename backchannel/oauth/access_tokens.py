@@ -11,6 +11,7 @@ from joserfc.errors import JoseError
 from backchannel.db.tokens import AccessTokenRecord, select_access_token
 from backchannel.oauth.algorithms import ACCESS_TOKEN_ALG
 from backchannel.oauth.id_tokens import ACCESS_TOKEN_TYP
+from backchannel.oauth.jwt_claims import JWTRejected, read_header
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.services import Services
 
@@ -22,8 +23,9 @@ def read_access_token(keys: KeyStore, token: str, *, issuer: str) -> dict[str, A
     the database's to judge (``select_access_token``).
     """
     try:
+        read_header(token)
         decoded = jwt.decode(token, keys.public_keyset(), algorithms=[ACCESS_TOKEN_ALG])
-    except (JoseError, ValueError, TypeError, KeyError):
+    except (JWTRejected, JoseError, ValueError, TypeError, KeyError):
         return None
     claims = decoded.claims
     if str(decoded.header.get("typ", "")).lower() not in (ACCESS_TOKEN_TYP, "application/at+jwt"):

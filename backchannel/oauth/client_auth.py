@@ -100,7 +100,7 @@ def parse_basic_credentials(authorization: str) -> tuple[str, str]:
         secret = unquote_plus(password, errors="strict")
     except UnicodeDecodeError:
         raise InvalidClient("malformed Basic credentials") from None
-    if not client_id or not secret:
+    if not client_id or not secret or "\x00" in client_id + secret:
         raise InvalidClient("malformed Basic credentials")
     return client_id, secret
 

@@ -12,6 +12,7 @@ from joserfc.errors import JoseError
 
 from backchannel.errors import InvalidRequest
 from backchannel.oauth.algorithms import SIGNING_ALGS
+from backchannel.oauth.jwt_claims import JWTRejected, read_header
 from backchannel.oauth.keys import KeyStore
 
 AUTH_REQ_ID_CLAIM = "urn:openid:params:jwt:claim:auth_req_id"
@@ -42,8 +43,9 @@ def verify_own_id_token(
     expiry is not, since a hint may be an expired ID token.
     """
     try:
+        read_header(token)
         decoded = jwt.decode(token, keys.public_keyset(), algorithms=list(SIGNING_ALGS))
-    except (JoseError, ValueError, TypeError, KeyError):
+    except (JWTRejected, JoseError, ValueError, TypeError, KeyError):
         raise InvalidRequest("id_token_hint is not an ID token issued by this server") from None
     if str(decoded.header.get("typ", "JWT")).lower() == ACCESS_TOKEN_TYP:
         raise InvalidRequest("id_token_hint is an access token, not an ID token")

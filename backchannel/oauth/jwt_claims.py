@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import time
 from collections.abc import Collection, Mapping
@@ -25,6 +24,7 @@ from joserfc.jws import JWSRegistry
 
 from backchannel.db.jtis import insert_jti
 from backchannel.db.pool import Queryable
+from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 
 # RFC 7518 §3.3 / FAPI: RSA keys shorter than this are refused.
 MIN_RSA_BITS = 2048
@@ -52,13 +52,19 @@ class UnknownSigningKey(JWTRejected):
 def _b64_json(segment: str) -> Any:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        return json.loads(raw)
     except (binascii.Error, ValueError):
         raise JWTRejected("not a valid JWT") from None
+    try:
+        return parse_untrusted_json(raw)
+    except UntrustedJSON as exc:
+        raise JWTRejected(f"not a valid JWT: {exc}") from None
 
 
 def read_header(token: str) -> dict[str, Any]:
-    """The unverified header of a compact JWS; JWE and anything else is refused."""
+    """The unverified header of a compact JWS; JWE and anything else is refused.
+
+    Header and payload are both read within the bounds of ``untrusted_json``
+    here, before any JOSE library parses them."""
     parts = token.split(".")
     if len(parts) == 5:
         raise JWTRejected("encrypted JWTs are not accepted")
@@ -67,6 +73,8 @@ def read_header(token: str) -> dict[str, Any]:
     header = _b64_json(parts[0])
     if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
         raise JWTRejected("JWT header has no alg")
+    if parts[1]:
+        _b64_json(parts[1])
     return header
 
 

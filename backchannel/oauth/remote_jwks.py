@@ -10,7 +10,6 @@ seconds per URL, so random kids cannot make us hammer a client's server.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import weakref
@@ -30,6 +29,7 @@ from backchannel.oauth.jwt_claims import (
     verify_jws,
 )
 from backchannel.oauth.services import Services
+from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 from backchannel.url_guard import (
     UnsafeURL,
     check_outbound_url,
@@ -112,8 +112,8 @@ async def fetch_jwks(
         log.warning("jwks_uri %s refused or unreachable: %s", uri, exc)
         raise KeysUnavailable("the client's jwks_uri could not be fetched") from None
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = parse_untrusted_json(body, max_bytes=MAX_JWKS_BYTES)
+    except UntrustedJSON:
         document = None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         log.warning("jwks_uri %s did not return a JWK set", uri)
