@@ -147,6 +147,22 @@ async def insert_refresh_token(
     return expires_at
 
 
+async def lock_refresh_family(conn: asyncpg.Connection, token_hash: bytes) -> bool:
+    """Take the transaction-level lock of the family ``token_hash`` belongs to; False if
+    there is no such token.
+
+    Every change to a family (rotation, reuse revocation, RFC 7009 revocation)
+    takes this lock first, so concurrent replays of one token queue up instead
+    of locking the family's rows in different orders and deadlocking.
+    """
+    row = await conn.fetchrow(
+        """SELECT pg_advisory_xact_lock(hashtext('bc_family:' || family_id::text))
+             FROM refresh_tokens WHERE token_hash = $1""",
+        token_hash,
+    )
+    return row is not None
+
+
 async def rotate_refresh_token(
     conn: asyncpg.Connection, token_hash: bytes, client_id: str
 ) -> RefreshToken | None:

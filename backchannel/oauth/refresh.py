@@ -15,6 +15,7 @@ from backchannel.db.audit import insert_audit_event
 from backchannel.db.clients import Client
 from backchannel.db.tokens import (
     RefreshToken,
+    lock_refresh_family,
     revoke_family,
     rotate_refresh_token,
     select_refresh_token,
@@ -53,6 +54,8 @@ async def refresh_grant(
 
     replayed: RefreshToken | None = None
     async with services.pool.acquire() as conn, conn.transaction():
+        if not await lock_refresh_family(conn, token_hash):
+            raise InvalidGrant("the refresh token is invalid, expired or revoked")
         spent = await rotate_refresh_token(conn, token_hash, client.client_id)
         if spent is not None:
             scope = narrowed_scope(spent.scope, form.get("scope"))

@@ -14,6 +14,7 @@ from backchannel.db.audit import insert_audit_event
 from backchannel.db.clients import Client
 from backchannel.db.tokens import (
     RevokedCount,
+    lock_refresh_family,
     revoke_access_token,
     revoke_client_tokens,
     revoke_family,
@@ -43,8 +44,11 @@ async def revoke_token(
 
 async def _revoke_refresh_token(services: Services, client: Client, token: str) -> bool:
     """True if ``token`` is a refresh token of ``client`` (revoked now or before)."""
+    token_hash = hash_secret(token)
     async with services.pool.acquire() as conn, conn.transaction():
-        found = await select_refresh_token(conn, hash_secret(token))
+        if not await lock_refresh_family(conn, token_hash):
+            return False
+        found = await select_refresh_token(conn, token_hash)
         if found is None or found.client_id != client.client_id:
             return False
         revoked = await revoke_family(conn, found.family_id)

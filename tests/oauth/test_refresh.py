@@ -247,3 +247,18 @@ async def test_a_fresh_approval_gets_the_full_sliding_refresh_lifetime(
         hash_secret(tokens["refresh_token"]),
     )
     assert lifetime == timedelta(seconds=services.settings.refresh_token_ttl)
+
+
+async def test_concurrent_replays_and_revocations_of_one_family_never_deadlock(
+    services: Services, http: httpx.AsyncClient, rp: RegisteredClient, alice: User
+) -> None:
+    """Rotation, reuse revocation and RFC 7009 revocation all lock the family first."""
+    statuses: list[int] = []
+    for _ in range(25):
+        spent = (await issue(services, rp, alice))["refresh_token"]
+        current = (await refresh(http, rp, spent)).json()["refresh_token"]
+        calls = [refresh(http, rp, spent) for _ in range(6)]
+        calls += [refresh(http, rp, current) for _ in range(3)]
+        calls.append(http.post("/revoke", data={"token": current}, headers=rp.basic_auth()))
+        statuses += [r.status_code for r in await asyncio.gather(*calls)]
+    assert set(statuses) <= {200, 400}, statuses
