@@ -8,6 +8,7 @@ Every ``housekeeping_interval`` seconds (docs/operations.md, "Housekeeping"):
   ``push_outbox_retention``;
 - ``client_notifications``: sent, failed and given-up ping and push notifications
   older than ``notification_retention`` (their sealed values are long erased);
+- ``user_code_failures``: wrong user codes older than the window they count in;
 - ``enrolment_codes``: codes that expired more than a day ago, spent or not.
 
 Deletes run in batches of at most :data:`BATCH` rows, one statement each, so
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from backchannel.db.client_notifications import delete_settled_notifications
 from backchannel.db.enrolments import delete_stale_enrolment_codes
+from backchannel.db.user_codes import delete_old_user_code_failures
 from backchannel.db.jtis import delete_expired_jtis
 from backchannel.db.pool import ConnectionPool
 from backchannel.db.push_outbox import delete_settled_messages
@@ -51,6 +53,9 @@ class Housekeeper(Periodic):
             "push_outbox": lambda: delete_settled_messages(pool, older_than=retention, limit=BATCH),
             "client_notifications": lambda: delete_settled_notifications(
                 pool, older_than=self._settings.notification_retention, limit=BATCH
+            ),
+            "user_code_failures": lambda: delete_old_user_code_failures(
+                pool, older_than=self._settings.user_code_failure_window, limit=BATCH
             ),
             "enrolment_codes": lambda: delete_stale_enrolment_codes(
                 pool, older_than=ENROLMENT_CODE_RETENTION, limit=BATCH

@@ -76,6 +76,12 @@ class Settings:
     # Former key-encryption keys, only to unwrap until `backchannel keys wrap` has rewrapped.
     key_encryption_keys_previous: tuple[str, ...] = field(default=(), repr=False)
 
+    # user codes (CIBA §7.1 user_code; backchannel/oauth/user_codes.py)
+    user_code_max_failures: int = field(default=5, metadata=_bounded(1, 1000))
+    user_code_lock_seconds: int = field(default=900, metadata=_bounded(10, 7 * 86400))
+    user_code_client_max_failures: int = field(default=50, metadata=_bounded(1, 100000))
+    user_code_failure_window: int = field(default=900, metadata=_bounded(10, 7 * 86400))
+
     # push authenticator (docs/device-api.md)
     enrolment_code_ttl: int = field(default=600, metadata=_bounded(60, 86400))
     # How far a device-signed call's iat may be from now (the contract caps it at 2 minutes).

@@ -17,9 +17,11 @@ class User:
     display_name: str
     email: str | None
     phone_number: str | None
-    user_code_hash: bytes | None
+    # argon2id (or "sha256:<hex>" for a code stored before argon2id was used)
+    user_code_hash: str | None
     created_at: datetime
     disabled_at: datetime | None
+    user_code_locked_until: datetime | None = None
 
     @property
     def disabled(self) -> bool:
@@ -33,15 +35,13 @@ class LoginHint:
 
 
 _COLUMNS = (
-    "user_id, subject, display_name, email, phone_number, user_code_hash, created_at, disabled_at"
+    "user_id, subject, display_name, email, phone_number, user_code_hash, created_at, disabled_at,"
+    " user_code_locked_until"
 )
 
 
 def _user(row: asyncpg.Record) -> User:
-    values = dict(row)
-    if values["user_code_hash"] is not None:
-        values["user_code_hash"] = bytes(values["user_code_hash"])
-    return User(**values)
+    return User(**dict(row))
 
 
 async def insert_user(
@@ -51,7 +51,7 @@ async def insert_user(
     display_name: str = "",
     email: str | None = None,
     phone_number: str | None = None,
-    user_code_hash: bytes | None = None,
+    user_code_hash: str | None = None,
 ) -> User:
     row = await conn.fetchrow(
         f"""INSERT INTO users (subject, display_name, email, phone_number, user_code_hash)
@@ -120,8 +120,6 @@ async def select_users_with_hints(
     for row in rows:
         values = dict(row)
         kinds, hint_values = values.pop("hint_kinds"), values.pop("hint_values")
-        if values["user_code_hash"] is not None:
-            values["user_code_hash"] = bytes(values["user_code_hash"])
         result.append(
             (User(**values), [LoginHint(k, v) for k, v in zip(kinds, hint_values, strict=True)])
         )

@@ -19,8 +19,7 @@ from backchannel.db.auth_requests import (
 )
 from backchannel.db.client_notifications import sealed_field
 from backchannel.db.clients import Client
-from backchannel.db.users import User
-from backchannel.errors import InvalidRequest, InvalidUserCode, OAuthError
+from backchannel.errors import InvalidRequest, OAuthError
 from backchannel.oauth.admission import admit_request, prompt_caps, refuse_if_capped
 from backchannel.oauth.authentication_request import (
     REQUEST_PARAMS,
@@ -30,8 +29,9 @@ from backchannel.oauth.authentication_request import (
 )
 from backchannel.oauth.hint_resolution import resolve_user
 from backchannel.oauth.request_object import verify_request_object
-from backchannel.oauth.secrets import hash_secret, new_secret, secret_matches
+from backchannel.oauth.secrets import hash_secret, new_secret
 from backchannel.oauth.services import Services
+from backchannel.oauth.user_codes import check_user_code
 
 
 async def start_authentication(
@@ -50,7 +50,9 @@ async def start_authentication(
         params = await _request_parameters(services, client, form)
         request = parse_authentication_request(params, client, services.settings)
         user = await resolve_user(services, client, **{request.hint_kind: request.hint})
-        _check_user_code(client, user, request)
+        if client.backchannel_user_code_parameter:
+            assert request.user_code is not None
+            await check_user_code(services, client, user, request.user_code)
     except OAuthError as exc:
         await insert_audit_event(
             services.pool,
@@ -149,11 +151,3 @@ def _sealed_notification(
         auth_req_id_sealed=wrap(auth_req_id, sealed_field(id_hash, "auth_req_id")),
         bearer_sealed=wrap(request.client_notification_token, sealed_field(id_hash, "bearer")),
     )
-
-
-def _check_user_code(client: Client, user: User, request: AuthenticationRequest) -> None:
-    if not client.backchannel_user_code_parameter:
-        return
-    assert request.user_code is not None
-    if not secret_matches(request.user_code, user.user_code_hash):
-        raise InvalidUserCode("the user_code does not match")

@@ -22,7 +22,7 @@ from backchannel.db.users import (
     select_user_by_subject,
 )
 from backchannel.oauth.login_hint_parsing import normalise_hint
-from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.user_codes import hash_user_code
 
 # URI schemes a hint may be written with, as in a login_hint (RFC 3966 tel:, RFC 6068 mailto:).
 _KIND_ALIASES = {"tel": "phone", "mailto": "email"}
@@ -82,7 +82,7 @@ async def create_user(
                 display_name=display_name,
                 email=email,
                 phone_number=phone,
-                user_code_hash=hash_secret(user_code) if user_code is not None else None,
+                user_code_hash=hash_user_code(user_code) if user_code is not None else None,
             )
         except asyncpg.UniqueViolationError:
             raise ProvisioningError(f"subject: a user {subject!r} already exists") from None

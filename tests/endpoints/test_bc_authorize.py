@@ -12,6 +12,7 @@ import pytest
 
 from backchannel.db.users import User
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.user_codes import hash_user_code
 from tests.conftest import RegisteredClient
 from tests.support.ciba import audit_events, start_request
 
@@ -199,7 +200,7 @@ async def test_disabled_user_is_unknown(
 async def test_user_code_is_required_when_the_client_uses_it(
     http: httpx.AsyncClient, make_client: Any, db: asyncpg.Connection
 ) -> None:
-    await db.execute("UPDATE users SET user_code_hash = $1", hash_secret("4711"))
+    await db.execute("UPDATE users SET user_code_hash = $1", hash_user_code("4711"))
     coded = await make_client(backchannel_user_code_parameter=True)
     missing = await start_request(http, coded.basic_auth())
     assert missing.json()["error"] == "missing_user_code"

@@ -54,7 +54,7 @@ async def create_user(
     account: str | None = None,
     username: str | None = None,
     display_name: str = "Alice Example",
-    user_code_hash: bytes | None = None,
+    user_code_hash: str | None = None,
 ) -> User:
     n = next(_ids)
     user = await insert_user(
