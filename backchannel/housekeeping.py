@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable
 
 from backchannel.db.client_notifications import delete_settled_notifications
 from backchannel.db.enrolments import delete_stale_enrolment_codes
-from backchannel.db.user_codes import delete_old_user_code_failures
 from backchannel.db.jtis import delete_expired_jtis
 from backchannel.db.pool import ConnectionPool
 from backchannel.db.push_outbox import delete_settled_messages
+from backchannel.db.user_codes import delete_old_user_code_failures
 from backchannel.periodic import Periodic
 from backchannel.settings import Settings
 

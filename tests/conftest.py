@@ -40,7 +40,14 @@ async def database_url(test_postgres: TestPostgres) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(issuer=ISSUER, database_url=database_url, db_pool_min=1, db_pool_max=10)
+    return Settings(
+        issuer=ISSUER,
+        database_url=database_url,
+        db_pool_min=1,
+        db_pool_max=10,
+        # The push service the tests' phones subscribe with (tests/support/device.py).
+        push_allowed_hosts=(*Settings().push_allowed_hosts, "push.example.net"),
+    )
 
 
 @pytest.fixture

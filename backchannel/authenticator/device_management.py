@@ -33,9 +33,11 @@ from backchannel.db.devices import (
 )
 from backchannel.db.pool import Queryable
 from backchannel.db.push_outbox import DISMISS_GRACE_SECONDS
+from backchannel.delivery.webpush import check_push_endpoint
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.central_revocation import revoke_device_grants
-from backchannel.url_guard import UnsafeURL, check_outbound_url
+from backchannel.settings import Settings
+from backchannel.url_guard import UnsafeURL
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 # Uncompressed P-256 point (RFC 8291 §3.1) and the 16-byte auth secret (§3.2).
@@ -43,11 +45,12 @@ _P256DH_BYTES = 65
 _AUTH_BYTES = 16
 
 
-def parse_subscription(value: object, *, allow_insecure: bool) -> Subscription:
+def parse_subscription(value: object, settings: Settings) -> Subscription:
     """A browser's ``PushSubscription.toJSON()``, checked; ``invalid_request`` otherwise.
 
-    The endpoint's shape is checked here; the push-host allow-list is applied
-    when a message is sent.
+    The endpoint must name a push service the operator allows
+    (``BACKCHANNEL_PUSH_ALLOWED_HOSTS``): one the server would refuse to send to
+    is refused here, where the app can tell the user, not later in silence.
     """
     if not isinstance(value, dict):
         raise InvalidRequest("subscription must be a PushSubscription object")
@@ -55,9 +58,12 @@ def parse_subscription(value: object, *, allow_insecure: bool) -> Subscription:
     if not isinstance(endpoint, str) or not isinstance(keys, dict):
         raise InvalidRequest("subscription needs endpoint and keys")
     try:
-        check_outbound_url(endpoint, allow_insecure=allow_insecure)
+        check_push_endpoint(endpoint, settings)
     except UnsafeURL as exc:
-        raise InvalidRequest(f"subscription endpoint refused: {exc}") from None
+        raise InvalidRequest(
+            f"this browser's push service is not allowed by the server ({exc}); "
+            "try another browser, or ask the operator to allow it"
+        ) from None
     p256dh = _base64url(keys.get("p256dh"), "p256dh", _P256DH_BYTES)
     _base64url(keys.get("auth"), "auth", _AUTH_BYTES)
     try:

@@ -93,9 +93,7 @@ async def enrol_device(
     if not isinstance(code, str) or not code or len(code) > MAX_CODE_LENGTH:
         raise InvalidRequest("code is required")
     name = device_name(payload.get("name"))
-    subscription = parse_subscription(
-        payload.get("subscription"), allow_insecure=settings.allow_insecure_urls
-    )
+    subscription = parse_subscription(payload.get("subscription"), settings)
     device_id = new_identifier()
     async with conn.transaction():
         spent = await spend_enrolment_code(conn, hash_secret(code), device_id)

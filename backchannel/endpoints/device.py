@@ -134,9 +134,7 @@ async def device_decision(request: Request) -> Response:
 
 async def device_subscription(request: Request) -> Response:
     services, call = await _device_call(request, SUBSCRIPTION_PATH)
-    subscription = parse_subscription(
-        call.payload.get("subscription"), allow_insecure=services.settings.allow_insecure_urls
-    )
+    subscription = parse_subscription(call.payload.get("subscription"), services.settings)
     await refresh_subscription(services.pool, call.device, subscription)
     return _json({"device_id": call.device.device_id})
 

@@ -205,16 +205,18 @@ async def test_subscription_refresh_refuses_unsafe_or_malformed_subscriptions(
     assert stored == endpoint
 
 
-async def test_subscription_refresh_accepts_loopback_only_with_insecure_urls(
+async def test_subscription_refresh_accepts_loopback_only_with_the_loopback_push_setting(
     settings: Any, db: asyncpg.Connection, alice: User
 ) -> None:
     from tests.conftest import start_app
 
-    async for running in start_app(settings.replace(allow_insecure_urls=True)):
-        phone = await enrolled_phone(running.http, db, alice.user_id)
-        local = {"endpoint": "http://127.0.0.1:9999/push/abc", "keys": new_subscription()["keys"]}
-        response = await phone.call(running.http, "/device/subscription", subscription=local)
-        assert response.status_code == 200, response.text
+    local = {"endpoint": "http://127.0.0.1:9999/push/abc", "keys": new_subscription()["keys"]}
+    for loopback, status in ((False, 400), (True, 200)):
+        changed = settings.replace(allow_insecure_urls=True, push_allow_loopback=loopback)
+        async for running in start_app(changed):
+            phone = await enrolled_phone(running.http, db, alice.user_id)
+            response = await phone.call(running.http, "/device/subscription", subscription=local)
+            assert response.status_code == status, response.text
 
 
 # --- backchannel device list|remove ---------------------------------------------------------
@@ -264,3 +266,16 @@ async def test_cli_lists_and_removes_devices(
     assert event["detail"]["by"] == "cli"
     code, output = await asyncio.to_thread(run_cli, "device", "remove", phone.device_id)
     assert code == 1 and "no active device" in output
+
+
+async def test_a_subscription_refresh_to_a_push_service_off_the_allow_list_is_refused(
+    http: httpx.AsyncClient, db: asyncpg.Connection, alice: User
+) -> None:
+    phone = await enrolled_phone(http, db, alice.user_id)
+    before = await db.fetchval("SELECT push_endpoint FROM devices")
+    response = await phone.call(
+        http, "/device/subscription", subscription=new_subscription("push.attacker.example")
+    )
+    assert response.status_code == 400
+    assert "push service is not allowed" in response.json()["error_description"]
+    assert await db.fetchval("SELECT push_endpoint FROM devices") == before

@@ -18,7 +18,7 @@ from backchannel.db.users import User
 from backchannel.oauth.secrets import hash_secret
 from tests.conftest import RegisteredClient
 from tests.support.ciba import audit_events
-from tests.support.device import Phone, enrolment_code, post_jose, sign_jws
+from tests.support.device import Phone, enrolment_code, new_subscription, post_jose, sign_jws
 
 
 async def test_enrolment_with_a_valid_code_registers_the_device(
@@ -361,3 +361,15 @@ async def test_cli_user_enrol_refuses_unknown_users_and_bad_ttls(alice: User) ->
     assert code == 2 and "nobody" in output
     code, output = await asyncio.to_thread(run_cli, "user", "enrol", "alice", "--ttl", "5")
     assert code == 2 and "--ttl" in output
+
+
+async def test_enrolment_with_a_push_service_off_the_allow_list_is_refused_in_plain_words(
+    http: httpx.AsyncClient, db: asyncpg.Connection, alice: User
+) -> None:
+    code = await enrolment_code(db, alice.user_id)
+    phone = Phone(subscription=new_subscription("push.attacker.example"))
+    response = await phone.enrol(http, code)
+    assert response.status_code == 400
+    description = response.json()["error_description"]
+    assert "push service is not allowed" in description
+    assert await db.fetchval("SELECT count(*) FROM devices") == 0
