@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -64,6 +65,15 @@ async def test_discovery_without_cache_control_is_kept_for_the_default_lifetime(
     fake_clock.advance(2)
     await client.discover()
     assert stand_in.hits["discovery"] == 2
+
+
+async def test_concurrent_uses_of_a_stale_document_share_one_fetch(
+    new_client: NewClient, stand_in: StandInIssuer
+) -> None:
+    client = await new_client(stand_in.url, AUTH)
+    documents = await asyncio.gather(*(client.discover() for _ in range(5)))
+    assert len({id(d) for d in documents}) == 1
+    assert stand_in.hits["discovery"] == 1
 
 
 async def test_discovery_naming_another_issuer_is_refused(

@@ -51,7 +51,8 @@ def _with_payload(token: str, **changes: Any) -> str:
 async def test_well_formed_token_verifies_and_gives_its_claims(
     client: CibaClient, stand_in: StandInIssuer
 ) -> None:
-    token = stand_in.id_token(at_hash=left_half_sha256("at-1"), **{AUTH_REQ_ID_CLAIM: "req-1"})
+    extra: dict[str, Any] = {AUTH_REQ_ID_CLAIM: "req-1"}
+    token = stand_in.id_token(at_hash=left_half_sha256("at-1"), **extra)
     claims = await client.verify_id_token(token, auth_req_id="req-1", access_token="at-1")
     assert claims["sub"] == "alice"
 
@@ -156,7 +157,8 @@ async def test_at_hash_of_another_access_token_is_refused(
 async def test_rt_hash_of_another_refresh_token_is_refused(
     client: CibaClient, stand_in: StandInIssuer
 ) -> None:
-    token = stand_in.id_token(**{RT_HASH_CLAIM: left_half_sha256("another refresh token")})
+    extra: dict[str, Any] = {RT_HASH_CLAIM: left_half_sha256("another refresh token")}
+    token = stand_in.id_token(**extra)
     with pytest.raises(InvalidIdToken, match="rt_hash"):
         await client.verify_id_token(token, refresh_token="rt-1")
 
@@ -183,7 +185,8 @@ async def test_wait_returns_tokens_whose_id_token_names_the_auth_req_id(
 async def test_wait_refuses_an_id_token_for_another_auth_req_id(
     client: CibaClient, stand_in: StandInIssuer, claim: str | None
 ) -> None:
-    stand_in.token_answer = (200, stand_in.token_response("req-1", **{AUTH_REQ_ID_CLAIM: claim}))
+    extra: dict[str, Any] = {AUTH_REQ_ID_CLAIM: claim}
+    stand_in.token_answer = (200, stand_in.token_response("req-1", **extra))
     with pytest.raises(InvalidIdToken, match="auth_req_id"):
         await client.wait("req-1")
 

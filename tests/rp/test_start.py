@@ -41,7 +41,7 @@ async def test_start_needs_exactly_one_hint_and_sends_nothing_otherwise(
     make_rp_client: MakeClient,
     rp: RegisteredClient,
     requests_sent: RequestLog,
-    hints: dict[str, str],
+    hints: dict[str, Any],
 ) -> None:
     client = await make_rp_client(basic(rp))
     with pytest.raises(UsageError, match="exactly one of login_hint"):

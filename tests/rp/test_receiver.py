@@ -1,0 +1,282 @@
+"""The notification receiver (CIBA §10.2 ping, §10.3 push), as a Starlette endpoint and as an
+aiohttp handler, posted to directly. Pushed tokens are real ones from the real server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+import httpx
+import pytest
+from aiohttp import web
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from backchannel.rp import (
+    AccessDenied,
+    AuthenticationStarted,
+    CibaClient,
+    Notification,
+    PingNotification,
+    PushedError,
+    PushedTokens,
+    TransactionFailed,
+    aiohttp_notification_handler,
+    starlette_notification_endpoint,
+)
+from tests.conftest import RegisteredClient
+from tests.support.ciba import decide, poll
+from tests.support.served import ServedApp
+
+pytestmark = pytest.mark.usefixtures("alice")
+
+BOTH = pytest.mark.parametrize("framework", ["starlette", "aiohttp"])
+
+
+@dataclass
+class Receiver:
+    """A notification endpoint under test and what its callback was handed."""
+
+    http: httpx.AsyncClient
+    url: str
+    received: list[Notification] = field(default_factory=list)
+
+    async def post(self, body: Any, bearer: str | None = None, **headers: str) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        headers["Content-Type"] = "application/json"
+        return await self.http.post(self.url, content=content, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def _starlette(endpoint: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    app = Starlette(routes=[Route("/ciba-notify", endpoint, methods=["POST"])])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rp.test") as http:
+        yield http, "/ciba-notify"
+
+
+@contextlib.asynccontextmanager
+async def _aiohttp(handler: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    app = web.Application()
+    app.router.add_post("/ciba-notify", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with httpx.AsyncClient() as http:
+            yield http, f"http://{host}:{port}/ciba-notify"
+    finally:
+        await runner.cleanup()
+
+
+ReceiverFor = Callable[..., contextlib.AbstractAsyncContextManager[Receiver]]
+
+
+@pytest.fixture
+def framework() -> str:
+    return "starlette"
+
+
+@pytest.fixture
+def receiver_for(framework: str) -> ReceiverFor:
+    """``async with receiver_for(client, mode, **options) as receiver``."""
+
+    @contextlib.asynccontextmanager
+    async def make(
+        client: CibaClient, mode: Literal["ping", "push"], **options: Any
+    ) -> AsyncIterator[Receiver]:
+        received: list[Notification] = []
+
+        async def callback(notification: Notification) -> None:
+            received.append(notification)
+
+        if framework == "starlette":
+            serving = _starlette(
+                starlette_notification_endpoint(client, callback, mode=mode, **options)
+            )
+        else:
+            serving = _aiohttp(aiohttp_notification_handler(client, callback, mode=mode, **options))
+        async with serving as (http, url):
+            yield Receiver(http, url, received)
+
+    return make
+
+
+async def _start(client: CibaClient, token: str) -> AuthenticationStarted:
+    return await client.start(login_hint="alice@example.com", client_notification_token=token)
+
+
+@BOTH
+async def test_ping_with_the_bearer_sent_for_that_request_reaches_the_callback(
+    client: CibaClient, receiver_for: ReceiverFor
+) -> None:
+    started = await _start(client, "ping-token-1")
+    async with receiver_for(client, "ping") as receiver:
+        answer = await receiver.post({"auth_req_id": started.auth_req_id}, "ping-token-1")
+    assert answer.status_code == 204
+    assert receiver.received == [PingNotification(started.auth_req_id)]
+
+
+@BOTH
+async def test_wrong_missing_or_foreign_bearer_is_401_and_reaches_nobody(
+    client: CibaClient, receiver_for: ReceiverFor
+) -> None:
+    started = await _start(client, "ping-token-1")
+    other = await _start(client, "ping-token-2")
+    body = {"auth_req_id": started.auth_req_id}
+    async with receiver_for(client, "ping") as receiver:
+        answers = [
+            await receiver.post(body, "ping-token-x"),
+            await receiver.post(body),
+            await receiver.post(body, Authorization="Basic ping-token-1"),
+            await receiver.post(body, "ping-token-2"),  # the token of another request
+            await receiver.post({"auth_req_id": "never-started"}, "ping-token-1"),
+        ]
+    assert [a.status_code for a in answers] == [401] * 5
+    assert all(a.headers["www-authenticate"] == "Bearer" for a in answers)
+    assert receiver.received == []
+    assert other.auth_req_id != started.auth_req_id
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b"{}", b'{"auth_req_id": 42}', b'{"auth_req_id": ""}'],
+    ids=["not JSON", "array", "no auth_req_id", "number", "empty"],
+)
+async def test_malformed_body_is_400(
+    client: CibaClient, receiver_for: ReceiverFor, body: bytes
+) -> None:
+    await _start(client, "ping-token-1")
+    async with receiver_for(client, "ping") as receiver:
+        answer = await receiver.post(body, "ping-token-1")
+    assert answer.status_code == 400
+    assert receiver.received == []
+
+
+async def test_oversized_body_is_413(client: CibaClient, receiver_for: ReceiverFor) -> None:
+    started = await _start(client, "ping-token-1")
+    body = {"auth_req_id": started.auth_req_id, "padding": "x" * 300_000}
+    async with receiver_for(client, "ping") as receiver:
+        answer = await receiver.post(body, "ping-token-1")
+    assert answer.status_code == 413
+
+
+async def test_tokens_can_be_looked_up_where_the_relying_party_keeps_them(
+    client: CibaClient, receiver_for: ReceiverFor
+) -> None:
+    shared_store = {"req-from-another-process": "its-token"}
+
+    async def lookup(auth_req_id: str) -> str | None:
+        return shared_store.get(auth_req_id)
+
+    async with receiver_for(client, "ping", token_lookup=lookup) as receiver:
+        answer = await receiver.post({"auth_req_id": "req-from-another-process"}, "its-token")
+    assert answer.status_code == 204
+
+
+@pytest.fixture
+async def raw(server: ServedApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        yield http
+
+
+async def _real_tokens(
+    client: CibaClient,
+    raw: httpx.AsyncClient,
+    rp: RegisteredClient,
+    db: asyncpg.Connection,
+    notification_token: str,
+) -> dict[str, Any]:
+    """What the server would push for a request this client started: its token response."""
+    started = await _start(client, notification_token)
+    await decide(db, started.auth_req_id, "approved")
+    answer = await poll(raw, rp.basic_auth(), started.auth_req_id)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return {**body, "auth_req_id": started.auth_req_id}
+
+
+@BOTH
+async def test_pushed_tokens_are_verified_and_handed_over(
+    client: CibaClient,
+    receiver_for: ReceiverFor,
+    raw: httpx.AsyncClient,
+    rp: RegisteredClient,
+    db: asyncpg.Connection,
+) -> None:
+    pushed = await _real_tokens(client, raw, rp, db, "push-token-1")
+    async with receiver_for(client, "push") as receiver:
+        answer = await receiver.post(pushed, "push-token-1")
+        again = await receiver.post(pushed, "push-token-1")
+    assert answer.status_code == 204
+    [notification] = receiver.received
+    assert isinstance(notification, PushedTokens)
+    assert notification.auth_req_id == pushed["auth_req_id"]
+    assert notification.tokens.access_token == pushed["access_token"]
+    assert notification.tokens.id_token_claims is not None
+    assert notification.tokens.id_token_claims["sub"] == "alice"
+    assert again.status_code == 401  # the request is finished: its token is forgotten
+
+
+@pytest.mark.parametrize("swapped", ["access_token", "refresh_token", "id_token"])
+async def test_push_whose_tokens_do_not_belong_together_is_400(
+    client: CibaClient,
+    receiver_for: ReceiverFor,
+    raw: httpx.AsyncClient,
+    rp: RegisteredClient,
+    db: asyncpg.Connection,
+    swapped: str,
+) -> None:
+    pushed = await _real_tokens(client, raw, rp, db, "push-token-1")
+    other = await _real_tokens(client, raw, rp, db, "push-token-2")
+    # at_hash, rt_hash or the auth_req_id claim now names the other request's token.
+    mixed = {**pushed, swapped: other[swapped]}
+    async with receiver_for(client, "push") as receiver:
+        answer = await receiver.post(mixed, "push-token-1")
+    assert answer.status_code == 400
+    assert receiver.received == []
+
+
+@BOTH
+async def test_pushed_error_is_handed_over_as_the_matching_oauth_error(
+    client: CibaClient, receiver_for: ReceiverFor
+) -> None:
+    failed = await _start(client, "push-token-1")
+    denied = await _start(client, "push-token-2")
+    async with receiver_for(client, "push") as receiver:
+        first = await receiver.post(
+            {
+                "auth_req_id": failed.auth_req_id,
+                "error": "transaction_failed",
+                "error_description": "the payment could not be made",
+            },
+            "push-token-1",
+        )
+        second = await receiver.post(
+            {"auth_req_id": denied.auth_req_id, "error": "access_denied"}, "push-token-2"
+        )
+    assert (first.status_code, second.status_code) == (204, 204)
+    errors = [n for n in receiver.received if isinstance(n, PushedError)]
+    assert [type(n.error) for n in errors] == [TransactionFailed, AccessDenied]
+    assert errors[0].error.error_description == "the payment could not be made"
+    assert errors[0].error.status is None
+
+
+async def test_pushed_error_without_a_string_code_is_400(
+    client: CibaClient, receiver_for: ReceiverFor
+) -> None:
+    started = await _start(client, "push-token-1")
+    async with receiver_for(client, "push") as receiver:
+        answer = await receiver.post(
+            {"auth_req_id": started.auth_req_id, "error": 7}, "push-token-1"
+        )
+    assert answer.status_code == 400
