@@ -20,6 +20,7 @@ from backchannel.rp import (
     AccessDenied,
     AuthenticationStarted,
     CibaClient,
+    ClientSecretBasic,
     Notification,
     PingNotification,
     PushedError,
@@ -29,8 +30,10 @@ from backchannel.rp import (
     starlette_notification_endpoint,
 )
 from tests.conftest import RegisteredClient
+from tests.rp.conftest import NewClient
 from tests.support.ciba import decide, poll
 from tests.support.served import ServedApp
+from tests.support.stand_in_issuer import run_stand_in_issuer
 
 pytestmark = pytest.mark.usefixtures("alice")
 
@@ -279,4 +282,20 @@ async def test_pushed_error_without_a_string_code_is_400(
         answer = await receiver.post(
             {"auth_req_id": started.auth_req_id, "error": 7}, "push-token-1"
         )
+    assert answer.status_code == 400
+
+
+async def test_push_whose_id_token_lacks_at_hash_is_400(
+    new_client: NewClient, receiver_for: ReceiverFor
+) -> None:
+    """Poll mode may omit at_hash; push may not (CIBA §10.3.1)."""
+    async with run_stand_in_issuer("rp-1") as stand_in:
+        client = await new_client(stand_in.url, ClientSecretBasic("rp-1", "secret"))
+
+        async def lookup(auth_req_id: str) -> str | None:
+            return "push-token-1"
+
+        body = {**stand_in.token_response("req-1", at_hash=None), "auth_req_id": "req-1"}
+        async with receiver_for(client, "push", token_lookup=lookup) as receiver:
+            answer = await receiver.post(body, "push-token-1")
     assert answer.status_code == 400
