@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -91,12 +92,30 @@ def retry_after(answer: Answer, now: float) -> float | None:
     return max(0.0, math.ceil(at.timestamp() - now))
 
 
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)="([^"]*)"')
+
+
+def bearer_challenge(header: str) -> dict[str, str]:
+    """The parameters of a ``Bearer`` challenge (RFC 6750 §3), for a resource server that
+    answers its error in ``WWW-Authenticate`` only."""
+    scheme, _, params = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return {}
+    return dict(_CHALLENGE_PARAM.findall(params))
+
+
 def oauth_error(answer: Answer, now: float) -> OAuthError:
-    """The error an answer carries (a 503 without a JSON body is ``temporarily_unavailable``)."""
+    """The error an answer carries: from its JSON body, else from a Bearer challenge; a 503
+    without either is ``temporarily_unavailable``."""
     wait = retry_after(answer, now)
     try:
         body = answer.json_object()
     except ProtocolError:
+        challenge = bearer_challenge(answer.headers.get("WWW-Authenticate", ""))
+        if "error" in challenge:
+            return OAuthError.from_code(
+                challenge["error"], challenge.get("error_description"), status=answer.status
+            )
         if answer.status == 503:
             return OAuthError.from_code("temporarily_unavailable", status=503, retry_after=wait)
         raise ProtocolError(

@@ -5,8 +5,17 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from backchannel.rp import CibaClient, InvalidGrant, OAuthError, ProtocolError, TokenResponse
+from backchannel.rp import (
+    CibaClient,
+    ClientSecretBasic,
+    InvalidGrant,
+    OAuthError,
+    ProtocolError,
+    TokenResponse,
+)
+from tests.rp.conftest import NewClient
 from tests.support.ciba import decide
+from tests.support.stand_in_issuer import run_stand_in_issuer
 
 pytestmark = pytest.mark.usefixtures("alice")
 
@@ -42,6 +51,21 @@ async def test_userinfo_with_a_revoked_access_token_is_an_oauth_error(
     with pytest.raises(OAuthError) as caught:
         await client.userinfo(tokens.access_token)
     assert (caught.value.error, caught.value.status) == ("invalid_token", 401)
+
+
+async def test_userinfo_error_told_only_in_the_bearer_challenge_is_an_oauth_error(
+    new_client: NewClient,
+) -> None:
+    async with run_stand_in_issuer("rp-1") as stand_in:
+        client = await new_client(stand_in.url, ClientSecretBasic("rp-1", "secret"))
+        with pytest.raises(OAuthError) as caught:
+            await client.userinfo("an-expired-token")
+    error = caught.value
+    assert (error.error, error.error_description, error.status) == (
+        "invalid_token",
+        "the token expired",
+        401,
+    )
 
 
 async def test_refresh_rotates_the_refresh_token_and_verifies_the_new_id_token(

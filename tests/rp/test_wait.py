@@ -216,6 +216,37 @@ async def test_retry_after_of_a_locked_request_is_waited_out_and_kept_as_the_int
     assert await _strikes(db) == strikes_after_first_poll[0]  # never struck once it knew
 
 
+class GaveUp(Exception):
+    """The caller stops waiting (a shutdown, a cancelled task) between two polls."""
+
+
+async def test_wait_given_up_between_polls_can_be_taken_up_again(
+    make_rp_client: MakeClient,
+    rp: RegisteredClient,
+    db: asyncpg.Connection,
+    server_time: ServerTime,
+) -> None:
+    client = await make_rp_client(basic(rp), clock=server_time, long_poll_wait=0)
+    started = await client.start(
+        login_hint="alice@example.com", requested_expiry=60, client_notification_token="t-1"
+    )
+
+    async def give_up(count: int) -> None:
+        raise GaveUp
+
+    server_time.during_sleep = give_up
+    with pytest.raises(GaveUp):
+        await client.wait(started)
+    # Still noted: the notification token for the receiver, the pacing for the next wait.
+    assert client.notification_token_for(started.auth_req_id) == "t-1"
+
+    server_time.during_sleep = None
+    await decide(db, started.auth_req_id, "approved")
+    await client.wait(started.auth_req_id)
+    assert await _strikes(db) == 0
+    assert client.notification_token_for(started.auth_req_id) is None  # done with it
+
+
 async def test_denied_request_raises_access_denied(
     client: CibaClient, db: asyncpg.Connection
 ) -> None:

@@ -105,6 +105,7 @@ class StandInIssuer:
             "token_endpoint": self.url + "/token",
             "backchannel_authentication_endpoint": self.url + "/bc-authorize",
             "jwks_uri": self.url + "/jwks",
+            "userinfo_endpoint": self.url + "/userinfo",
             "id_token_signing_alg_values_supported": ["ES256", "PS256", "RS256"],
         }
         return self._answer(document, self.discovery_cache_control)
@@ -124,6 +125,12 @@ class StandInIssuer:
             headers={"Cache-Control": "no-store"},
         )
 
+    async def userinfo(self, request: web.Request) -> web.Response:
+        """Refuses every token the way RFC 6750 §3 allows: in the challenge only, no body."""
+        self.hits["userinfo"] += 1
+        challenge = 'Bearer error="invalid_token", error_description="the token expired"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
 
 @contextlib.asynccontextmanager
 async def run_stand_in_issuer(client_id: str = "rp-1") -> AsyncIterator[StandInIssuer]:
@@ -132,6 +139,7 @@ async def run_stand_in_issuer(client_id: str = "rp-1") -> AsyncIterator[StandInI
     app.router.add_get("/.well-known/openid-configuration", issuer.discovery)
     app.router.add_get("/jwks", issuer.jwks)
     app.router.add_post("/token", issuer.token)
+    app.router.add_get("/userinfo", issuer.userinfo)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
