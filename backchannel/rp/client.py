@@ -27,7 +27,7 @@ from backchannel.rp.authentication_request import (
 from backchannel.rp.client_auth import ClientAuth
 from backchannel.rp.clock import Clock, SystemClock
 from backchannel.rp.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
-from backchannel.rp.errors import ProtocolError, UsageError
+from backchannel.rp.errors import OAuthError, ProtocolError, UsageError
 from backchannel.rp.http_cache import CachedResource, freshness_lifetime
 from backchannel.rp.id_token import Expected, verify_id_token
 from backchannel.rp.jwks import ProviderKeys, PublishedKey, parse_jwks
@@ -80,6 +80,7 @@ class CibaClient:
         self._clock: Clock = clock or SystemClock()
         self._session = session
         self._owns_session = session is None
+        self._closed = False
         self._signing_key = request_signing_key
         self._signing_alg: str | None = None
         if request_signing_key is not None:
@@ -115,15 +116,16 @@ class CibaClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP session if the client created it."""
+        """Close the HTTP session if the client created it; the client is then done."""
+        self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
 
     def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise UsageError("the client is closed")
         if self._session is None:
-            if not self._owns_session:
-                raise UsageError("the client is closed")
             self._session = aiohttp.ClientSession()
         return self._session
 
@@ -268,10 +270,11 @@ class CibaClient:
 
         try:
             body = await poll_until_decided(poll_once, pacing, self._clock)
-            tokens = await self._verified(body, auth_req_id=auth_req_id)
-        finally:
-            self._pending.forget(auth_req_id)
-        return tokens
+        except OAuthError:
+            self._pending.forget(auth_req_id)  # a final answer; not so after a network failure
+            raise
+        self._pending.forget(auth_req_id)  # spent, whatever the verification finds
+        return await self._verified(body, auth_req_id=auth_req_id)
 
     async def _verified(
         self, body: Mapping[str, Any], *, auth_req_id: str | None, push: bool = False
