@@ -26,13 +26,12 @@ from backchannel.rp.authentication_request import (
 )
 from backchannel.rp.client_auth import ClientAuth
 from backchannel.rp.clock import Clock, SystemClock
-from backchannel.rp.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
+from backchannel.rp.discovery import ProviderMetadata
 from backchannel.rp.errors import OAuthError, ProtocolError, UsageError
-from backchannel.rp.http_cache import CachedResource, freshness_lifetime
 from backchannel.rp.id_token import Expected, verify_id_token
-from backchannel.rp.jwks import ProviderKeys, PublishedKey, parse_jwks
 from backchannel.rp.pending import PendingRequests
 from backchannel.rp.polling import Pacing, PollAnswer, poll_until_decided
+from backchannel.rp.provider import Provider
 from backchannel.rp.signing import check_signing_key
 from backchannel.rp.tokens import TokenResponse, read_token_response
 
@@ -49,7 +48,8 @@ class CibaClient:
     ``long_poll_wait`` is the ``Prefer: wait`` asked of the token endpoint; 0 turns
     long polling off. ``timeout`` bounds each HTTP exchange (a held poll gets
     its wait on top). ``clock_skew`` is the leeway for ID token times.
-    ``cache_ttl`` keeps discovery and keys served without ``Cache-Control``;
+    ``cache_ttl`` keeps discovery and keys served without ``Cache-Control``, and
+    ``max_cache_ttl`` caps what a ``max-age`` may ask;
     ``refetch_interval`` is the least time between two key-set fetches caused by
     an unknown ``kid``. ``clock`` replaces the real clocks and sleep.
     """
@@ -86,12 +86,14 @@ class CibaClient:
         if request_signing_key is not None:
             self._signing_alg = request_signing_alg or default_alg(request_signing_key)
             check_signing_key(request_signing_key, self._signing_alg)
-        self._cache_ttl, self._max_cache_ttl = cache_ttl, max_cache_ttl
-        self._metadata = CachedResource(
-            self._fetch_metadata, self._clock, refetch_interval=refetch_interval
-        )
-        self._keys = ProviderKeys(
-            CachedResource(self._fetch_keys, self._clock, refetch_interval=refetch_interval)
+        self._provider = Provider(
+            issuer,
+            self._http,
+            self._clock,
+            timeout=timeout,
+            cache_ttl=cache_ttl,
+            max_cache_ttl=max_cache_ttl,
+            refetch_interval=refetch_interval,
         )
         self._pending = PendingRequests(self._clock)
 
@@ -129,29 +131,9 @@ class CibaClient:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    # -- provider metadata and keys ------------------------------------------------------
-
     async def discover(self) -> ProviderMetadata:
         """The provider's metadata (OIDC Discovery §4), cached per its ``Cache-Control``."""
-        return await self._metadata.get()
-
-    async def _get(self, url: str) -> transport.Answer:
-        answer = await transport.exchange(self._http(), "GET", url, within=self.timeout)
-        if answer.status != 200:
-            raise ProtocolError(f"GET {url} answered HTTP {answer.status}", status=answer.status)
-        return answer
-
-    def _lifetime(self, answer: transport.Answer) -> float:
-        return freshness_lifetime(answer.headers, self._cache_ttl, self._max_cache_ttl)
-
-    async def _fetch_metadata(self) -> tuple[ProviderMetadata, float]:
-        answer = await self._get(discovery_url(self.issuer))
-        metadata = parse_provider_metadata(answer.json_object(), self.issuer)
-        return metadata, self._lifetime(answer)
-
-    async def _fetch_keys(self) -> tuple[tuple[PublishedKey, ...], float]:
-        answer = await self._get((await self.discover()).jwks_uri)
-        return parse_jwks(answer.json_object()), self._lifetime(answer)
+        return await self._provider.metadata()
 
     # -- one authenticated call ------------------------------------------------------------
 
@@ -173,12 +155,6 @@ class CibaClient:
             headers=sent_headers,
             within=within or self.timeout,
         )
-
-    def _endpoint(self, metadata: ProviderMetadata, name: str) -> str:
-        url = getattr(metadata, name)
-        if not isinstance(url, str):
-            raise ProtocolError(f"the provider publishes no {name}")
-        return url
 
     # -- CIBA ------------------------------------------------------------------------------
 
@@ -320,7 +296,7 @@ class CibaClient:
             refresh_token=refresh_token,
             hashes_required=hashes_required,
         )
-        return await verify_id_token(id_token, self._keys, expected)
+        return await verify_id_token(id_token, self._provider.keys, expected)
 
     # -- after the authentication ----------------------------------------------------------
 
@@ -342,7 +318,7 @@ class CibaClient:
         form = {"token": token}
         if token_type_hint is not None:
             form["token_type_hint"] = token_type_hint
-        answer = await self._post(self._endpoint(metadata, "revocation_endpoint"), form)
+        answer = await self._post(metadata.endpoint("revocation_endpoint"), form)
         if answer.status != 200:
             raise transport.oauth_error(answer, self._clock.time())
 
@@ -352,7 +328,7 @@ class CibaClient:
         form = {"token": token}
         if token_type_hint is not None:
             form["token_type_hint"] = token_type_hint
-        answer = await self._post(self._endpoint(metadata, "introspection_endpoint"), form)
+        answer = await self._post(metadata.endpoint("introspection_endpoint"), form)
         body = transport.json_or_error(answer, self._clock.time())
         if not isinstance(body.get("active"), bool):
             raise ProtocolError("the introspection answer has no boolean active member")
@@ -367,7 +343,7 @@ class CibaClient:
         answer = await transport.exchange(
             self._http(),
             "GET",
-            self._endpoint(metadata, "userinfo_endpoint"),
+            metadata.endpoint("userinfo_endpoint"),
             headers={"Authorization": f"Bearer {access_token}"},
             within=self.timeout,
         )

@@ -32,6 +32,13 @@ class ProviderMetadata:
     backchannel_user_code_parameter_supported: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def endpoint(self, name: str) -> str:
+        """The URL of an optional endpoint, e.g. ``"userinfo_endpoint"``; ProtocolError if none."""
+        url = getattr(self, name)
+        if not isinstance(url, str):
+            raise ProtocolError(f"the provider publishes no {name}")
+        return url
+
 
 def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + WELL_KNOWN

@@ -41,6 +41,7 @@ class SyncCibaClient:
         timeout: float = 10.0,
         clock_skew: float = 30.0,
         cache_ttl: float = 300.0,
+        max_cache_ttl: float = 86400.0,
         refetch_interval: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
@@ -53,6 +54,7 @@ class SyncCibaClient:
             timeout=timeout,
             clock_skew=clock_skew,
             cache_ttl=cache_ttl,
+            max_cache_ttl=max_cache_ttl,
             refetch_interval=refetch_interval,
             clock=clock,
         )
