@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +34,6 @@ from tests.rp.conftest import NewClient
 from tests.support.ciba import decide, poll
 from tests.support.served import ServedApp
 from tests.support.stand_in_issuer import run_stand_in_issuer
-
-pytestmark = pytest.mark.usefixtures("alice")
 
 BOTH = pytest.mark.parametrize("framework", ["starlette", "aiohttp"])
 
@@ -113,11 +111,27 @@ def receiver_for(framework: str) -> ReceiverFor:
     return make
 
 
+@pytest.fixture
+async def offline_client(new_client: NewClient) -> CibaClient:
+    """A client that never reaches a provider: enough where nothing needs verifying."""
+    return await new_client("http://127.0.0.1:9", ClientSecretBasic("rp-1", "secret"))
+
+
+def lookup_in(store: dict[str, str]) -> Callable[[str], Awaitable[str | None]]:
+    """A ``token_lookup`` reading where a relying party keeps its notification tokens."""
+
+    async def lookup(auth_req_id: str) -> str | None:
+        return store.get(auth_req_id)
+
+    return lookup
+
+
 async def _start(client: CibaClient, token: str) -> AuthenticationStarted:
     return await client.start(login_hint="alice@example.com", client_notification_token=token)
 
 
 @BOTH
+@pytest.mark.usefixtures("alice")
 async def test_ping_with_the_bearer_sent_for_that_request_reaches_the_callback(
     client: CibaClient, receiver_for: ReceiverFor
 ) -> None:
@@ -129,6 +143,7 @@ async def test_ping_with_the_bearer_sent_for_that_request_reaches_the_callback(
 
 
 @BOTH
+@pytest.mark.usefixtures("alice")
 async def test_wrong_missing_or_foreign_bearer_is_401_and_reaches_nobody(
     client: CibaClient, receiver_for: ReceiverFor
 ) -> None:
@@ -156,34 +171,32 @@ async def test_wrong_missing_or_foreign_bearer_is_401_and_reaches_nobody(
     ids=["not JSON", "array", "no auth_req_id", "number", "empty"],
 )
 async def test_malformed_body_is_400(
-    client: CibaClient, receiver_for: ReceiverFor, body: bytes
+    offline_client: CibaClient, receiver_for: ReceiverFor, body: bytes
 ) -> None:
-    await _start(client, "ping-token-1")
-    async with receiver_for(client, "ping") as receiver:
+    lookup = lookup_in({"req-1": "ping-token-1"})
+    async with receiver_for(offline_client, "ping", token_lookup=lookup) as receiver:
         answer = await receiver.post(body, "ping-token-1")
     assert answer.status_code == 400
     assert receiver.received == []
 
 
-async def test_oversized_body_is_413(client: CibaClient, receiver_for: ReceiverFor) -> None:
-    started = await _start(client, "ping-token-1")
-    body = {"auth_req_id": started.auth_req_id, "padding": "x" * 300_000}
-    async with receiver_for(client, "ping") as receiver:
+async def test_oversized_body_is_413(offline_client: CibaClient, receiver_for: ReceiverFor) -> None:
+    body = {"auth_req_id": "req-1", "padding": "x" * 300_000}
+    lookup = lookup_in({"req-1": "ping-token-1"})
+    async with receiver_for(offline_client, "ping", token_lookup=lookup) as receiver:
         answer = await receiver.post(body, "ping-token-1")
     assert answer.status_code == 413
 
 
 async def test_tokens_can_be_looked_up_where_the_relying_party_keeps_them(
-    client: CibaClient, receiver_for: ReceiverFor
+    offline_client: CibaClient, receiver_for: ReceiverFor
 ) -> None:
-    shared_store = {"req-from-another-process": "its-token"}
-
-    async def lookup(auth_req_id: str) -> str | None:
-        return shared_store.get(auth_req_id)
-
-    async with receiver_for(client, "ping", token_lookup=lookup) as receiver:
+    lookup = lookup_in({"req-from-another-process": "its-token"})
+    async with receiver_for(offline_client, "ping", token_lookup=lookup) as receiver:
         answer = await receiver.post({"auth_req_id": "req-from-another-process"}, "its-token")
-    assert answer.status_code == 204
+        wrong = await receiver.post({"auth_req_id": "req-from-another-process"}, "not-its-token")
+    assert (answer.status_code, wrong.status_code) == (204, 401)
+    assert receiver.received == [PingNotification("req-from-another-process")]
 
 
 @pytest.fixture
@@ -209,6 +222,7 @@ async def _real_tokens(
 
 
 @BOTH
+@pytest.mark.usefixtures("alice")
 async def test_pushed_tokens_are_verified_and_handed_over(
     client: CibaClient,
     receiver_for: ReceiverFor,
@@ -230,6 +244,7 @@ async def test_pushed_tokens_are_verified_and_handed_over(
     assert again.status_code == 401  # the request is finished: its token is forgotten
 
 
+@pytest.mark.usefixtures("alice")
 @pytest.mark.parametrize("swapped", ["access_token", "refresh_token", "id_token"])
 async def test_push_whose_tokens_do_not_belong_together_is_400(
     client: CibaClient,
@@ -251,21 +266,20 @@ async def test_push_whose_tokens_do_not_belong_together_is_400(
 
 @BOTH
 async def test_pushed_error_is_handed_over_as_the_matching_oauth_error(
-    client: CibaClient, receiver_for: ReceiverFor
+    offline_client: CibaClient, receiver_for: ReceiverFor
 ) -> None:
-    failed = await _start(client, "push-token-1")
-    denied = await _start(client, "push-token-2")
-    async with receiver_for(client, "push") as receiver:
+    lookup = lookup_in({"req-1": "push-token-1", "req-2": "push-token-2"})
+    async with receiver_for(offline_client, "push", token_lookup=lookup) as receiver:
         first = await receiver.post(
             {
-                "auth_req_id": failed.auth_req_id,
+                "auth_req_id": "req-1",
                 "error": "transaction_failed",
                 "error_description": "the payment could not be made",
             },
             "push-token-1",
         )
         second = await receiver.post(
-            {"auth_req_id": denied.auth_req_id, "error": "access_denied"}, "push-token-2"
+            {"auth_req_id": "req-2", "error": "access_denied"}, "push-token-2"
         )
     assert (first.status_code, second.status_code) == (204, 204)
     errors = [n for n in receiver.received if isinstance(n, PushedError)]
@@ -275,13 +289,11 @@ async def test_pushed_error_is_handed_over_as_the_matching_oauth_error(
 
 
 async def test_pushed_error_without_a_string_code_is_400(
-    client: CibaClient, receiver_for: ReceiverFor
+    offline_client: CibaClient, receiver_for: ReceiverFor
 ) -> None:
-    started = await _start(client, "push-token-1")
-    async with receiver_for(client, "push") as receiver:
-        answer = await receiver.post(
-            {"auth_req_id": started.auth_req_id, "error": 7}, "push-token-1"
-        )
+    lookup = lookup_in({"req-1": "push-token-1"})
+    async with receiver_for(offline_client, "push", token_lookup=lookup) as receiver:
+        answer = await receiver.post({"auth_req_id": "req-1", "error": 7}, "push-token-1")
     assert answer.status_code == 400
 
 
@@ -291,11 +303,8 @@ async def test_push_whose_id_token_lacks_at_hash_is_400(
     """Poll mode may omit at_hash; push may not (CIBA §10.3.1)."""
     async with run_stand_in_issuer("rp-1") as stand_in:
         client = await new_client(stand_in.url, ClientSecretBasic("rp-1", "secret"))
-
-        async def lookup(auth_req_id: str) -> str | None:
-            return "push-token-1"
-
         body = {**stand_in.token_response("req-1", at_hash=None), "auth_req_id": "req-1"}
+        lookup = lookup_in({"req-1": "push-token-1"})
         async with receiver_for(client, "push", token_lookup=lookup) as receiver:
             answer = await receiver.post(body, "push-token-1")
     assert answer.status_code == 400
