@@ -1,5 +1,8 @@
 """The package's layers point one way: a module imports only from its own layer or below.
 
+``backchannel.rp``, the relying parties' client, stands apart: it imports no
+server module and no server module imports it.
+
 endpoints and the CLI call the protocol (authenticator, then oauth), which calls
 policy, audit and delivery, which call db/; settings, errors and the other
 foundations sit at the bottom. Imports under ``TYPE_CHECKING`` count too.
@@ -14,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "backchannel"
 
 # Higher numbers may import lower ones; equal numbers only within one package.
 LAYERS: dict[str, int] = {
+    "rp": 9,  # the relying parties' client: imports nothing of the server, nor it of rp
     "__main__": 7,
     "cli": 6,
     "server": 5,
@@ -71,7 +75,9 @@ def _violations() -> list[str]:
             continue
         for imported in _imports(path):
             target = _part(imported)
-            if target not in LAYERS:
+            if (part == "rp") != (target == "rp"):
+                problems.append(f"{relative} imports {imported}: rp/ and the server are apart")
+            elif target not in LAYERS:
                 problems.append(f"{relative} imports {imported}: not placed in a layer")
             elif target == part:
                 continue

@@ -3,52 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
-from backchannel.app import create_app
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.support.ciba import CIBA_GRANT, decide
+from tests.support.served import serve_over_hypercorn
 
 pytestmark = pytest.mark.usefixtures("alice")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def server_url(settings: Settings) -> AsyncIterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = create_app(settings.replace(issuer=url, port=port))
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    async with httpx.AsyncClient() as probe:
-        for _ in range(100):
-            try:
-                await probe.get(url + "/.well-known/openid-configuration")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-    yield url
-    app.state.services.waiters.release_all()
-    stop.set()
-    await asyncio.wait_for(task, 10)
+    async with serve_over_hypercorn(settings) as served:
+        yield served.url
 
 
 async def test_relying_party_gets_tokens_userinfo_refresh_and_revocation_over_http(
