@@ -17,11 +17,13 @@ from backchannel.db.users import User
 from backchannel.oauth.central_revocation import revoke_client, revoke_user
 from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.services import Services
 from backchannel.policy.fatigue import NotMeLimits
 from tests.conftest import RegisteredClient
 from tests.support import factories
 from tests.support.ciba import audit_events, decide, poll, start_auth_req_id, start_request
 from tests.support.cli import clean_environment
+from tests.support.waiting import eventually
 
 
 async def approved_tokens(
@@ -157,7 +159,10 @@ async def test_revoking_a_user_withdraws_the_prompts_of_ended_requests(
 
     assert summary.dismisses == 1
     [dismiss] = await db.fetch("SELECT * FROM push_outbox WHERE kind = 'dismiss'")
-    assert dismiss["device_id"] == phone.device_id and dismiss["status"] == "queued"
+    # Queued, and possibly already tried by the app's outbox worker (its push service is
+    # unreachable here): what matters is that the withdrawal queued it for this phone.
+    assert dismiss["device_id"] == phone.device_id
+    assert dismiss["status"] in ("queued", "sent", "failed")
     assert await db.fetchval("SELECT prompts_withdrawn_at IS NOT NULL FROM auth_requests")
     assert await phone.pending(http) == []
 
@@ -282,7 +287,11 @@ async def test_removing_a_device_through_the_device_api_revokes_its_approvals(
 
 
 async def test_auto_suspension_after_not_me_reports_revokes_the_clients_tokens(
-    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+    http: httpx.AsyncClient,
+    services: Services,
+    db: asyncpg.Connection,
+    rp: RegisteredClient,
+    alice: User,
 ) -> None:
     tokens = await approved_tokens(http, db, rp)
     pending = await start_auth_req_id(http, rp.basic_auth())
@@ -294,6 +303,12 @@ async def test_auto_suspension_after_not_me_reports_revokes_the_clients_tokens(
     )
 
     assert await db.fetchval("SELECT disabled_at IS NOT NULL FROM clients")
+    # The suspension reaches this replica's client cache by NOTIFY, a moment after commit.
+    async def suspended_here() -> bool:
+        cached = await services.clients.get(rp.client_id)
+        return cached is not None and cached.disabled
+
+    await eventually(suspended_here)
     assert error_of(await poll(http, rp.basic_auth(), pending)) == "invalid_client"
     status = await db.fetchval(
         "SELECT denial_reason FROM auth_requests WHERE id_hash = $1", hash_secret(pending)

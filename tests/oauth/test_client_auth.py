@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus
@@ -316,17 +317,24 @@ async def test_jti_replay_cache_forgets_expired_entries(db: asyncpg.Connection) 
     assert await db.fetchval("SELECT count(*) FROM used_jtis") == 1
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A NumericDate this many seconds from the moment the test runs."""
+
+    seconds: int
+
+
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
         pytest.param({"aud": "https://other.example/token"}, "aud", id="wrong-aud"),
         pytest.param({"aud": None}, "aud", id="no-aud"),
-        pytest.param({"exp": int(time.time()) - 60}, "expired", id="expired"),
+        pytest.param({"exp": FromNow(-60)}, "expired", id="expired"),
         pytest.param({"exp": None}, "exp claim is required", id="no-exp"),
         pytest.param({"exp": "tomorrow"}, "must be a number", id="exp-not-a-number"),
-        pytest.param({"exp": int(time.time()) + 7200}, "ahead", id="exp-two-hours-ahead"),
-        pytest.param({"nbf": int(time.time()) + 600}, "nbf", id="nbf-in-future"),
-        pytest.param({"iat": int(time.time()) + 600}, "iat", id="iat-in-future"),
+        pytest.param({"exp": FromNow(7200)}, "ahead", id="exp-two-hours-ahead"),
+        pytest.param({"nbf": FromNow(600)}, "nbf", id="nbf-in-future"),
+        pytest.param({"iat": FromNow(600)}, "iat", id="iat-in-future"),
         pytest.param({"jti": None}, "jti", id="no-jti"),
         pytest.param({"iss": "someone-else"}, "iss and sub", id="iss-not-client"),
     ],
@@ -338,9 +346,10 @@ async def test_client_assertion_with_bad_claims_is_invalid_client(
     claims: dict[str, Any],
     reason: str,
 ) -> None:
+    now = int(time.time())  # when the test runs, not when it was collected
     values = {
         **jose.client_assertion_claims(jwt_client.client_id, services.settings.issuer),
-        **claims,
+        **{k: now + v.seconds if isinstance(v, FromNow) else v for k, v in claims.items()},
     }
     assertion = jose.sign({k: v for k, v in values.items() if v is not None}, client_key)
     exc = await refused(services, InvalidClient, jose.assertion_form(assertion))
