@@ -32,6 +32,10 @@ class UnsafeURL(ValueError):
     """The URL may not be used for an outbound request; the message says why."""
 
 
+class Unresolvable(UnsafeURL):
+    """The host name does not resolve (now): nothing is known of where it points."""
+
+
 def is_public_address(address: IPAddress) -> bool:
     """True for a globally routable unicast address (also for the IPv4 one it embeds)."""
     if isinstance(address, ipaddress.IPv6Address):
@@ -115,14 +119,14 @@ async def resolve_public_addresses(host: str, *, allow_insecure: bool) -> list[s
     try:
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeURL(f"cannot resolve {host}: {exc}") from None
+        raise Unresolvable(f"cannot resolve {host}: {exc}") from None
     addresses: list[str] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         text = str(sockaddr[0]).split("%", 1)[0]
         if text not in addresses:
             addresses.append(text)
     if not addresses:
-        raise UnsafeURL(f"{host} has no addresses")
+        raise Unresolvable(f"{host} has no addresses")
     if not allow_insecure:
         for text in addresses:
             if not is_public_address(ipaddress.ip_address(text)):

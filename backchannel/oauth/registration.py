@@ -30,7 +30,12 @@ from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.settings import Settings
-from backchannel.url_guard import UnsafeURL, check_outbound_url, resolve_public_addresses
+from backchannel.url_guard import (
+    Unresolvable,
+    UnsafeURL,
+    check_outbound_url,
+    resolve_public_addresses,
+)
 
 AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
@@ -256,14 +261,17 @@ def validate_registration(reg: ClientRegistration, settings: Settings) -> Client
 
 async def check_notification_host(reg: ClientRegistration, settings: Settings) -> None:
     """Refuse a notification endpoint whose host resolves to a loopback, private,
-    link-local or other non-public address (unless insecure URLs are allowed). The
-    address is checked again at every send: this only catches a mistake early."""
+    link-local or other non-public address (unless insecure URLs are allowed). A name
+    that does not resolve yet is accepted: the address is checked again at every
+    send, and this only catches a mistake early."""
     endpoint = reg.backchannel_client_notification_endpoint
     if endpoint is None or settings.allow_insecure_urls:
         return
     host = (urlsplit(endpoint).hostname or "").rstrip(".")
     try:
         await resolve_public_addresses(host, allow_insecure=False)
+    except Unresolvable:
+        return
     except UnsafeURL as exc:
         raise RegistrationError([f"backchannel_client_notification_endpoint: {exc}"]) from None
 

@@ -544,7 +544,6 @@ async def _insert_request(db: asyncpg.Connection, rp: RegisteredClient, user: Us
             acr_values=None,
             binding_message=None,
             delivery_mode="poll",
-            client_notification_token=None,
             requested_expiry=None,
             expires_at=expires_at,
             poll_interval=5,

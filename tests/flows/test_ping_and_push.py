@@ -508,3 +508,15 @@ async def test_a_push_resent_after_the_sending_worker_died_carries_the_same_toke
     assert first.body["auth_req_id"] == auth_req_id
     assert await db.fetchval("SELECT count(*) FROM access_tokens") == 1
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens") <= 1
+
+
+async def test_a_notification_host_that_does_not_resolve_yet_is_accepted_at_registration(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    registration = ClientRegistration(
+        name="Not yet in DNS",
+        backchannel_token_delivery_mode="ping",
+        backchannel_client_notification_endpoint="https://pos.not-yet.invalid/cb",
+    )
+    registered = await register_client(db, registration, settings)
+    assert registered.client.backchannel_token_delivery_mode == "ping"
