@@ -27,7 +27,15 @@ from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.routes import routes
-from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
+from backchannel.errors import (
+    DATABASE_UNAVAILABLE,
+    UNSTORABLE_INPUT,
+    OAuthError,
+    render_oauth_error,
+    render_unavailable,
+    render_unexpected_error,
+    render_unstorable_input,
+)
 from backchannel.housekeeping import Housekeeper
 from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.client_registry import ClientRegistry
@@ -140,5 +148,10 @@ def create_app(settings: Settings) -> Starlette:
         metrics,
         routes=routes(),
         lifespan=lifespan,
-        exception_handlers={OAuthError: render_oauth_error, Exception: render_unexpected_error},
+        exception_handlers={
+            OAuthError: render_oauth_error,
+            **dict.fromkeys(DATABASE_UNAVAILABLE, render_unavailable),
+            **dict.fromkeys(UNSTORABLE_INPUT, render_unstorable_input),
+            Exception: render_unexpected_error,
+        },
     )

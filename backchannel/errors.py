@@ -1,7 +1,9 @@
 """The OAuth error hierarchy: each class carries its wire code and HTTP status.
 
 Lower layers raise these; one Starlette handler (``render_oauth_error``) turns
-any of them into the JSON body of RFC 6749 §5.2 / CIBA §13. Unexpected
+any of them into the JSON body of RFC 6749 §5.2 / CIBA §13. A database that
+cannot answer becomes ``503 temporarily_unavailable`` with ``Retry-After``
+(docs/operations.md, "When the database is unavailable"); other unexpected
 exceptions become a bare ``server_error`` without details.
 """
 
@@ -11,6 +13,7 @@ import logging
 import re
 from typing import ClassVar
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -170,6 +173,47 @@ def oauth_error_response(
 async def render_oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
     return oauth_error_response(request, exc)
+
+
+# The database cannot answer now: down, restarting, overloaded, a statement or a
+# checkout that took too long, or a transaction that lost a race and may be retried.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+)
+# Input the database refused as data (class 22) or text Python cannot encode: a check
+# missing where the value entered. Answered as the client's error, and logged.
+UNSTORABLE_INPUT: tuple[type[BaseException], ...] = (asyncpg.DataError, UnicodeEncodeError)
+RETRY_AFTER_OUTAGE = 5
+
+
+async def render_unavailable(request: Request, exc: Exception) -> Response:
+    """503 ``temporarily_unavailable`` with ``Retry-After``; one log line, no traceback."""
+    log.warning(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+    return oauth_error_response(
+        request,
+        TemporarilyUnavailable(
+            "the service is temporarily unavailable; retry later", retry_after=RETRY_AFTER_OUTAGE
+        ),
+    )
+
+
+async def render_unstorable_input(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "input refused by the database on %s %s: %s", request.method, request.url.path, exc
+    )
+    return oauth_error_response(request, InvalidRequest("a parameter holds unacceptable text"))
 
 
 async def render_unexpected_error(request: Request, exc: Exception) -> Response:

@@ -303,6 +303,7 @@ async def test_auto_suspension_after_not_me_reports_revokes_the_clients_tokens(
     )
 
     assert await db.fetchval("SELECT disabled_at IS NOT NULL FROM clients")
+
     # The suspension reaches this replica's client cache by NOTIFY, a moment after commit.
     async def suspended_here() -> bool:
         cached = await services.clients.get(rp.client_id)
