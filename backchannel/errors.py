@@ -134,6 +134,22 @@ class TemporarilyUnavailable(OAuthError):
         self.retry_after = max(1, retry_after)
 
 
+class InvalidDPoPProof(OAuthError):
+    """A DPoP proof was missing, malformed or did not bind the request (RFC 9449 §7)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonce(OAuthError):
+    """The proof must carry the server's nonce, sent in ``DPoP-Nonce`` (RFC 9449 §8)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str | None = None, *, nonce: str) -> None:
+        super().__init__(description, headers={"DPoP-Nonce": nonce})
+        self.nonce = nonce
+
+
 class InvalidToken(OAuthError):
     """A bearer token was refused at a resource endpoint (RFC 6750 §3.1)."""
 
@@ -210,9 +226,7 @@ async def render_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def render_unstorable_input(request: Request, exc: Exception) -> Response:
-    log.warning(
-        "input refused by the database on %s %s: %s", request.method, request.url.path, exc
-    )
+    log.warning("input refused by the database on %s %s: %s", request.method, request.url.path, exc)
     return oauth_error_response(request, InvalidRequest("a parameter holds unacceptable text"))
 
 
