@@ -103,19 +103,6 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(keys.schedule_reload)
             wrapper = KeyWrapper.from_settings(settings)
             await ensure_vapid_key(pool, wrapper)
-            outbox = OutboxWorker(pool, http, settings, metrics=metrics)
-            listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
-            listener.on_reconnect(outbox.wake)
-            await listener.start()
-            await outbox.start()
-            stack.push_async_callback(outbox.stop)
-            sealer = AuditSealer(pool)
-            await sealer.start()
-            stack.push_async_callback(sealer.stop)
-            housekeeper = Housekeeper(pool, settings)
-            await housekeeper.start()
-            stack.push_async_callback(housekeeper.stop)
-            stack.callback(waiters.release_all)  # held long polls are answered first
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -129,6 +116,11 @@ def create_app(settings: Settings) -> Starlette:
                 wrapper=wrapper,
                 metrics=metrics,
             )
+            outbox = OutboxWorker(
+                pool, http, settings, metrics=metrics, poll_interval=settings.delivery_poll_interval
+            )
+            listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
+            listener.on_reconnect(outbox.wake)
             notifier = NotificationWorker(
                 pool,
                 http,
@@ -136,11 +128,15 @@ def create_app(settings: Settings) -> Starlette:
                 mint=functools.partial(mint_push_tokens, services),
                 wrapper=wrapper,
                 metrics=metrics,
+                poll_interval=settings.delivery_poll_interval,
             )
             listener.subscribe(NOTIFICATION_CHANNEL, lambda _payload: notifier.wake())
             listener.on_reconnect(notifier.wake)
-            await notifier.start()
-            stack.push_async_callback(notifier.stop)
+            await listener.start()  # LISTENs on every channel subscribed above
+            for worker in (outbox, notifier, AuditSealer(pool), Housekeeper(pool, settings)):
+                await worker.start()
+                stack.push_async_callback(worker.stop)
+            stack.callback(waiters.release_all)  # held long polls are answered first
             app.state.services = services
             yield
 

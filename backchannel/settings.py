@@ -127,6 +127,10 @@ class Settings:
     notification_per_client: int = field(default=4, metadata=_bounded(1, 100))
     notification_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
+    # How often the push and notification workers look for due messages unwoken; a
+    # NOTIFY from the statement that queues a message wakes them at once.
+    delivery_poll_interval: float = field(default=1.0, metadata=_bounded(1, 600))
+
     # housekeeping (backchannel/housekeeping.py)
     housekeeping_interval: int = field(default=300, metadata=_bounded(10, 86400))
     push_outbox_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))

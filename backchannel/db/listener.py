@@ -40,6 +40,10 @@ class PgListener:
         self._closing = False
 
     def subscribe(self, channel: str, handler: Handler) -> None:
+        """Call ``handler`` for each notification on ``channel``; a channel must be known
+        before :meth:`start`, which LISTENs on every channel subscribed so far."""
+        if channel not in self._handlers and self._conn is not None:
+            raise RuntimeError(f"subscribe to {channel} before the listener starts")
         self._handlers.setdefault(channel, []).append(handler)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
