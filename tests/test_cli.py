@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
+from backchannel.cli.demo import DEMO_CLIENT_ID, DEMO_SUBJECT, ensure_demo
 from backchannel.db.listener import CONFIG_CHANNEL
-from backchannel.demo import DEMO_CLIENT_ID, DEMO_SUBJECT, ensure_demo
 from backchannel.oauth.secrets import hash_secret, secret_matches
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, RunningApp

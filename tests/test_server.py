@@ -20,7 +20,7 @@ import pytest
 
 from backchannel.app import create_app
 from backchannel.cli import main
-from backchannel.server import bind, hypercorn_config, serve
+from backchannel.cli.server import bind, hypercorn_config, serve
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.support.postgres import with_database

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from backchannel.cli.embedded_postgres import start_embedded_postgres
 from backchannel.cli.output import CommandError, Context
 from backchannel.db.migrate import migrate, pending_migrations
 from backchannel.db.pool import connect
-from backchannel.embedded_postgres import start_embedded_postgres
 from backchannel.settings import Settings
 
 DbHandler = Callable[[Context, asyncpg.Connection], Awaitable[None]]

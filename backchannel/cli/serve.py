@@ -18,13 +18,13 @@ from hypercorn.utils import LifespanFailureError
 
 from backchannel.app import MigrationsPending, create_app
 from backchannel.cli.database import Database, check_migrated, open_database
+from backchannel.cli.demo import Demo, ensure_demo
 from backchannel.cli.migrate import apply_migrations, report_migrations
 from backchannel.cli.output import CommandError, Context, UsageError, fields
+from backchannel.cli.server import Listening, bind, hypercorn_config, serve
 from backchannel.db.clients import CIBA_GRANT
 from backchannel.db.migrate import migrate
 from backchannel.db.pool import connect
-from backchannel.demo import Demo, ensure_demo
-from backchannel.server import Listening, bind, hypercorn_config, serve
 from backchannel.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -34,9 +34,9 @@ from playwright.async_api import (
 from starlette.applications import Starlette
 
 from backchannel.app import create_app
+from backchannel.cli.server import bind, hypercorn_config, serve
 from backchannel.db.users import User
 from backchannel.oauth.enrolment import issue_enrolment_code
-from backchannel.server import bind, hypercorn_config, serve
 from backchannel.settings import Settings
 from tests.support.push_service import LocalPushService, TestSubscription, run_push_service
 
