@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from backchannel.cli.embedded_postgres import start_embedded_postgres
+from backchannel.cli.embedded_postgres import (
+    EmbeddedPostgresUnavailable,
+    start_embedded_postgres,
+)
 from backchannel.cli.output import CommandError, Context
 from backchannel.db.migrate import migrate, pending_migrations
 from backchannel.db.pool import connect
@@ -48,6 +51,8 @@ def open_database(settings: Settings) -> Iterator[Database]:
         return
     try:
         server = start_embedded_postgres(settings.data_dir / "pgdata")
+    except EmbeddedPostgresUnavailable as exc:
+        raise CommandError(str(exc)) from None
     except Exception as exc:
         raise CommandError(
             f"cannot start the embedded PostgreSQL in {settings.data_dir / 'pgdata'}: {exc} "

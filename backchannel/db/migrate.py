@@ -1,9 +1,9 @@
 """Numbered SQL migrations, each applied once under an advisory lock.
 
-Files in ``migrations/`` named ``NNN_description.sql`` run in order, each in
-its own transaction, and are recorded in ``schema_migrations``. The
-advisory lock makes concurrent runs from several replicas safe: the second
-waits, then finds nothing left to do.
+Files in ``migrations/`` (shipped in the package: :mod:`backchannel.bundled`)
+named ``NNN_description.sql`` run in order, each in its own transaction, and
+are recorded in ``schema_migrations``. The advisory lock makes concurrent runs
+from several replicas safe: the second waits, then finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+from backchannel.bundled import bundled_dir
+
+MIGRATIONS_DIR = bundled_dir("migrations")
 _LOCK_KEY = 0x6263_6D69_6772  # "bcmigr"
 _NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
