@@ -32,3 +32,5 @@ class Services:
     listener: PgListener
     policy: PolicyStore
     metrics: Metrics = field(default_factory=Metrics)
+    # Set when shutdown begins: /readyz answers 503 from then on (endpoints/health.py).
+    draining: bool = False

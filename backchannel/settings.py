@@ -46,6 +46,8 @@ class Settings:
     data_dir: Path = Path(".backchannel")
     db_pool_min: int = field(default=2, metadata=_bounded(1, 1000))
     db_pool_max: int = field(default=10, metadata=_bounded(1, 1000))
+    # Seconds between /readyz turning unready at shutdown and held polls being answered.
+    shutdown_delay: int = field(default=0, metadata=_bounded(0, 60))
 
     # /bc-authorize
     binding_message_max_length: int = field(default=128, metadata=_bounded(1, 4096))

@@ -1,10 +1,12 @@
 """Run the app under hypercorn, with a shutdown that answers held long polls first.
 
-On SIGINT or SIGTERM the shutdown trigger releases every held token poll
-(``DecisionWaiters.release_all``), so clients get their answer at once
-instead of a dropped connection; then hypercorn stops accepting, lets
-in-flight requests finish within ``graceful_timeout``, and runs the
-lifespan shutdown, which closes the pool.
+On SIGINT or SIGTERM the shutdown trigger first turns ``/readyz`` unready
+(``Services.draining``), so load balancers stop routing here; waits
+``BACKCHANNEL_SHUTDOWN_DELAY`` seconds for them to notice (0 by default);
+then releases every held token poll (``DecisionWaiters.release_all``), so
+clients get their answer at once instead of a dropped connection; then
+hypercorn stops accepting, lets in-flight requests finish within
+``graceful_timeout``, and runs the lifespan shutdown, which closes the pool.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
+from backchannel.services import Services
 from backchannel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,10 +121,16 @@ async def serve(app: Starlette, config: Config, *, stop: asyncio.Event | None = 
 
     async def shutdown_trigger() -> None:
         await stop.wait()
+        services: Services | None = getattr(app.state, "services", None)
+        if services is None:
+            return
+        services.draining = True
+        delay = services.settings.shutdown_delay
+        if delay:
+            log.info("shutting down: unready now, answering held polls in %g s", delay)
+            await asyncio.sleep(delay)
         log.info("shutting down: answering held polls, finishing in-flight requests")
-        services = getattr(app.state, "services", None)
-        if services is not None:
-            services.waiters.release_all()
+        services.waiters.release_all()
 
     with _stop_on_signals(stop):
         await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]

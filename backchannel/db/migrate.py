@@ -8,6 +8,7 @@ from several replicas safe: the second waits, then finds nothing left to do.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,27 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise ValueError(f"two migrations numbered {version}")
         found[version] = Migration(version, path.name, path.read_text())
     return [found[v] for v in sorted(found)]
+
+
+@functools.cache
+def shipped_migrations() -> tuple[Migration, ...]:
+    """The migrations this version of the package ships, read once per process."""
+    return tuple(load_migrations(MIGRATIONS_DIR))
+
+
+async def select_missing_migrations(
+    conn: asyncpg.Connection, migrations: tuple[Migration, ...]
+) -> list[str]:
+    """Names of ``migrations`` the database has not applied; one statement.
+
+    A database ahead of this version (a newer release migrated it during a
+    rolling update) is fine: only what this version needs is asked for.
+    """
+    applied = await conn.fetchval(
+        "SELECT coalesce(array_agg(version), '{}') FROM schema_migrations"
+    )
+    done = set(applied)
+    return [m.name for m in migrations if m.version not in done]
 
 
 async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
