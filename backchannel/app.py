@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 
 from backchannel.audit.sealer import AuditSealer
 from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
@@ -21,8 +22,14 @@ from backchannel.db.pool import create_pool
 from backchannel.db.push_outbox import OUTBOX_CHANNEL
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
+from backchannel.endpoints.health import HEALTH_PATHS
 from backchannel.endpoints.routes import routes
-from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
+from backchannel.errors import (
+    OAuthError,
+    render_http_error,
+    render_oauth_error,
+    render_unexpected_error,
+)
 from backchannel.housekeeping import Housekeeper
 from backchannel.key_wrapping import KeyWrapper
 from backchannel.oauth.client_registry import ClientRegistry
@@ -108,7 +115,13 @@ def create_app(settings: Settings) -> Starlette:
 
     return ObservedStarlette(
         metrics,
+        log_requests=settings.access_log,
+        quiet_paths=HEALTH_PATHS,
         routes=routes(),
         lifespan=lifespan,
-        exception_handlers={OAuthError: render_oauth_error, Exception: render_unexpected_error},
+        exception_handlers={
+            OAuthError: render_oauth_error,
+            HTTPException: render_http_error,
+            Exception: render_unexpected_error,
+        },
     )

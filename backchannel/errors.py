@@ -11,6 +11,7 @@ import logging
 import re
 from typing import ClassVar
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -170,6 +171,37 @@ def oauth_error_response(
 async def render_oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
     return oauth_error_response(request, exc)
+
+
+class NotFound(OAuthError):
+    """No endpoint at this path."""
+
+    error = "not_found"
+    status_code = 404
+
+
+class MethodNotAllowed(OAuthError):
+    """The endpoint exists but does not answer this method; ``Allow`` names those it does."""
+
+    error = "method_not_allowed"
+    status_code = 405
+
+
+async def render_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) in the same JSON shape as ours."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    error: OAuthError
+    if exc.status_code == 404:
+        error = NotFound(f"no endpoint at {request.url.path}")
+    elif exc.status_code == 405:
+        allowed = headers.get("Allow", "")
+        error = MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
+    elif exc.status_code >= 500:
+        error = ServerError(status_code=exc.status_code)
+    else:
+        error = InvalidRequest(exc.detail, status_code=exc.status_code)
+    return oauth_error_response(request, error, headers)
 
 
 async def render_unexpected_error(request: Request, exc: Exception) -> Response:

@@ -120,10 +120,18 @@ class Settings:
     push_outbox_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))
 
     log_level: str = "INFO"
-    # "json" (one object per line) or "text", for serve and dev (docs/operations.md).
+    # "json" (one object per line) or "text", for serve; dev writes text unless this is set.
     log_format: str = "json"
+    # One log line per HTTP request (not health probes at INFO); dev turns it on unless set.
+    access_log: bool = False
     # Bearer token GET /metrics requires; unset: /metrics answers loopback callers only.
     metrics_token: str | None = field(default=None, repr=False)
+
+    # Not a setting: the names from_env found in the environment or the file, so that
+    # `dev` can choose its own defaults (issuer, log format) where the operator chose none.
+    given: frozenset[str] = field(
+        default=frozenset(), repr=False, compare=False, metadata={"internal": True}
+    )
 
     @property
     def token_endpoint(self) -> str:
@@ -164,16 +172,16 @@ class Settings:
                 raw.update(tomllib.loads(Path(config_file).read_text()))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 problems.append(f"{ENV_PREFIX}CONFIG_FILE={config_file}: {exc}")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in settings_fields()}
         for name in raw:
             if name not in known:
                 problems.append(f"{config_file}: unknown setting {name!r}")
-        for f in fields(cls):
+        for f in settings_fields():
             value = env.get(ENV_PREFIX + f.name.upper())
             if value is not None:
                 raw[f.name] = value
         values: dict[str, Any] = {}
-        for f in fields(cls):
+        for f in settings_fields():
             if f.name not in raw:
                 continue
             try:
@@ -182,9 +190,13 @@ class Settings:
                 problems.append(f"{ENV_PREFIX}{f.name.upper()}: {exc}")
         if problems:
             raise SettingsError(problems)
-        settings = cls(**values)
+        settings = cls(**values, given=frozenset(values))
         settings.validate()
         return settings
+
+    def is_given(self, name: str) -> bool:
+        """Whether the setting ``name`` was set (environment or file), not left at its default."""
+        return name in self.given
 
     def validate(self) -> None:
         """Check cross-field rules; raise :class:`SettingsError` listing every problem."""
@@ -263,6 +275,11 @@ class Settings:
         if not 0 < self.push_timeout <= 60:
             problems.append(f"{ENV_PREFIX}PUSH_TIMEOUT: must be in (0, 60]")
         return problems
+
+
+def settings_fields() -> list[dataclasses.Field[Any]]:
+    """The fields that are settings (each with its ``BACKCHANNEL_*`` variable)."""
+    return [f for f in fields(Settings) if not f.metadata.get("internal")]
 
 
 # What py_vapid accepts as the VAPID "sub" claim (it refuses to sign otherwise).

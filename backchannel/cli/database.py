@@ -40,15 +40,25 @@ class Database:
 
 
 @contextlib.contextmanager
-def open_database(settings: Settings) -> Iterator[Database]:
+def open_database(settings: Settings, *, create: bool = False) -> Iterator[Database]:
     """The configured database, or the embedded one started (and later stopped) here.
 
     The embedded server is shared: it keeps running while another process
-    (``backchannel dev``) still uses it.
+    (``backchannel dev``) still uses it. A new embedded database is made only
+    when ``create`` is true (``dev``, ``--create-data-dir``): a command run in
+    the wrong folder should say so, not work on an empty database.
     """
     if settings.database_url is not None:
         yield Database(settings.database_url, embedded=False)
         return
+    pgdata = settings.data_dir / "pgdata"
+    if not create and not pgdata.is_dir():
+        raise CommandError(
+            f"no database: BACKCHANNEL_DATABASE_URL is unset and there is no embedded database "
+            f"in {pgdata.absolute()} (BACKCHANNEL_DATA_DIR). Run this where `backchannel dev` "
+            "runs, set BACKCHANNEL_DATABASE_URL or BACKCHANNEL_DATA_DIR, or add "
+            "--create-data-dir to start a new, empty one there"
+        )
     try:
         server = start_embedded_postgres(settings.data_dir / "pgdata")
     except EmbeddedPostgresUnavailable as exc:
@@ -103,7 +113,8 @@ def database_command(handler: DbHandler) -> Callable[[Context], None]:
             finally:
                 await conn.close()
 
-        with open_database(ctx.settings) as database:
+        create = getattr(ctx.args, "create_data_dir", False)
+        with open_database(ctx.settings, create=create) as database:
             asyncio.run(with_connection(database))
 
     return run

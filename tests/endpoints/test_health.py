@@ -19,8 +19,8 @@ from backchannel.oauth.keys import KeyStore
 from backchannel.services import Services
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
-from tests.support.ciba import CIBA_GRANT, start_auth_req_id
 from tests.support import postgres as pg
+from tests.support.ciba import CIBA_GRANT, start_auth_req_id
 
 CHECKS = {"shutdown", "listener", "signing_keys", "database", "migrations"}
 
@@ -188,7 +188,9 @@ async def test_readyz_turns_unready_at_shutdown_before_held_polls_are_answered(
                 headers={"Prefer": "wait=25"},
             )
         )
-        while app.state.services.waiters.held == 0:
+        for _ in range(500):  # until the server holds the poll
+            if app.state.services.waiters.held:
+                break
             await asyncio.sleep(0.01)
         stop.set()
         await asyncio.sleep(0.1)
