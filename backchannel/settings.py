@@ -48,6 +48,8 @@ class Settings:
     db_pool_max: int = field(default=10, metadata=_bounded(1, 1000))
     # Seconds between /readyz turning unready at shutdown and held polls being answered.
     shutdown_delay: int = field(default=0, metadata=_bounded(0, 60))
+    # serve and dev: "auto" (uvloop when installed, else asyncio), "uvloop" or "asyncio".
+    event_loop: str = "auto"
 
     # /bc-authorize
     binding_message_max_length: int = field(default=128, metadata=_bounded(1, 4096))
@@ -250,6 +252,8 @@ class Settings:
         problems.extend(self._push_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            problems.append(f"{ENV_PREFIX}EVENT_LOOP: one of auto, uvloop, asyncio")
         if self.log_format not in ("json", "text"):
             problems.append(f"{ENV_PREFIX}LOG_FORMAT: one of json, text")
         if self.metrics_token is not None and not _METRICS_TOKEN.fullmatch(self.metrics_token):

@@ -17,11 +17,19 @@ from typing import IO, Any
 import asyncpg
 import httpx
 import pytest
+import uvloop
 
 from backchannel.app import create_app
 from backchannel.cli import main
 from backchannel.cli.serve import dev_settings
-from backchannel.cli.server import Listening, bind, hypercorn_config, serve
+from backchannel.cli.server import (
+    Listening,
+    bind,
+    event_loop_factory,
+    hypercorn_config,
+    run_on_event_loop,
+    serve,
+)
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.support.postgres import with_database
@@ -133,6 +141,23 @@ async def test_serve_answers_discovery_and_stops_cleanly_on_sigterm(
     code, seconds = await server.stop()
     assert code == 0, server.stderr()
     assert seconds < 5
+    assert "event loop: uvloop" in server.stderr()  # BACKCHANNEL_EVENT_LOOP=auto
+
+
+def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def record() -> None:
+        seen.append(asyncio.get_running_loop())
+
+    run_on_event_loop("auto", record())
+    run_on_event_loop("uvloop", record())
+    run_on_event_loop("asyncio", record())
+    assert [type(loop) for loop in seen[:2]] == [uvloop.Loop, uvloop.Loop]
+    assert not isinstance(seen[2], uvloop.Loop)
+    assert event_loop_factory("asyncio") == ("asyncio", None)
+    with pytest.raises(ValueError, match="one of auto, uvloop, asyncio"):
+        event_loop_factory("trio")
 
 
 async def test_sigterm_answers_a_held_long_poll_at_once(

@@ -167,3 +167,9 @@ def test_settings_remember_which_values_were_given() -> None:
     assert not settings.is_given("issuer")
     assert settings.replace(port=9001).is_given("port")
     assert not Settings.from_env({}).given
+
+
+def test_the_event_loop_setting_names_a_known_loop() -> None:
+    assert Settings.from_env({"BACKCHANNEL_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    [problem] = problems_of({"BACKCHANNEL_EVENT_LOOP": "trio"})
+    assert problem == "BACKCHANNEL_EVENT_LOOP: one of auto, uvloop, asyncio"

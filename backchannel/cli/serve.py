@@ -22,7 +22,14 @@ from backchannel.cli.database import Database, check_migrated, open_database
 from backchannel.cli.demo import Demo, ensure_demo
 from backchannel.cli.migrate import apply_migrations, report_migrations
 from backchannel.cli.output import CommandError, Context, UsageError, fields
-from backchannel.cli.server import Listening, bind, hypercorn_config, serve
+from backchannel.cli.server import (
+    Listening,
+    bind,
+    event_loop_factory,
+    hypercorn_config,
+    run_on_event_loop,
+    serve,
+)
 from backchannel.db.clients import CIBA_GRANT
 from backchannel.db.migrate import migrate
 from backchannel.db.pool import connect
@@ -163,7 +170,12 @@ def listen(ctx: Context, settings: Settings) -> Listening:
 def run_server(settings: Settings, listening: Listening) -> None:
     app = create_app(settings)
     try:
-        asyncio.run(serve(app, listening.config))
+        loop, _factory = event_loop_factory(settings.event_loop)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("serving on %s (event loop: %s)", listening.url, loop)
+    try:
+        run_on_event_loop(settings.event_loop, serve(app, listening.config))
     except MigrationsPending as exc:
         raise CommandError(str(exc)) from None
     except LifespanFailureError as exc:
