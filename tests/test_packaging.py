@@ -52,8 +52,13 @@ class Installed:
             for k, v in os.environ.items()
             if not k.startswith(("BACKCHANNEL_", "PYTHON", "VIRTUAL_ENV"))
         }
-        env.update(settings, PYTHONUNBUFFERED="1")
+        # As in the image (deploy/Dockerfile), which runs on a read-only root file system.
+        env.update(settings, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         return env
+
+    def files(self) -> set[Path]:
+        """Every file under the environment and the working directory."""
+        return {p for root in (self.venv, self.home) for p in root.rglob("*")}
 
     def run(self, *argv: str, **settings: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -118,7 +123,7 @@ def test_the_wheel_carries_the_migrations_and_the_app_and_imports_from_its_envir
     assert pgserver.returncode != 0  # the production install leaves the embedded server out
 
 
-async def test_the_installed_wheel_migrates_and_serves_discovery_and_the_app(
+async def test_the_installed_wheel_migrates_and_serves_discovery_and_the_app_writing_no_files(
     installed: Installed, test_postgres: pg.TestPostgres
 ) -> None:
     admin = await asyncpg.connect(test_postgres.admin_dsn)
@@ -126,6 +131,7 @@ async def test_the_installed_wheel_migrates_and_serves_discovery_and_the_app(
         await admin.execute("DROP DATABASE IF EXISTS bc_wheel WITH (FORCE)")
         await admin.execute("CREATE DATABASE bc_wheel")
         url = pg.with_database(test_postgres.admin_dsn, "bc_wheel")
+        before = installed.files()
         migrated = await asyncio.to_thread(
             installed.run, "migrate", "--json", BACKCHANNEL_DATABASE_URL=url
         )
@@ -148,6 +154,9 @@ async def test_the_installed_wheel_migrates_and_serves_discovery_and_the_app(
                 assert worker.status_code == 200
             server.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(server.wait, 15) == 0
+            # Nothing written beside the code or in the working directory: the image's
+            # read-only root file system would refuse it.
+            assert installed.files() == before
         finally:
             if server.poll() is None:
                 server.kill()
