@@ -64,7 +64,7 @@ async def test_health_endpoints_need_no_credentials_and_only_answer_get(
         assert (await http.get(path)).status_code == 200
         refused = await http.post(path)
         assert refused.status_code == 405
-        assert refused.headers["allow"] == "GET, HEAD"
+        assert set(refused.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 async def test_a_database_refusing_connections_makes_readyz_unready_but_not_healthz(
