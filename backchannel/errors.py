@@ -195,7 +195,7 @@ async def render_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = NotFound(f"no endpoint at {request.url.path}")
     elif exc.status_code == 405:
-        allowed = headers.get("Allow", "")
+        allowed = ", ".join(sorted(headers.get("Allow", "").split(", ")))
         error = MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
     elif exc.status_code >= 500:
         error = ServerError(status_code=exc.status_code)

@@ -33,3 +33,11 @@ async def test_the_authenticator_app_keeps_its_own_404_with_its_security_headers
     response = await http.get("/authenticator/no-such-file.js")
     assert response.status_code == 404
     assert "content-security-policy" in response.headers
+
+
+async def test_the_405_description_names_the_allowed_methods_in_a_stable_order(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post("/jwks")
+    assert response.status_code == 405
+    assert response.json()["error_description"] == "POST is not allowed here; use GET, HEAD"
