@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 
 from backchannel.audit.sealer import AuditSealer
 from backchannel.authenticator.prompts import compose_prompt
@@ -26,11 +27,13 @@ from backchannel.db.push_outbox import OUTBOX_CHANNEL
 from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
+from backchannel.endpoints.health import HEALTH_PATHS
 from backchannel.endpoints.routes import routes
 from backchannel.errors import (
     DATABASE_UNAVAILABLE,
     UNSTORABLE_INPUT,
     OAuthError,
+    render_http_error,
     render_oauth_error,
     render_unavailable,
     render_unexpected_error,
@@ -142,10 +145,13 @@ def create_app(settings: Settings) -> Starlette:
 
     return ObservedStarlette(
         metrics,
+        log_requests=settings.access_log,
+        quiet_paths=HEALTH_PATHS,
         routes=routes(),
         lifespan=lifespan,
         exception_handlers={
             OAuthError: render_oauth_error,
+            HTTPException: render_http_error,
             **dict.fromkeys(DATABASE_UNAVAILABLE, render_unavailable),
             **dict.fromkeys(UNSTORABLE_INPUT, render_unstorable_input),
             Exception: render_unexpected_error,

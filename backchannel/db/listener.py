@@ -49,6 +49,17 @@ class PgListener:
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         self._on_reconnect.append(callback)
 
+    @property
+    def connected(self) -> bool:
+        """True while the LISTEN connection is open (False while it reconnects, and once closed)."""
+        conn = self._conn
+        return (
+            not self._closing
+            and conn is not None
+            and not conn.is_closed()
+            and not self._lost.is_set()
+        )
+
     async def start(self) -> None:
         await self._connect()
         self._task = asyncio.create_task(self._watch(), name="pg-listener")
