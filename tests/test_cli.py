@@ -629,3 +629,59 @@ async def test_demo_setup_is_idempotent_and_keeps_the_secret_in_a_private_file(
     first.secret_file.unlink()
     lost = await ensure_demo(db, settings)
     assert lost.client_secret is None  # cannot be recovered from the hash
+
+
+async def test_client_update_changes_the_mode_and_endpoint_keeps_the_secret_and_audits(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    created = (await cli("client", "create", "--name", "Acme POS", "--json")).json()
+    client_id, secret = created["client_id"], created["client_secret"]
+    updated = await cli(
+        "client",
+        "update",
+        client_id,
+        "--delivery-mode",
+        "ping",
+        "--notification-endpoint",
+        "https://pos.acme.example/notify",
+        "--number-matching",
+        "--json",
+    )
+    assert updated.code == 0, updated.err
+    body = updated.json()
+    assert body["backchannel_token_delivery_mode"] == "ping"
+    assert body["backchannel_client_notification_endpoint"] == "https://pos.acme.example/notify"
+    assert body["number_matching"] is True
+    stored = await db.fetchval("SELECT secret_hash FROM clients WHERE client_id = $1", client_id)
+    assert secret_matches(secret, bytes(stored))
+    [event] = await db.fetch("SELECT detail FROM audit_events WHERE event = 'client_updated'")
+    changed = event["detail"]["changed"]
+    assert changed["backchannel_token_delivery_mode"] == {"before": "poll", "after": "ping"}
+    assert set(changed) == {
+        "backchannel_token_delivery_mode",
+        "backchannel_client_notification_endpoint",
+        "number_matching",
+    }
+
+
+async def test_client_update_is_validated_as_a_whole_and_changes_nothing_when_refused(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    client_id = (await cli("client", "create", "--name", "Acme", "--json")).json()["client_id"]
+    refused = await cli("client", "update", client_id, "--delivery-mode", "push")
+    assert refused.code == 2
+    assert "backchannel_client_notification_endpoint" in refused.err
+    private = await cli(
+        "client",
+        "update",
+        client_id,
+        "--delivery-mode",
+        "ping",
+        "--notification-endpoint",
+        "https://10.0.0.1/notify",
+    )
+    assert private.code == 2 and "not public" in private.err
+    mode = await db.fetchval("SELECT backchannel_token_delivery_mode FROM clients")
+    assert mode == "poll"
+    assert (await cli("client", "update", client_id)).code == 2  # nothing to change
+    assert (await cli("client", "update", "nobody", "--name", "x")).code != 0
