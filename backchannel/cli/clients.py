@@ -188,7 +188,9 @@ def _read_json(path: Path, option: str) -> Any:
 
 
 async def create_client(ctx: Context, conn: asyncpg.Connection) -> None:
-    registered = await register_client(conn, registration_from_args(ctx.args), ctx.settings)
+    registered = await register_client(
+        conn, registration_from_args(ctx.args), ctx.settings, actor=ctx.actor
+    )
     client, secret = registered.client, registered.secret
 
     def text() -> str:
@@ -240,7 +242,7 @@ def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 async def update_client_command(ctx: Context, conn: asyncpg.Connection) -> None:
     changes = changes_from_args(ctx.args)
-    client = await update_client(conn, ctx.args.client_id, changes, ctx.settings)
+    client = await update_client(conn, ctx.args.client_id, changes, ctx.settings, actor=ctx.actor)
     if client is None:
         raise CommandError(f"no client {ctx.args.client_id!r}")
     updated = client
@@ -277,7 +279,9 @@ async def show_client(ctx: Context, conn: asyncpg.Connection) -> None:
 async def change_client(ctx: Context, conn: asyncpg.Connection) -> None:
     """Enable, or disable and revoke the client's tokens and open requests, in one go."""
     async with conn.transaction():
-        client = await set_client_disabled(conn, ctx.args.client_id, ctx.args.disable)
+        client = await set_client_disabled(
+            conn, ctx.args.client_id, ctx.args.disable, actor=ctx.actor
+        )
         if client is None:
             raise CommandError(f"no client {ctx.args.client_id!r}")
         revoked = None

@@ -81,7 +81,12 @@ async def create_with_hints(ctx: Context, conn: asyncpg.Connection) -> None:
     subject = subject_of_create(ctx)
     hints = [parse_hint(h) for h in args.hint]
     user = await create_user(
-        conn, subject=subject, display_name=args.name, hints=hints, user_code=args.user_code
+        conn,
+        subject=subject,
+        display_name=args.name,
+        hints=hints,
+        user_code=args.user_code,
+        actor=ctx.actor,
     )
     data = user_json(user, hints)
     ctx.out.result(
@@ -112,7 +117,7 @@ async def list_users(ctx: Context, conn: asyncpg.Connection) -> None:
 
 async def add_hint_to_user(ctx: Context, conn: asyncpg.Connection) -> None:
     hint = parse_hint(ctx.args.hint)
-    user = await add_login_hint(conn, ctx.args.subject, hint)
+    user = await add_login_hint(conn, ctx.args.subject, hint, actor=ctx.actor)
     ctx.out.result(
         {"subject": user.subject, "login_hint": describe_hint(hint)},
         f"added {describe_hint(hint)} to {user.subject}",

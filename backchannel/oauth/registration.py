@@ -285,19 +285,28 @@ async def check_notification_host(reg: ClientRegistration, settings: Settings) -
 
 
 async def register_client(
-    conn: asyncpg.Connection, reg: ClientRegistration, settings: Settings
+    conn: asyncpg.Connection,
+    reg: ClientRegistration,
+    settings: Settings,
+    *,
+    actor: str = "operator",
 ) -> RegisteredClient:
     """Validate and store a new client; the secret (if any) is returned only here."""
     reg = validate_registration(reg, settings)
     await check_notification_host(reg, settings)
     secret = new_secret() if reg.token_endpoint_auth_method in SECRET_AUTH_METHODS else None
-    return await store_client(conn, reg, secret)
+    return await store_client(conn, reg, secret, actor=actor)
 
 
 async def store_client(
-    conn: asyncpg.Connection, reg: ClientRegistration, secret: str | None
+    conn: asyncpg.Connection,
+    reg: ClientRegistration,
+    secret: str | None,
+    *,
+    actor: str = "operator",
 ) -> RegisteredClient:
-    """Insert an already validated registration with the given secret, and announce it."""
+    """Insert an already validated registration with the given secret, and announce it;
+    audited ``client_created`` with its metadata (never the secret)."""
     client_id = reg.client_id or new_identifier()
     client = Client(
         client_id=client_id,
@@ -327,6 +336,12 @@ async def store_client(
         async with conn.transaction():
             stored = await insert_client(conn, client)
             await notify(conn, CONFIG_CHANNEL, f"client:{client_id}")
+            await insert_audit_event(
+                conn,
+                "client_created",
+                client_id=client_id,
+                detail={"actor": actor, "metadata": stored.public_metadata()},
+            )
     except asyncpg.UniqueViolationError:
         raise RegistrationError([f"client_id: {client_id} is already registered"]) from None
     return RegisteredClient(stored, secret)
@@ -382,7 +397,12 @@ def registration_of(client: Client) -> ClientRegistration:
 
 
 async def update_client(
-    conn: asyncpg.Connection, client_id: str, changes: Mapping[str, Any], settings: Settings
+    conn: asyncpg.Connection,
+    client_id: str,
+    changes: Mapping[str, Any],
+    settings: Settings,
+    *,
+    actor: str = "operator",
 ) -> Client | None:
     """Change a client's metadata, validated as a whole as at registration; ``None`` if
     there is no such client. Every replica drops its cached copy; audited
@@ -409,7 +429,7 @@ async def update_client(
         assert updated is not None
         await notify(conn, CONFIG_CHANNEL, f"client:{client_id}")
         await insert_audit_event(
-            conn, "client_updated", client_id=client_id, detail={"changed": changed}
+            conn, "client_updated", client_id=client_id, detail={"actor": actor, "changed": changed}
         )
     return updated
 
@@ -448,11 +468,14 @@ def _audit_value(value: Any) -> Any:
 
 
 async def set_client_disabled(
-    conn: asyncpg.Connection, client_id: str, disabled: bool
+    conn: asyncpg.Connection, client_id: str, disabled: bool, *, actor: str = "operator"
 ) -> Client | None:
-    """Disable or re-enable a client; ``None`` if there is no such client."""
+    """Disable or re-enable a client; ``None`` if there is no such client. Audited
+    ``client_disabled`` / ``client_enabled``."""
     async with conn.transaction():
         client = await update_client_disabled(conn, client_id, disabled)
         if client is not None:
             await notify(conn, CONFIG_CHANNEL, f"client:{client_id}")
+            event = "client_disabled" if disabled else "client_enabled"
+            await insert_audit_event(conn, event, client_id=client_id, detail={"actor": actor})
     return client
