@@ -160,7 +160,9 @@ async def test_concurrent_polls_across_instances_get_one_pending_and_the_rest_sl
                     asyncio.create_task(poll(apps[i % 2].http, rp.basic_auth(), auth_req_id))
                     for i in range(POLLERS)
                 ]
-                await eventually(lambda: polls_waiting_on_the_row(db, POLLERS), within=30)
+                # Two polls queued on the row are enough to race (the rest may be slower
+                # to arrive on a loaded machine); the verdicts must hold for all of them.
+                await eventually(lambda: polls_waiting_on_the_row(db, 2), within=30)
             answers = await asyncio.gather(*polls)
             errors = sorted(error_of(r) for r in answers)
             assert errors == ["authorization_pending"] + ["slow_down"] * (POLLERS - 1)
