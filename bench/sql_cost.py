@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from harness import children_of, postgres_cpu_seconds  # noqa: E402
 
+from backchannel.audit.chain import seal_pending  # noqa: E402
 from backchannel.db import auth_requests as ar  # noqa: E402
+from backchannel.db.audit import insert_audit_event  # noqa: E402
 from backchannel.db.migrate import migrate  # noqa: E402
 from backchannel.db.pool import create_pool  # noqa: E402
 from backchannel.embedded_postgres import start_embedded_postgres  # noqa: E402
@@ -81,7 +83,8 @@ async def main(args: argparse.Namespace) -> None:
             sys.modules[spec.name] = base  # dataclasses look their module up
             spec.loader.exec_module(base)
             modules["base"] = base
-        workloads = {"poll": poll_variants(modules), "bc": bc_variants(modules, uid)}
+        workloads = {"poll": poll_variants(modules), "bc": bc_variants(modules, uid),
+                     "audit": audit_variants()}  # fmt: skip
         for wl in args.workloads.split(","):
             chosen = workloads[wl]
             figures: dict[str, list[float]] = {k: [] for k in chosen}
@@ -105,6 +108,8 @@ async def main(args: argparse.Namespace) -> None:
                     figures[name].append(us)
                     print(f"{wl} {name} round {r}: {us:.1f} µs PG CPU per statement,"
                           f" {len(items) / wall:.0f}/s", flush=True)  # fmt: skip
+            if wl == "audit":
+                await seal_cost(pool, pid)
             hot = await pool.fetchrow(
                 "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
                 " WHERE relname = 'auth_requests'"
@@ -142,6 +147,42 @@ def poll_variants(modules: dict[str, Any]) -> dict[str, tuple[Callable, Statemen
 
         out[name] = (_pending, poll)
     return out
+
+
+def audit_variants() -> dict[str, tuple[Callable, Statement]]:
+    """An audit row as /bc-authorize writes it; then (printed apart) sealing them all."""
+
+    async def prepare(pool: object, n: int) -> list[int]:
+        return list(range(n))
+
+    async def insert(pool: object, i: int) -> object:
+        return await insert_audit_event(
+            pool,  # type: ignore[arg-type]
+            "auth_request_issued",
+            client_id="c1",
+            user_id=1,
+            auth_request_id=i,
+            detail={
+                "scope": ["openid"],
+                "hint": "login_hint",
+                "binding_message": None,
+                "expires_in": 300,
+                "signed": False,
+            },
+        )
+
+    return {"insert": (prepare, insert)}
+
+
+async def seal_cost(pool: Any, pid: int) -> None:
+    """PostgreSQL's and this process's CPU per row to seal every unsealed audit row."""
+    async with pool.acquire() as conn:
+        n = await conn.fetchval("SELECT count(*) FROM audit_events WHERE seq IS NULL")
+        cpu0, me0 = postgres_cpu_seconds(pid), time.process_time()
+        await seal_pending(conn)
+        cpu1, me1 = postgres_cpu_seconds(pid), time.process_time()
+    print(f"audit seal: {n} rows, {1e6 * (cpu1 - cpu0) / n:.1f} µs PG CPU and"
+          f" {1e6 * (me1 - me0) / n:.1f} µs sealer (Python) CPU per row")  # fmt: skip
 
 
 def bc_variants(modules: dict[str, Any], uid: int) -> dict[str, tuple[Callable, Statement]]:
