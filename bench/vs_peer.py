@@ -45,6 +45,7 @@ from typing import Any
 import asyncpg
 
 BENCH = Path(__file__).resolve().parent
+SEALER_LOCK = 0x6263_6175_6474  # backchannel/db/audit_chain.py
 ROOT = BENCH.parent
 PEER_PORT = 3000
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -113,17 +114,17 @@ class Variant:
 
     def environment(self) -> dict[str, str]:
         assert self.data is not None
-        return dict(
-            os.environ,
-            BACKCHANNEL_DATA_DIR=str(self.data),
-            BACKCHANNEL_PORT=str(self.port),
-            BACKCHANNEL_ISSUER=self.base,
-            BACKCHANNEL_POLL_INTERVAL="1",
-            BACKCHANNEL_FATIGUE_MAX_PENDING="0",
-            BACKCHANNEL_FATIGUE_MAX_PROMPTS="0",
-            BACKCHANNEL_LOG_LEVEL="WARNING",
+        return {
+            **os.environ,
+            "BACKCHANNEL_DATA_DIR": str(self.data),
+            "BACKCHANNEL_PORT": str(self.port),
+            "BACKCHANNEL_ISSUER": self.base,
+            "BACKCHANNEL_POLL_INTERVAL": "1",
+            "BACKCHANNEL_FATIGUE_MAX_PENDING": "0",
+            "BACKCHANNEL_FATIGUE_MAX_PROMPTS": "0",
+            "BACKCHANNEL_LOG_LEVEL": "WARNING",
             **self.env,
-        )
+        }
 
     def start(self) -> None:
         self.data = Path(tempfile.mkdtemp(prefix=f"vs-peer-{self.name}-"))
@@ -138,7 +139,12 @@ class Variant:
     def ready(self, timeout: float = 180) -> None:
         assert self.proc is not None and self.data is not None
         wait_http(f"{self.base}/.well-known/openid-configuration", self.proc, self.name, timeout)
-        lines = (self.data / "pgdata" / "postmaster.pid").read_text().splitlines()
+        pidfile = self.data / "pgdata" / "postmaster.pid"
+        for _ in range(100):  # written line by line as the server starts
+            lines = pidfile.read_text().splitlines()
+            if len(lines) >= 8 and lines[7].strip() == "ready" and lines[4].strip():
+                break
+            time.sleep(0.1)
         self.pg_pid = int(lines[0])
         pin(self.pg_pid, LOAD_CPU)
         self.dsn = f"postgresql://postgres@/postgres?host={lines[4]}&port={lines[3]}"
@@ -176,6 +182,8 @@ async def add_users(dsn: str, users: int) -> None:
 
 
 FILL_SQL = """
+-- The sealer waits (its lock) while the sealed rows and the chain head are written.
+SELECT pg_advisory_xact_lock({sealer_lock});
 INSERT INTO users (subject, display_name, email)
 SELECT 'scale-' || i, 'Scale ' || i, 'scale-' || i || '@scale.example'
   FROM generate_series(1, {users}) i;
@@ -212,7 +220,8 @@ INSERT INTO audit_events (at, event, client_id, user_id, auth_request_id, detail
 SELECT r.created_at + (e - 1) * interval '20 seconds',
        CASE e WHEN 1 THEN 'auth_request_issued' ELSE 'auth_request_decided' END,
        r.client_id, r.user_id, r.id, '{{}}'::jsonb,
-       row_number() OVER (ORDER BY r.id, e), sha256(r.id_hash || '\\x00'::bytea),
+       (SELECT coalesce(max(seq), 0) FROM audit_events) + row_number() OVER (ORDER BY r.id, e),
+       sha256(r.id_hash || '\\x00'::bytea),
        sha256(r.id_hash || int4send(e))
   FROM auth_requests r CROSS JOIN generate_series(1, 2) e;
 UPDATE audit_chain_head SET seq = (SELECT max(seq) FROM audit_events),
@@ -225,7 +234,7 @@ async def fill(dsn: str, n: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         started = time.monotonic()
-        await conn.execute(FILL_SQL.format(n=n, users=max(1, n // 10)))
+        await conn.execute(FILL_SQL.format(n=n, users=max(1, n // 10), sealer_lock=SEALER_LOCK))
         await conn.execute("VACUUM ANALYZE")
         log(f"filled {n} requests in {time.monotonic() - started:.0f} s")
         return await sizes(conn)
