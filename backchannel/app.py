@@ -98,16 +98,6 @@ def create_app(settings: Settings) -> Starlette:
             outbox = OutboxWorker(pool, http, settings, metrics=metrics)
             listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
             listener.on_reconnect(outbox.wake)
-            await listener.start()
-            await outbox.start()
-            stack.push_async_callback(outbox.stop)
-            sealer = AuditSealer(pool)
-            await sealer.start()
-            stack.push_async_callback(sealer.stop)
-            housekeeper = Housekeeper(pool, settings)
-            await housekeeper.start()
-            stack.push_async_callback(housekeeper.stop)
-            stack.callback(waiters.release_all)  # held long polls are answered first
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -129,8 +119,19 @@ def create_app(settings: Settings) -> Starlette:
                 wrapper=wrapper,
                 metrics=metrics,
             )
+            # Subscribed before the listener starts: it LISTENs on the channels it has then.
             listener.subscribe(NOTIFICATION_CHANNEL, lambda _payload: notifier.wake())
             listener.on_reconnect(notifier.wake)
+            await listener.start()
+            await outbox.start()
+            stack.push_async_callback(outbox.stop)
+            sealer = AuditSealer(pool)
+            await sealer.start()
+            stack.push_async_callback(sealer.stop)
+            housekeeper = Housekeeper(pool, settings)
+            await housekeeper.start()
+            stack.push_async_callback(housekeeper.stop)
+            stack.callback(waiters.release_all)  # held long polls are answered first
             await notifier.start()
             stack.push_async_callback(notifier.stop)
             app.state.services = services
