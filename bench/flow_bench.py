@@ -35,6 +35,7 @@ import base64
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -156,10 +157,13 @@ async def backchannel_round(
             entry = {k: payload[k] for k in ("ref", "client_name", "binding_message", "scope",
                                              "challenge")}  # fmt: skip
             jws = phone.call_jws("/device/decision", **phone.decision(entry, "approve"))
-            async with http.post(v.base + "/device/decision", data=jws,
-                                 headers={"Content-Type": "application/jose"}) as r:  # fmt: skip
-                await r.read()
-                out.count(f"decision {r.status}")
+            try:
+                jose = {"Content-Type": "application/jose"}
+                async with http.post(v.base + "/device/decision", data=jws, headers=jose) as r:
+                    await r.read()
+                    out.count(f"decision {r.status}")
+            except aiohttp.ClientError as exc:
+                out.fail(f"decision {type(exc).__name__}")
 
         async def phones_watch() -> None:
             nonlocal seen
@@ -348,6 +352,8 @@ def main() -> None:
     ap.add_argument("--wait", type=int, default=30, help="Prefer: wait=N on backchannel polls")
     args = ap.parse_args()
     variants = [Variant.parse(s, 8200 + i) for i, s in enumerate(args.variant or ["backchannel="])]
+    # SIGTERM stops the servers too (the finally below), as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     extra = {"BACKCHANNEL_PUSH_ALLOW_LOOPBACK": "true", "BACKCHANNEL_ALLOW_INSECURE_URLS": "true",
              "BACKCHANNEL_POLL_INTERVAL": "5"}  # fmt: skip
     peer = None

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -332,6 +333,8 @@ def main() -> None:
     args = ap.parse_args()
     peer_dir = Path(args.peer).resolve()
     variants = [Variant.parse(s, 8200 + i) for i, s in enumerate(args.variant or ["backchannel="])]
+    # SIGTERM stops the servers too (the finally below), as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cases = args.cases.split(",")
     peer = None
     try:
