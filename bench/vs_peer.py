@@ -14,7 +14,9 @@ on a port of its own. Without ``--variant`` the one variant is this checkout.
 
 Servers are pinned to core 0, every PostgreSQL and the load generator to core 1,
 as in shared/bench-peer/vs_peer.py. Each round runs every case of every server
-one after the other, so drift hits all alike. CPU per request is the server
+one after the other, so drift hits all alike, starting with another server each
+round (the server loaded right after another shares the machine with that one's
+leftover work). CPU per request is the server
 process's CPU plus its PostgreSQL's (all processes) over the measured window,
 divided by the requests answered in it.
 
@@ -366,7 +368,11 @@ def main() -> None:
         results: dict[str, list[dict[str, Any]]] = {}
         for r in range(args.rounds):
             for mode in cases:
-                for name, base, spid, dpid, extra in servers:
+                # Each round starts with another server: the one loaded after another
+                # shares the machine with that one's leftovers (sealing, autovacuum).
+                for name, base, spid, dpid, extra in (
+                    servers[r % len(servers) :] + servers[: r % len(servers)]
+                ):
                     pool = ["--pool", "1000" if name == "peer" else str(args.poll_pool)]
                     res = run_load(args, base, mode, extra + (pool if mode == "poll" else []),
                                    spid, dpid)  # fmt: skip
