@@ -42,6 +42,13 @@ async def authenticate(
     return await authenticate_client(services, form or {}, authorization, token_url(services))
 
 
+@dataclasses.dataclass(frozen=True)
+class _From:
+    """A time claim ``seconds`` from when the test runs."""
+
+    seconds: int
+
+
 async def refused(
     services: Services,
     error: type[OAuthError],
@@ -319,14 +326,16 @@ async def test_jti_replay_cache_forgets_expired_entries(db: asyncpg.Connection) 
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
+        # Times as offsets from when the test runs: a long suite starts it minutes after
+        # collection.
         pytest.param({"aud": "https://other.example/token"}, "aud", id="wrong-aud"),
         pytest.param({"aud": None}, "aud", id="no-aud"),
-        pytest.param({"exp": int(time.time()) - 60}, "expired", id="expired"),
+        pytest.param({"exp": _From(-60)}, "expired", id="expired"),
         pytest.param({"exp": None}, "exp claim is required", id="no-exp"),
         pytest.param({"exp": "tomorrow"}, "must be a number", id="exp-not-a-number"),
-        pytest.param({"exp": int(time.time()) + 7200}, "ahead", id="exp-two-hours-ahead"),
-        pytest.param({"nbf": int(time.time()) + 600}, "nbf", id="nbf-in-future"),
-        pytest.param({"iat": int(time.time()) + 600}, "iat", id="iat-in-future"),
+        pytest.param({"exp": _From(7200)}, "ahead", id="exp-two-hours-ahead"),
+        pytest.param({"nbf": _From(600)}, "nbf", id="nbf-in-future"),
+        pytest.param({"iat": _From(600)}, "iat", id="iat-in-future"),
         pytest.param({"jti": None}, "jti", id="no-jti"),
         pytest.param({"iss": "someone-else"}, "iss and sub", id="iss-not-client"),
     ],
@@ -338,9 +347,10 @@ async def test_client_assertion_with_bad_claims_is_invalid_client(
     claims: dict[str, Any],
     reason: str,
 ) -> None:
+    now = int(time.time())
     values = {
         **jose.client_assertion_claims(jwt_client.client_id, services.settings.issuer),
-        **claims,
+        **{k: now + v.seconds if isinstance(v, _From) else v for k, v in claims.items()},
     }
     assertion = jose.sign({k: v for k, v in values.items() if v is not None}, client_key)
     exc = await refused(services, InvalidClient, jose.assertion_form(assertion))
