@@ -133,6 +133,7 @@ def create_app(settings: Settings) -> Starlette:
                 metrics=metrics,
                 poll_interval=settings.delivery_poll_interval,
             )
+            # Subscribed before the listener starts: it LISTENs on the channels it has then.
             listener.subscribe(NOTIFICATION_CHANNEL, lambda _payload: notifier.wake())
             listener.on_reconnect(notifier.wake)
             await listener.start()  # LISTENs on every channel subscribed above

@@ -593,13 +593,15 @@ async def insert_pending_requests(
 # log_line_prefix '%m [%p] %a ': "2026-01-01 10:00:00.123 UTC [123] app LOG:  execute s1: SQL"
 _ENTRY_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.M)
 _STATEMENT = re.compile(r"^\S+ \S+ \S+ \[\d+\] (\S*) LOG:  (execute [^:]+|statement): (.*)", re.S)
-POLL_LABEL = "poll_auth_request (one WITH ... UPDATE auth_requests statement)"
+POLL_LABEL = "poll_auth_request (one conditional UPDATE auth_requests statement)"
+JUDGE_LABEL = "poll_auth_request, judging strikes and end states (WITH ... UPDATE)"
 RESET_LABEL = (
     "asyncpg pool reset on connection release "
     "(SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL)"
 )
 _LABELS = [
-    ("WITH cur AS", POLL_LABEL),
+    ("UPDATE auth_requests SET last_polled_at = now()", POLL_LABEL),
+    ("WITH cur AS", JUDGE_LABEL),
     ("SELECT pg_advisory_unlock_all()", RESET_LABEL),
     ("WITH ins AS ( INSERT INTO auth_requests", "insert_auth_request (+ audit row, one statement)"),
     ("SELECT u.user_id", "select_user_by_hint"),

@@ -76,6 +76,7 @@ from harness import (
     with_query,
 )
 from longpoll import long_poll_phase
+from ping import DECIDERS, ping_phase
 
 from backchannel.db.migrate import migrate
 from backchannel.db.pool import connect
@@ -84,6 +85,7 @@ TARGET_BC_RATIO = 0.60
 TARGET_POLL_RATIO = 0.85
 TARGET_POLL_ROUND_TRIPS = 1
 TARGET_LONG_POLL_P99_MS = 100.0
+TARGET_PING_P99_MS = 100.0
 BUSY_ENOUGH_PCT = 90.0  # below this the server was held back by something else
 # Idle seconds after each interleaved run: the server's CPU meanwhile (sealing the audit
 # rows the run wrote, say) is charged to that run, and the next run starts clean.
@@ -140,7 +142,7 @@ class Bench:
         app_name = ("bench_baseline" if kind == "baseline" else "bench_server") + (
             "_noreset" if reset_off else ""
         )
-        assert not reset_off or kind == "baseline", "backchannel's own pool sends no reset"
+        assert not reset_off or kind == "baseline", "backchannel's pool sends no reset"
         if reset_off:
             env["BENCH_POOL_RESET"] = "off"
         if kind == "baseline":
@@ -153,6 +155,8 @@ class Bench:
                 "BACKCHANNEL_ISSUER": "http://127.0.0.1",
                 "BACKCHANNEL_POLL_INTERVAL": str(POLL_INTERVAL),
                 "BACKCHANNEL_MAX_REQUEST_EXPIRY": str(REQUESTED_EXPIRY),
+                # the ping client's notification endpoint is the bench's loopback receiver
+                "BACKCHANNEL_ALLOW_INSECURE_URLS": "true",
             }
             target = "bench/backchannel_server.py:app"
         a = self.args
@@ -403,7 +407,7 @@ async def main(args: argparse.Namespace) -> int:
             "hypercorn": "bench/hypercorn.toml: 1 worker process, asyncio, no access log",
             "poll_interval_s": POLL_INTERVAL,
             "db_pool": "min 2 / max 10 connections in both apps (backchannel's defaults):"
-            " asyncpg's Pool in the baseline, backchannel's own ConnectionPool",
+            " asyncpg's Pool in both; backchannel's with a reset that sends nothing",
         }
         bench = Bench(args, db, conn, fixture, work_dir)
 
@@ -429,6 +433,9 @@ async def main(args: argparse.Namespace) -> int:
             ),
         )  # fmt: skip
         log(f"long polling: p50 {long_poll['p50_ms']} ms, p99 {long_poll['p99_ms']} ms")
+        log(f"ping: {args.pings} decisions at {args.ping_rate:g}/s")
+        ping = await ping_phase(app, db, fixture, decisions=args.pings, rate=args.ping_rate)
+        log(f"ping: p50 {ping['p50_ms']} ms, p99 {ping['p99_ms']} ms")
         if args.profile:
             await bench.profile("bc-authorize-profiled", app, "bc-authorize")
             await bench.profile("poll-profiled", app, "poll")
@@ -440,6 +447,7 @@ async def main(args: argparse.Namespace) -> int:
         results["census"] = {k: c.summary() for k, c in bench.censuses.items()}
         results["poll_ids"] = bench.poll_ids
         results["long_poll"] = long_poll
+        results["ping"] = ping
         results["profiles"] = bench.profiles
         results["what_if_no_pool_reset"] = what_if
         results["verdicts"] = verdicts(results)
@@ -523,6 +531,12 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "value": lp["p99_ms"],
         "target": f"< {TARGET_LONG_POLL_P99_MS:g} ms over >= 200 decisions",
         "pass": lp["p99_ms"] < TARGET_LONG_POLL_P99_MS and lp_ok == lp["decisions"] >= 200,
+    }
+    ping = results["ping"]
+    out["ping p99"] = {
+        "value": ping["p99_ms"],
+        "target": f"< {TARGET_PING_P99_MS:g} ms at {ping['rate']:g} decisions/s, none missing",
+        "pass": ping["p99_ms"] < TARGET_PING_P99_MS and ping["missing"] == 0,
     }
     return out
 
@@ -643,6 +657,15 @@ def render(results: dict[str, Any]) -> str:
         f" {lp['decisions']} decisions; answers {lp['answers']} (target p99 <"
         f" {TARGET_LONG_POLL_P99_MS:g} ms) → {mark('long poll p99')}",
     ]
+    pg = results["ping"]
+    lines.append(
+        f"ping client ({pg['decisions']} decisions at {pg['rate']:g}/s, achieved"
+        f" {pg['achieved_rate']}/s, recorded on {DECIDERS} connections): decision COMMIT →"
+        f" ping read by the client's receiver p50 {pg['p50_ms']} ms, p90 {pg['p90_ms']} ms,"
+        f" p99 {pg['p99_ms']} ms, max {pg['max_ms']} ms; missing {pg['missing']}, refused"
+        f" {pg['refused']}; server CPU {pg['server_cpu_pct']}% (target p99 <"
+        f" {TARGET_PING_P99_MS:g} ms) → {mark('ping p99')}"
+    )
     lc = lp.get("census")
     if lc:
         lines.append(
@@ -655,7 +678,7 @@ def render(results: dict[str, Any]) -> str:
             "",
             "what-if (no target): a stricter baseline whose asyncpg pool has a no-op `reset`,"
             " so releasing a connection sends nothing (one round trip per request, like"
-            " backchannel's own pool), run in the same rounds as the servers above:",
+            " backchannel's pool), run in the same rounds as the servers above:",
             "",
             *table(wi, [("baseline", "baseline, no reset")], None),
             "",
@@ -689,6 +712,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--census", type=float, default=2.0, help="seconds of each statement-count run")
     add("--concurrency", type=int, default=32, help="wrk connections; long polls held at once")
     add("--decisions", type=int, default=400, help="long-poll decisions (>= 200)")
+    add("--pings", type=int, default=2000, help="ping-client decisions")
+    add("--ping-rate", type=float, default=200.0, help="ping-client decisions per second")
     add("--quick", action="store_true", help="4 s per workload, 1 s warm-ups: under a minute")
     add("--server-cpu", default="0", help="core of the servers under test")
     add("--load-cpu", default="1", help="core of wrk and of this script")
@@ -710,6 +735,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.census, args.decisions = 4.0, 1.0, 1.0, 200
+        args.pings = 600
     if args.rounds <= 0:
         args.rounds = max(1, round(args.duration / 2))
     return args

@@ -252,6 +252,29 @@ def _list_or_none(values: tuple[str, ...] | None) -> list[str] | None:
     return list(values) if values is not None else None
 
 
+# A well-paced poll of a pending or approved request, the common case, is one plain
+# conditional UPDATE: it records the poll only if no strike applies (the request is
+# live, not locked, and the interval has passed), under the row lock, re-checked on
+# the newest row version if another poll got there first. Its pacing is ephemeral (a
+# crash forgets at most when it was last polled), so its commit does not wait for the
+# WAL flush: ``set_config(..., true)`` is ``SET LOCAL synchronous_commit = off`` for
+# this statement's transaction. Anything else (no row) goes to _POLL, which judges
+# strikes and terminal states and commits them durably.
+_POLL_PACED = """
+UPDATE auth_requests
+   SET last_polled_at = now(), poll_count = poll_count + 1
+ WHERE id_hash = $1 AND client_id = $2
+   AND status IN ('pending', 'approved') AND expires_at > now()
+   AND (locked_until IS NULL OR locked_until <= now() + make_interval(secs => $3 / 1000.0))
+   AND (last_polled_at IS NULL
+        OR now() - last_polled_at >= make_interval(secs => poll_interval - $3 / 1000.0))
+RETURNING status AS verdict, id, user_id, poll_interval,
+          greatest(1, ceil(extract(epoch FROM greatest(
+              locked_until, now() + make_interval(secs => poll_interval)) - now())))::int
+              AS retry_after,
+          set_config('synchronous_commit', 'off', true) AS _commit
+"""
+
 # One statement judges a poll and records its pacing: the interval a slow_down
 # raises is written together with the poll time, under the row lock, so polls
 # spread over several replicas cannot reset it. Strikes (too-fast polls and
@@ -352,7 +375,23 @@ async def poll_auth_request(
     ``counts_as_poll=False`` re-reads the state after a long-poll wake-up
     without touching the pacing.
     """
-    row = await conn.fetchrow(
+    row = None
+    if counts_as_poll:
+        row = await conn.fetchrow(_POLL_PACED, id_hash, client_id, limits.grace_ms)
+    if row is None:
+        row = await _judge_poll(conn, id_hash, client_id, limits, counts_as_poll)
+    if row is None:
+        return None
+    retry_after = row["retry_after"] if row["retry_after"] is not None else 1
+    return PollResult(
+        _VERDICTS[row["verdict"]], row["id"], row["user_id"], row["poll_interval"], retry_after
+    )
+
+
+async def _judge_poll(
+    conn: Queryable, id_hash: bytes, client_id: str, limits: PollLimits, counts_as_poll: bool
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
         _POLL,
         id_hash,
         client_id,
@@ -363,12 +402,6 @@ async def poll_auth_request(
         limits.deny_after,
         limits.interval_step,
         limits.interval_max,
-    )
-    if row is None:
-        return None
-    retry_after = row["retry_after"] if row["retry_after"] is not None else 1
-    return PollResult(
-        _VERDICTS[row["verdict"]], row["id"], row["user_id"], row["poll_interval"], retry_after
     )
 
 

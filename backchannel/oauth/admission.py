@@ -72,17 +72,30 @@ async def admit_request(
     return {"policy": added} if added else {}
 
 
+_caps: tuple[Settings, FatigueLimits, PromptCaps] | None = None
+
+
+def _limits_and_caps(settings: Settings) -> tuple[FatigueLimits, PromptCaps]:
+    """Built once per Settings object: every /bc-authorize needs them."""
+    global _caps
+    cached = _caps
+    if cached is None or cached[0] is not settings:
+        limits = FatigueLimits.from_settings(settings)
+        caps = PromptCaps(limits.max_pending, limits.max_prompts, limits.window, honour_mutes=True)
+        cached = _caps = (settings, limits, caps)
+    return cached[1], cached[2]
+
+
 def prompt_caps(settings: Settings) -> PromptCaps:
     """The caps ``insert_auth_request`` enforces; mutes are always honoured."""
-    limits = FatigueLimits.from_settings(settings)
-    return PromptCaps(limits.max_pending, limits.max_prompts, limits.window, honour_mutes=True)
+    return _limits_and_caps(settings)[1]
 
 
 async def refuse_if_capped(
     services: Services, client: Client, user: User, issued: IssuedAuthRequest
 ) -> None:
     """After the insert: count an admission, or audit and raise the cap that refused it."""
-    limits = FatigueLimits.from_settings(services.settings)
+    limits = _limits_and_caps(services.settings)[0]
     if issued.id is not None:
         # The pending count is only read (up to the cap) while that cap is on.
         services.metrics.record_admission(issued.state.pending if limits.max_pending else None)

@@ -8,7 +8,6 @@ notification arrives, re-reads the state without counting it as a new poll.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import time
 from typing import Any, assert_never
@@ -39,16 +38,27 @@ AUTH_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 SLOW_DOWN_STEP = 5
 
 
-@functools.cache
+_limits: tuple[Settings, PollLimits] | None = None
+
+
 def poll_limits(settings: Settings) -> PollLimits:
-    return PollLimits(
-        grace_ms=settings.poll_grace_ms,
-        lock_after=settings.poll_lock_after,
-        lock_seconds=settings.poll_lock_seconds,
-        deny_after=settings.poll_deny_after,
-        interval_step=SLOW_DOWN_STEP,
-        interval_max=settings.poll_interval_max,
-    )
+    """The pacing rules of ``settings``, built once per Settings object (a cache keyed
+    by the settings would hash all their fields on every poll)."""
+    global _limits
+    cached = _limits
+    if cached is None or cached[0] is not settings:
+        cached = _limits = (
+            settings,
+            PollLimits(
+                grace_ms=settings.poll_grace_ms,
+                lock_after=settings.poll_lock_after,
+                lock_seconds=settings.poll_lock_seconds,
+                deny_after=settings.poll_deny_after,
+                interval_step=SLOW_DOWN_STEP,
+                interval_max=settings.poll_interval_max,
+            ),
+        )
+    return cached[1]
 
 
 async def poll_for_tokens(

@@ -264,6 +264,13 @@ async def test_updates_deletes_and_truncation_are_refused_while_triggers_are_on(
         """UPDATE audit_events SET seq = 3, prev_hash = decode(repeat('00', 32), 'hex'),
                   hash = decode(repeat('00', 32), 'hex'), detail = '{"x": 1}'
             WHERE seq IS NULL""",
+        # ... that fills in a column left empty, or empties one.
+        """UPDATE audit_events SET seq = 3, prev_hash = decode(repeat('00', 32), 'hex'),
+                  hash = decode(repeat('00', 32), 'hex'), device_id = 'dev-x'
+            WHERE seq IS NULL""",
+        """UPDATE audit_events SET seq = 3, prev_hash = decode(repeat('00', 32), 'hex'),
+                  hash = decode(repeat('00', 32), 'hex'), client_id = NULL
+            WHERE seq IS NULL""",
         "DELETE FROM audit_events WHERE seq = 1",
         "DELETE FROM audit_events WHERE seq IS NULL",
         "TRUNCATE audit_events",

@@ -43,6 +43,13 @@ async def authenticate(
     return await authenticate_client(services, form or {}, authorization, token_url(services))
 
 
+@dataclasses.dataclass(frozen=True)
+class _From:
+    """A time claim ``seconds`` from when the test runs."""
+
+    seconds: int
+
+
 async def refused(
     services: Services,
     error: type[OAuthError],
@@ -327,6 +334,8 @@ class FromNow:
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
+        # Times as offsets from when the test runs: a long suite starts it minutes after
+        # collection.
         pytest.param({"aud": "https://other.example/token"}, "aud", id="wrong-aud"),
         pytest.param({"aud": None}, "aud", id="no-aud"),
         pytest.param({"exp": FromNow(-60)}, "expired", id="expired"),
