@@ -56,7 +56,13 @@ async def token(request: Request) -> Response:
         wait = requested_wait(request.headers.get("prefer"), settings.long_poll_max)
         if wait:
             headers["Preference-Applied"] = f"wait={wait}"
-        answer = await poll_for_tokens(services, client, auth_req_id, wait=wait)
+        answer = await poll_for_tokens(
+            services,
+            client,
+            auth_req_id,
+            wait=wait,
+            client_gone=request.is_disconnected if wait else None,
+        )
         if isinstance(answer, OAuthError):
             return oauth_error_response(request, answer, headers)
         body = answer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, assert_never
 
 from backchannel.db.auth_requests import (
@@ -62,14 +63,21 @@ def poll_limits(settings: Settings) -> PollLimits:
 
 
 async def poll_for_tokens(
-    services: Services, client: Client, auth_req_id: str, *, wait: float = 0.0
+    services: Services,
+    client: Client,
+    auth_req_id: str,
+    *,
+    wait: float = 0.0,
+    client_gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> dict[str, Any] | OAuthError:
     """Answer one poll: the token response, or the §11 error that applies.
 
     The expected answers (pending, slow_down, denied, expired, ...) are
     returned rather than raised: most polls are pending, and the hot path
     skips the exception machinery. ``wait`` > 0 holds the poll up to that
-    many seconds while the request is pending.
+    many seconds while the request is pending. A held poll whose client went
+    away meanwhile (``client_gone``) does not spend the request: its tokens
+    would reach nobody, and the client's next poll collects them.
     """
     if not AUTH_REQ_ID.match(auth_req_id):
         return InvalidGrant("unknown auth_req_id")
@@ -94,6 +102,8 @@ async def poll_for_tokens(
         counts_as_poll = False
     services.metrics.record_poll(result.verdict)
     if result.verdict is PollVerdict.APPROVED:
+        if not counts_as_poll and client_gone is not None and await client_gone():
+            return AuthorizationPending("the client went away before the tokens were issued")
         return await _redeem(services, client, result, auth_req_id)
     return _error_for(result)
 
