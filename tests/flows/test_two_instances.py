@@ -42,7 +42,7 @@ async def polls_waiting_on_the_row(db: asyncpg.Connection, count: int) -> bool:
     waiting = await db.fetchval(
         """SELECT count(*) FROM pg_stat_activity
             WHERE datname = current_database() AND wait_event_type = 'Lock'
-              AND query LIKE '%WITH cur AS%'"""
+              AND query LIKE '%auth_requests%'"""
     )
     return bool(waiting >= count)
 
@@ -142,8 +142,8 @@ async def test_held_polls_woken_together_on_both_instances_redeem_only_once(
 async def test_concurrent_polls_across_instances_get_one_pending_and_the_rest_slow_down(
     settings: Settings, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
-    """The pacing read locks the row (FOR UPDATE): without it, polls that read the row
-    at once all see the same last poll time and several pass."""
+    """A poll is judged under the row lock, on the newest row version: polls that
+    arrive together cannot all see the same last poll time and all pass."""
     warm = settings.replace(db_pool_min=POLLERS)  # connections open before the race
     async for first in start_app(warm):
         async for other in start_app(warm):
