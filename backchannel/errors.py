@@ -210,15 +210,27 @@ async def render_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def render_unstorable_input(request: Request, exc: Exception) -> Response:
-    log.warning(
-        "input refused by the database on %s %s: %s", request.method, request.url.path, exc
-    )
+    log.warning("input refused by the database on %s %s: %s", request.method, request.url.path, exc)
     return oauth_error_response(request, InvalidRequest("a parameter holds unacceptable text"))
 
 
 async def render_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(ServerError())
+
+
+class UserVerificationRequired(OAuthError):
+    """Approving needs the user's fingerprint, face or PIN (docs/device-api.md)."""
+
+    error = "user_verification_required"
+    status_code = 403
+
+
+class UserVerificationFailed(OAuthError):
+    """The WebAuthn assertion of an approval did not verify (docs/device-api.md)."""
+
+    error = "user_verification_failed"
+    status_code = 403
 
 
 class RequestNotPending(OAuthError):
