@@ -21,6 +21,8 @@ import uuid
 from typing import Any
 
 import asyncpg
+from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
 from webauthn import generate_registration_options, verify_registration_response
 from webauthn.helpers import (
     decode_credential_public_key,
@@ -65,6 +67,8 @@ CHALLENGE_BYTES = 32
 USER_HANDLE_BYTES = 32
 MAX_CREDENTIALS_PER_DEVICE = 10
 _TRANSPORTS = frozenset(t.value for t in AuthenticatorTransport)
+# id-fido-gen-ce-aaguid: the AAGUID an attestation certificate is issued for.
+FIDO_AAGUID_OID = ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 
 
 def b64url(data: bytes) -> str:
@@ -210,10 +214,10 @@ async def _register(
         )
     except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
         raise InvalidRequest(f"the credential does not verify: {exc}") from None
+    aaguid = uuid.UUID(verified.aaguid)
     attested = False
     if party.direct_attestation:
-        attested = _check_attestation(verified.fmt, verified.attestation_object)
-    aaguid = uuid.UUID(verified.aaguid)
+        attested = _check_attestation(verified.fmt, verified.attestation_object, aaguid)
     if party.allowed_aaguids and aaguid not in party.allowed_aaguids:
         raise InvalidRequest(f"this kind of authenticator ({aaguid}) is not allowed here")
     alg = int(decode_credential_public_key(verified.credential_public_key).alg)
@@ -267,14 +271,25 @@ def _client_data(value: object) -> dict[str, Any]:
     return data
 
 
-def _check_attestation(fmt: AttestationFormat, attestation: bytes) -> bool:
+def _check_attestation(fmt: AttestationFormat, attestation: bytes, aaguid: uuid.UUID) -> bool:
     """Under direct attestation: a statement with a certificate chain (verified against
-    the operator's roots by py_webauthn), never ``none`` or self attestation."""
+    the operator's roots by py_webauthn), never ``none`` or self attestation; and the
+    AAGUID the certificate vouches for, when it names one, is the credential's."""
     if fmt == AttestationFormat.NONE:
         raise InvalidRequest("this server requires an attested authenticator")
     statement = parse_attestation_object(attestation).att_stmt
     if not statement.x5c:
         raise InvalidRequest("this server requires an attested authenticator (no self attestation)")
+    try:
+        leaf = x509.load_der_x509_certificate(statement.x5c[0])
+        extension = leaf.extensions.get_extension_for_oid(FIDO_AAGUID_OID).value
+    except x509.ExtensionNotFound:
+        return True
+    except ValueError:
+        raise InvalidRequest("the attestation certificate cannot be read") from None
+    raw = extension.value if isinstance(extension, x509.UnrecognizedExtension) else b""
+    if raw != b"\x04\x10" + aaguid.bytes:
+        raise InvalidRequest("the attestation certificate vouches for another AAGUID")
     return True
 
 
