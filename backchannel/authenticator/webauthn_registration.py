@@ -35,6 +35,7 @@ from webauthn.helpers.structs import (
     AttestationFormat,
     AuthenticatorSelectionCriteria,
     AuthenticatorTransport,
+    CredentialDeviceType,
     PublicKeyCredentialDescriptor,
     PublicKeyCredentialHint,
     ResidentKeyRequirement,
@@ -217,7 +218,8 @@ async def _register(
     aaguid = uuid.UUID(verified.aaguid)
     attested = False
     if party.direct_attestation:
-        attested = _check_attestation(verified.fmt, verified.attestation_object, aaguid)
+        fmt = AttestationFormat(verified.fmt)
+        attested = _check_attestation(fmt, verified.attestation_object, aaguid)
     if party.allowed_aaguids and aaguid not in party.allowed_aaguids:
         raise InvalidRequest(f"this kind of authenticator ({aaguid}) is not allowed here")
     alg = int(decode_credential_public_key(verified.credential_public_key).alg)
@@ -231,9 +233,12 @@ async def _register(
         sign_count=verified.sign_count,
         aaguid=aaguid,
         transports=_known(transports if isinstance(transports, list) else []),
-        attestation_format=str(verified.fmt.value),
+        attestation_format=AttestationFormat(verified.fmt).value,
         attested=attested,
-        backup_eligible=verified.credential_device_type.value == "multi_device",
+        backup_eligible=(
+            CredentialDeviceType(verified.credential_device_type)
+            == CredentialDeviceType.MULTI_DEVICE
+        ),
         backed_up=verified.credential_backed_up,
     )
     async with conn.transaction():
