@@ -5,6 +5,7 @@ import { h } from "./dom.js";
 import { normaliseKey, subscriptionFor, syncSubscription } from "./push.js";
 import * as screens from "./screens.js";
 import { forgetDevice, loadDevice, saveDevice } from "./store.js";
+import * as webauthn from "./webauthn.js";
 
 const main = document.getElementById("screen");
 const tabs = document.getElementById("tabs");
@@ -13,6 +14,7 @@ const banner = document.getElementById("banner");
 const state = {
   device: null,
   requests: new Map(), // ref -> request, with `deadline` (ms since epoch, local clock)
+  webauthn: null, // {rp_id, credentials} from the pending list; null where the server has none
   flash: null,
   view: null, // {name, ref?}
 };
@@ -69,7 +71,8 @@ function showTabs(current) {
 }
 
 async function fetchRequests() {
-  const { requests } = await api.deviceCall("requests");
+  const { requests, webauthn: uvState } = await api.deviceCall("requests");
+  state.webauthn = uvState ?? null;
   const fetchedAt = Date.now();
   const withDeadline = (request) => ({ ...request, deadline: fetchedAt + request.expires_in * 1000 });
   state.requests = new Map(requests.map((request) => [request.ref, withDeadline(request)]));
@@ -93,7 +96,8 @@ async function render() {
     }
     if (current.name === "devices") {
       const { devices } = await api.deviceCall("devices");
-      if (!stale()) show(screens.devicesScreen(devices, { onRemove: removeDevice }));
+      const onSetUp = canVerifyUsers() ? () => setUpUserVerification("#devices") : null;
+      if (!stale()) show(screens.devicesScreen(devices, { onRemove: removeDevice, onSetUp }));
       return;
     }
     const requests = await fetchRequests();
@@ -114,18 +118,68 @@ async function renderRequest(ref, stale) {
     return go("", gone);
   }
   const onDecide = (decision, number) => decide(request, decision, number);
-  show(screens.approvalScreen(request, { onDecide }));
+  const onSetUp = () => setUpUserVerification(`#request=${encodeURIComponent(ref)}`);
+  show(screens.approvalScreen(request, { onDecide, uv: uvStatus(request), onSetUp }));
+}
+
+/** Whether this phone can check the user here: the server offers it and the browser can. */
+function canVerifyUsers() {
+  return state.webauthn !== null && webauthn.supported();
+}
+
+/** For the approval screen: null (not needed), "ready", "missing" or "unavailable". */
+function uvStatus(request) {
+  if (request.user_verification !== "required") return null;
+  if (!canVerifyUsers()) return "unavailable";
+  return state.webauthn.credentials.length > 0 ? "ready" : "missing";
+}
+
+async function setUpUserVerification(returnTo) {
+  try {
+    state.webauthn = await webauthn.register();
+  } catch (error) {
+    const text = webauthn.notConfirmed(error)
+      ? "Fingerprint, face or PIN was not set up: it was cancelled or not confirmed."
+      : `Fingerprint, face or PIN was not set up. ${problem(error)}`;
+    main.prepend(screens.notice(text, "error"));
+    return;
+  }
+  go(returnTo, "Fingerprint, face or PIN is set up on this phone.");
+}
+
+function uvProblem(error) {
+  if (error instanceof api.ApiError && error.error === "user_verification_failed") {
+    return "The fingerprint, face or PIN check didn't fit this request, so nothing was approved.";
+  }
+  if (error instanceof api.ApiError && error.error === "user_verification_required") {
+    return "This request can only be approved with your fingerprint, face or phone PIN.";
+  }
+  return null;
 }
 
 async function decide(request, decision, number) {
+  let assertion = null;
+  if (decision === "approve" && request.user_verification === "required") {
+    try {
+      assertion = await webauthn.verifyUser(request, state.webauthn);
+    } catch (error) {
+      const text = webauthn.notConfirmed(error)
+        ? "Your fingerprint, face or PIN wasn't confirmed, so nothing was approved. " +
+          "Try again, or deny the request."
+        : `Nothing was approved: the fingerprint, face or PIN check failed. ${problem(error)}`;
+      main.prepend(screens.notice(text, "error"));
+      return;
+    }
+  }
   let result;
   try {
-    result = await api.decide(request, decision, number);
+    result = await api.decide(request, decision, number, assertion);
   } catch (error) {
     if (error instanceof api.ApiError && error.requestGone) {
       return go("", `The request from ${request.client_name} is no longer waiting for an answer.`);
     }
-    main.prepend(screens.notice(`Your answer was not sent. ${problem(error)}`, "error"));
+    const text = uvProblem(error) ?? `Your answer was not sent. ${problem(error)}`;
+    main.prepend(screens.notice(text, "error"));
     return;
   }
   state.requests.delete(request.ref);
@@ -203,9 +257,33 @@ async function enrol(code, name) {
   if (previous) api.deviceCall("remove", {}, previous).catch(() => {});
   // The one-time code leaves the address bar and the history.
   history.replaceState(null, "", location.pathname);
+  const uv = await userVerificationAtEnrolment(config);
   state.view = { name: "enrolled" };
   showTabs("");
-  show(screens.enrolledScreen({ displayName: answer.user.display_name, onContinue: () => go("") }));
+  const onSetUp = async () => {
+    if ((await userVerificationAtEnrolment(config)) !== "on") {
+      const text = "Fingerprint, face or PIN was not set up. You can try again later from Devices.";
+      main.prepend(screens.notice(text, "error"));
+      return;
+    }
+    showEnrolled(answer.user.display_name, "on", onSetUp);
+  };
+  showEnrolled(answer.user.display_name, uv, onSetUp);
+}
+
+function showEnrolled(displayName, uv, onSetUp) {
+  show(screens.enrolledScreen({ displayName, uv, onSetUp, onContinue: () => go("") }));
+}
+
+/** Register a fingerprint, face or PIN key for the new device: "on", "off" or "unavailable". */
+async function userVerificationAtEnrolment(config) {
+  if (!config.webauthn_rp_id || !webauthn.supported()) return "unavailable";
+  try {
+    state.webauthn = await webauthn.register(state.device);
+    return "on";
+  } catch {
+    return "off";
+  }
 }
 
 /** On every open: push must reach this phone with the server's current VAPID key. */
