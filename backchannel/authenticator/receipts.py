@@ -399,7 +399,14 @@ def check_user_verification(
             signature=signature,
             data=authenticator_data + hashlib.sha256(client_data_raw).digest(),
         )
-    except (WebAuthnException, InvalidSignature, ValueError, TypeError, KeyError) as exc:
+    except (
+        WebAuthnException,
+        InvalidSignature,
+        ValueError,
+        TypeError,
+        KeyError,
+        RecursionError,
+    ) as exc:
         raise InvalidReceipt(f"the assertion signature does not verify ({exc!r})") from None
 
 

@@ -20,7 +20,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +42,7 @@ from backchannel.oauth.assurance import (
 )
 from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
+from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 
 # The approval signed by the device key alone.
 DEVICE_KEY_AMR: tuple[str, ...] = (AMR_SOFTWARE_KEY,)
@@ -193,7 +193,7 @@ async def _verify(
             credential_current_sign_count=0,
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+    except (WebAuthnException, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise AssertionRefused(
             "signature", f"the fingerprint, face or PIN check does not verify ({exc})"
         ) from None
@@ -219,9 +219,9 @@ async def _verify(
 def _check_client_data(raw: bytes, expected: bytes, party: WebAuthnParty) -> None:
     """The reason for a refusal, told apart before the library's full verification."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise AssertionRefused("malformed", "clientDataJSON is not JSON") from None
+        data = parse_untrusted_json(raw)
+    except UntrustedJSON:
+        raise AssertionRefused("malformed", "clientDataJSON is not acceptable JSON") from None
     if not isinstance(data, dict) or data.get("type") != "webauthn.get":
         raise AssertionRefused("malformed", "clientDataJSON is not of an assertion")
     challenge = data.get("challenge")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import secrets
 import uuid
 from typing import Any
@@ -62,6 +61,7 @@ from backchannel.db.webauthn import (
 )
 from backchannel.errors import InvalidRequest
 from backchannel.oauth.services import Services
+from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 
 REGISTRATION_TTL = 300  # seconds a registration challenge stays usable
 CHALLENGE_BYTES = 32
@@ -213,7 +213,7 @@ async def _register(
             supported_pub_key_algs=list(SUPPORTED_ALGORITHMS),
             pem_root_certs_bytes_by_fmt=roots,
         )
-    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+    except (WebAuthnException, ValueError, TypeError, KeyError, RecursionError) as exc:
         raise InvalidRequest(f"the credential does not verify: {exc}") from None
     aaguid = uuid.UUID(verified.aaguid)
     attested = False
@@ -268,9 +268,9 @@ async def _register(
 def _client_data(value: object) -> dict[str, Any]:
     raw = b64url_decode(value, "clientDataJSON")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("clientDataJSON is not JSON") from None
+        data = parse_untrusted_json(raw)
+    except UntrustedJSON:
+        raise InvalidRequest("clientDataJSON is not acceptable JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("clientDataJSON is not a JSON object")
     return data
