@@ -135,9 +135,54 @@ async def select_client(conn: Queryable, client_id: str) -> Client | None:
     return _client(row) if row else None
 
 
+async def select_client_for_update(conn: asyncpg.Connection, client_id: str) -> Client | None:
+    """The client, its row locked until the caller's transaction ends."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM clients WHERE client_id = $1 FOR UPDATE", client_id
+    )
+    return _client(row) if row else None
+
+
 async def select_clients(conn: Queryable) -> list[Client]:
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM clients ORDER BY created_at, client_id")
     return [_client(r) for r in rows]
+
+
+async def update_client_registration(conn: asyncpg.Connection, client: Client) -> Client | None:
+    """Overwrite a client's registration metadata (not its id, secret, auth method,
+    creation or disabled state); ``None`` if there is no such client."""
+    row = await conn.fetchrow(
+        f"""UPDATE clients SET
+               name = $2, jwks = $3, jwks_uri = $4, grant_types = $5, scopes = $6,
+               backchannel_token_delivery_mode = $7,
+               backchannel_client_notification_endpoint = $8,
+               backchannel_authentication_request_signing_alg = $9,
+               require_signed_request = $10, backchannel_user_code_parameter = $11,
+               id_token_signed_response_alg = $12, access_token_ttl = $13,
+               refresh_token_ttl = $14, max_requested_expiry = $15,
+               login_hint_token_issuers = $16, may_enrol_users = $17, number_matching = $18
+             WHERE client_id = $1
+         RETURNING {_COLUMNS}""",
+        client.client_id,
+        client.name,
+        client.jwks,
+        client.jwks_uri,
+        list(client.grant_types),
+        list(client.scopes),
+        client.backchannel_token_delivery_mode,
+        client.backchannel_client_notification_endpoint,
+        client.backchannel_authentication_request_signing_alg,
+        client.require_signed_request,
+        client.backchannel_user_code_parameter,
+        client.id_token_signed_response_alg,
+        client.access_token_ttl,
+        client.refresh_token_ttl,
+        client.max_requested_expiry,
+        list(client.login_hint_token_issuers),
+        client.may_enrol_users,
+        client.number_matching,
+    )
+    return _client(row) if row else None
 
 
 async def update_client_disabled(

@@ -40,10 +40,25 @@ class PgListener:
         self._closing = False
 
     def subscribe(self, channel: str, handler: Handler) -> None:
+        """Call ``handler`` for each notification on ``channel``; a channel must be known
+        before :meth:`start`, which LISTENs on every channel subscribed so far."""
+        if channel not in self._handlers and self._conn is not None:
+            raise RuntimeError(f"subscribe to {channel} before the listener starts")
         self._handlers.setdefault(channel, []).append(handler)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         self._on_reconnect.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        """True while the LISTEN connection is open (False while it reconnects, and once closed)."""
+        conn = self._conn
+        return (
+            not self._closing
+            and conn is not None
+            and not conn.is_closed()
+            and not self._lost.is_set()
+        )
 
     async def start(self) -> None:
         await self._connect()
