@@ -1,6 +1,7 @@
 // The page: routes (#enrol=, #request=, #history, #devices, the list), talks to the
 // device API and to the service worker. Approval happens only here, never in the worker.
 import * as api from "./api.js";
+import { uvChallenge } from "./digest.js";
 import { h } from "./dom.js";
 import { normaliseKey, subscriptionFor, syncSubscription } from "./push.js";
 import * as screens from "./screens.js";
@@ -31,8 +32,9 @@ function route() {
 }
 
 /** Navigate to `hash` ("" = the list), optionally with a one-off notice on top. */
-function go(hash, flash = null) {
+function go(hash, flash = null, kind = "info") {
   state.flash = flash;
+  state.flashKind = kind;
   if (hash === "") {
     // Request, outcome and setup pages are transient: Back should not return to them.
     history.replaceState(null, "", location.pathname);
@@ -45,7 +47,7 @@ function go(hash, flash = null) {
 }
 
 function show(...elements) {
-  const flash = state.flash ? screens.notice(state.flash, "info") : null;
+  const flash = state.flash ? screens.notice(state.flash, state.flashKind ?? "info") : null;
   state.flash = null;
   main.replaceChildren(...[flash, ...elements].filter(Boolean));
   main.focus({ preventScroll: true });
@@ -96,7 +98,10 @@ async function render() {
     }
     if (current.name === "devices") {
       const { devices } = await api.deviceCall("devices");
-      const onSetUp = canVerifyUsers() ? () => setUpUserVerification("#devices") : null;
+      if (state.webauthn === null) await fetchRequests(); // whether the server offers it
+      const missing = devices.some((d) => d.this_device && d.user_verification_keys === 0);
+      const prepared = missing && canVerifyUsers() ? webauthn.prepareRegistration() : null;
+      const onSetUp = prepared ? () => setUpUserVerification("#devices", prepared) : null;
       if (!stale()) show(screens.devicesScreen(devices, { onRemove: removeDevice, onSetUp }));
       return;
     }
@@ -117,9 +122,14 @@ async function renderRequest(ref, stale) {
       "That request is no longer waiting for an answer: it was answered elsewhere, withdrawn or it expired.";
     return go("", gone);
   }
+  const uv = uvStatus(request);
+  // Prepared before the tap (see webauthn.prepareRegistration).
+  if (uv === "ready") request.uvChallenge = await uvChallenge(request);
+  const prepared = uv === "missing" ? webauthn.prepareRegistration() : null;
+  if (stale()) return;
   const onDecide = (decision, number) => decide(request, decision, number);
-  const onSetUp = () => setUpUserVerification(`#request=${encodeURIComponent(ref)}`);
-  show(screens.approvalScreen(request, { onDecide, uv: uvStatus(request), onSetUp }));
+  const onSetUp = () => setUpUserVerification(`#request=${encodeURIComponent(ref)}`, prepared);
+  show(screens.approvalScreen(request, { onDecide, uv, onSetUp }));
 }
 
 /** Whether this phone can check the user here: the server offers it and the browser can. */
@@ -134,15 +144,15 @@ function uvStatus(request) {
   return state.webauthn.credentials.length > 0 ? "ready" : "missing";
 }
 
-async function setUpUserVerification(returnTo) {
+async function setUpUserVerification(returnTo, prepared = null) {
   try {
-    state.webauthn = await webauthn.register();
+    state.webauthn = await webauthn.register(null, prepared);
   } catch (error) {
     const text = webauthn.notConfirmed(error)
       ? "Fingerprint, face or PIN was not set up: it was cancelled or not confirmed."
       : `Fingerprint, face or PIN was not set up. ${problem(error)}`;
-    main.prepend(screens.notice(text, "error"));
-    return;
+    // Shown again, with fresh options for another try.
+    return go(returnTo, text, "error");
   }
   go(returnTo, "Fingerprint, face or PIN is set up on this phone.");
 }
@@ -161,7 +171,7 @@ async function decide(request, decision, number) {
   let assertion = null;
   if (decision === "approve" && request.user_verification === "required") {
     try {
-      assertion = await webauthn.verifyUser(request, state.webauthn);
+      assertion = await webauthn.verifyUser(request, state.webauthn, request.uvChallenge);
     } catch (error) {
       const text = webauthn.notConfirmed(error)
         ? "Your fingerprint, face or PIN wasn't confirmed, so nothing was approved. " +
@@ -260,8 +270,10 @@ async function enrol(code, name) {
   const uv = await userVerificationAtEnrolment(config);
   state.view = { name: "enrolled" };
   showTabs("");
+  let prepared = uv === "off" ? webauthn.prepareRegistration(state.device) : null;
   const onSetUp = async () => {
-    if ((await userVerificationAtEnrolment(config)) !== "on") {
+    if ((await userVerificationAtEnrolment(config, prepared)) !== "on") {
+      prepared = webauthn.prepareRegistration(state.device); // a challenge serves one attempt
       const text = "Fingerprint, face or PIN was not set up. You can try again later from Devices.";
       main.prepend(screens.notice(text, "error"));
       return;
@@ -276,10 +288,10 @@ function showEnrolled(displayName, uv, onSetUp) {
 }
 
 /** Register a fingerprint, face or PIN key for the new device: "on", "off" or "unavailable". */
-async function userVerificationAtEnrolment(config) {
+async function userVerificationAtEnrolment(config, prepared = null) {
   if (!config.webauthn_rp_id || !webauthn.supported()) return "unavailable";
   try {
-    state.webauthn = await webauthn.register(state.device);
+    state.webauthn = await webauthn.register(state.device, prepared);
     return "on";
   } catch {
     return "off";

@@ -68,9 +68,20 @@ function assertionJson(credential) {
   };
 }
 
+/**
+ * Ask the server for registration options ahead of the tap that uses them: some browsers
+ * (Safari) only run a WebAuthn ceremony started straight from the user's tap, not after
+ * a network round trip. The options stay usable for five minutes.
+ */
+export function prepareRegistration(device = null) {
+  const options = api.deviceCall("webauthn/register-options", {}, device);
+  options.catch(() => {}); // reported when used
+  return options;
+}
+
 /** Register a fingerprint, face or PIN key for this device; the server's new WebAuthn state. */
-export async function register(device = null) {
-  const { publicKey } = await api.deviceCall("webauthn/register-options", {}, device);
+export async function register(device = null, prepared = null) {
+  const { publicKey } = await (prepared ?? prepareRegistration(device));
   const credential = await navigator.credentials.create({ publicKey: creationOptions(publicKey) });
   const answer = await api.deviceCall(
     "webauthn/register",
@@ -83,11 +94,12 @@ export async function register(device = null) {
 /**
  * The user's fingerprint, face or PIN check for approving `request`, with one of this
  * device's keys (`state` is the pending list's `webauthn`): the assertion, as JSON.
+ * `challenge` may be computed ahead (`uvChallenge`), so the ceremony starts at the tap.
  */
-export async function verifyUser(request, state) {
+export async function verifyUser(request, state, challenge = null) {
   const credential = await navigator.credentials.get({
     publicKey: {
-      challenge: await uvChallenge(request),
+      challenge: challenge ?? (await uvChallenge(request)),
       rpId: state.rp_id,
       allowCredentials: state.credentials.map(descriptor),
       userVerification: "required",
