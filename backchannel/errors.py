@@ -112,6 +112,13 @@ class InvalidBindingMessage(OAuthError):
     error = "invalid_binding_message"
 
 
+class InvalidAuthorizationDetails(OAuthError):
+    """``authorization_details`` is malformed, of an unknown or disallowed type, or does
+    not fit its type's schema (RFC 9396 §5)."""
+
+    error = "invalid_authorization_details"
+
+
 class AuthorizationPending(OAuthError):
     error = "authorization_pending"
 

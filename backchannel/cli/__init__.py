@@ -15,6 +15,7 @@ import asyncpg
 
 from backchannel.cli import (
     audit,
+    authorization_types,
     clients,
     devices,
     keys,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_parser(commands, common)
     audit.add_parser(commands, common)
     policy.add_parser(commands, common)
+    authorization_types.add_parser(commands, common)
     return parser
 
 

@@ -93,6 +93,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="approval needs the number this client shows its user (returned by /bc-authorize)",
     )
     create.add_argument(
+        "--authorization-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="an RFC 9396 authorization_details type the client may send; repeatable",
+    )
+    create.add_argument(
         "--may-enrol-users",
         action="store_true",
         help="may obtain authenticator enrolment codes for users (POST /admin/enrolments)",
@@ -127,6 +134,12 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     update.add_argument("--grant-type", action="append", choices=GRANT_TYPES, metavar="GRANT")
     update.add_argument("--request-signing-alg", choices=REQUEST_OBJECT_ALGS_BY_REGISTRATION)
     update.add_argument("--id-token-alg", choices=SIGNING_ALGS)
+    update.add_argument(
+        "--authorization-type",
+        action="append",
+        metavar="TYPE",
+        help="the RFC 9396 types the client may send (replaces the list; '' for none)",
+    )
     for flag in ("--access-token-ttl", "--refresh-token-ttl", "--max-requested-expiry"):
         update.add_argument(flag, type=int, metavar="SECONDS")
     for flag in (
@@ -168,6 +181,7 @@ def registration_from_args(args: argparse.Namespace) -> ClientRegistration:
         login_hint_token_issuers=tuple(_issuer(v) for v in args.login_hint_token_issuer),
         may_enrol_users=args.may_enrol_users,
         number_matching=args.number_matching,
+        authorization_details_types=tuple(args.authorization_type),
     )
 
 
@@ -235,6 +249,8 @@ def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
         changes["scopes"] = tuple(s for value in args.scope for s in value.split())
     if args.grant_type:
         changes["grant_types"] = tuple(args.grant_type)
+    if args.authorization_type is not None:
+        changes["authorization_details_types"] = tuple(t for t in args.authorization_type if t)
     if not changes:
         raise UsageError("nothing to change: give at least one option")
     return changes

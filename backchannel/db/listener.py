@@ -60,6 +60,13 @@ class PgListener:
             and not self._lost.is_set()
         )
 
+    @property
+    def server_pid(self) -> int | None:
+        """The PostgreSQL backend of the LISTEN connection (operators find it in
+        ``pg_stat_activity``); None while there is none."""
+        conn = self._conn
+        return conn.get_server_pid() if conn is not None and not conn.is_closed() else None
+
     async def start(self) -> None:
         await self._connect()
         self._task = asyncio.create_task(self._watch(), name="pg-listener")

@@ -54,6 +54,7 @@ DEFAULT_SCOPES: tuple[str, ...] = ("openid", "profile", "email", "phone", "offli
 # Members that only a private (or symmetric) JWK carries (RFC 7518 §6).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _PUBLIC_KTY = frozenset({"EC", "RSA", "OKP"})
+_DETAIL_TYPE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -99,6 +100,8 @@ class ClientRegistration:
     may_enrol_users: bool = False
     # The user must pick the number this client shows (oauth/number_matching.py).
     number_matching: bool = False
+    # RFC 9396 types this client may send as authorization_details.
+    authorization_details_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,11 @@ def validate_registration(reg: ClientRegistration, settings: Settings) -> Client
     if mode in ("poll", "ping") and CIBA_GRANT not in reg.grant_types:
         problems.append(f"grant_types: {mode} mode needs {CIBA_GRANT} (CIBA §4)")
 
+    bad_types = [t for t in reg.authorization_details_types if not _DETAIL_TYPE.match(t)]
+    if bad_types:
+        problems.append(
+            "authorization_details_types: not valid type names: " + ", ".join(map(repr, bad_types))
+        )
     bad_scopes = [s for s in reg.scopes if not _SCOPE_TOKEN.match(s)]
     if bad_scopes:
         problems.append(f"scope: not valid scope tokens: {', '.join(map(repr, bad_scopes))}")
@@ -331,6 +339,7 @@ async def store_client(
         login_hint_token_issuers=tuple(dict(i) for i in reg.login_hint_token_issuers),
         may_enrol_users=reg.may_enrol_users,
         number_matching=reg.number_matching,
+        authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
     )
     try:
         async with conn.transaction():
@@ -366,6 +375,7 @@ UPDATABLE = (
     "login_hint_token_issuers",
     "may_enrol_users",
     "number_matching",
+    "authorization_details_types",
 )
 
 
@@ -393,6 +403,7 @@ def registration_of(client: Client) -> ClientRegistration:
         login_hint_token_issuers=client.login_hint_token_issuers,
         may_enrol_users=client.may_enrol_users,
         number_matching=client.number_matching,
+        authorization_details_types=client.authorization_details_types,
     )
 
 
@@ -456,6 +467,7 @@ def _client_of(reg: ClientRegistration, current: Client) -> Client:
         login_hint_token_issuers=tuple(dict(i) for i in reg.login_hint_token_issuers),
         may_enrol_users=reg.may_enrol_users,
         number_matching=reg.number_matching,
+        authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
     )
 
 
