@@ -328,17 +328,18 @@ def _receipt_text(
             ("decision", stored.decision),
             ("decided at", format_timestamp(stored.decided_at)),
             ("device signature", "valid" if problem is None else f"INVALID: {problem}"),
-            ("user verification", _uv_text(stored.user_verification, problem)),
+            ("user verified", _uv_text(stored.user_verification, problem)),
             ("receipt", signed),
         ]
     )
 
 
 def _uv_text(uv: dict[str, Any] | None, problem: str | None) -> str:
+    """The fingerprint, face or PIN check of a receipt, for people."""
     if uv is None:
-        return "none (approved with the device key alone)"
+        return "no (the device key alone)"
     credential = uv.get("credential", {})
-    state = "verified" if problem is None else "INVALID"
+    state = "yes" if problem is None else "INVALID"
     key, aaguid = credential.get("id"), credential.get("aaguid")
     return f"{state} (WebAuthn credential {key}, AAGUID {aaguid})"
 
@@ -379,7 +380,7 @@ def verify_receipt_file(ctx: Context) -> None:
                 ("device", f"{claims['device']['device_id']} ({claims['device']['name']})"),
                 ("decision", claims["decision"]),
                 ("decided at", format_timestamp(datetime.fromtimestamp(claims["decided_at"], UTC))),
-                ("user verification", _uv_text(uv, None)),
+                ("user verified", _uv_text(uv, None)),
             ]
         ),
     )

@@ -147,8 +147,8 @@ async def test_audit_verify_receipt_checks_a_receipt_offline(
 
     checked = await cli("audit", "verify-receipt", str(receipt_file), *args)
     assert checked.code == 0, checked.err
-    assert "receipt:           valid" in checked.out
-    assert "user verification: verified (WebAuthn credential" in checked.out
+    assert "receipt:         valid" in checked.out
+    assert "user verified:   yes (WebAuthn credential" in checked.out
     as_json = await cli("audit", "verify-receipt", "--json", str(receipt_file), *args)
     assert as_json.json()["user_verified"] is True
 
@@ -165,4 +165,5 @@ async def test_audit_verify_receipt_checks_a_receipt_offline(
     monkeypatch.setenv("BACKCHANNEL_ISSUER", UV_ISSUER)
     shown = await cli("audit", "receipt", auth_req_id)
     assert shown.code == 0, shown.err
-    assert "user verification: verified" in shown.out
+    assert "device signature: valid" in shown.out
+    assert "user verified:    yes (WebAuthn credential" in shown.out
