@@ -94,9 +94,10 @@ export async function enrol(issuer, { code, name, subscription }) {
 
 /**
  * Post approve / deny / not_me for a pending request as the user saw it; `number` is
- * the pick when the request uses number matching.
+ * the pick when the request uses number matching, `webauthn` the user verification
+ * (a WebAuthn assertion, as JSON) of an approval that needs it.
  */
-export async function decide(request, decision, number = null) {
+export async function decide(request, decision, number = null, webauthn = null) {
   return deviceCall("decision", {
     ref: request.ref,
     decision,
@@ -104,5 +105,6 @@ export async function decide(request, decision, number = null) {
     challenge: request.challenge,
     exp: now() + DECISION_LIFETIME,
     ...(number === null ? {} : { number }),
+    ...(webauthn === null ? {} : { webauthn }),
   });
 }

@@ -1,10 +1,12 @@
 // The page: routes (#enrol=, #request=, #history, #devices, the list), talks to the
 // device API and to the service worker. Approval happens only here, never in the worker.
 import * as api from "./api.js";
+import { uvChallenge } from "./digest.js";
 import { h } from "./dom.js";
 import { normaliseKey, subscriptionFor, syncSubscription } from "./push.js";
 import * as screens from "./screens.js";
 import { forgetDevice, loadDevice, saveDevice } from "./store.js";
+import * as webauthn from "./webauthn.js";
 
 const main = document.getElementById("screen");
 const tabs = document.getElementById("tabs");
@@ -13,6 +15,7 @@ const banner = document.getElementById("banner");
 const state = {
   device: null,
   requests: new Map(), // ref -> request, with `deadline` (ms since epoch, local clock)
+  webauthn: null, // {rp_id, credentials} from the pending list; null where the server has none
   flash: null,
   view: null, // {name, ref?}
 };
@@ -29,8 +32,9 @@ function route() {
 }
 
 /** Navigate to `hash` ("" = the list), optionally with a one-off notice on top. */
-function go(hash, flash = null) {
+function go(hash, flash = null, kind = "info") {
   state.flash = flash;
+  state.flashKind = kind;
   if (hash === "") {
     // Request, outcome and setup pages are transient: Back should not return to them.
     history.replaceState(null, "", location.pathname);
@@ -43,7 +47,7 @@ function go(hash, flash = null) {
 }
 
 function show(...elements) {
-  const flash = state.flash ? screens.notice(state.flash, "info") : null;
+  const flash = state.flash ? screens.notice(state.flash, state.flashKind ?? "info") : null;
   state.flash = null;
   main.replaceChildren(...[flash, ...elements].filter(Boolean));
   main.focus({ preventScroll: true });
@@ -69,7 +73,8 @@ function showTabs(current) {
 }
 
 async function fetchRequests() {
-  const { requests } = await api.deviceCall("requests");
+  const { requests, webauthn: uvState } = await api.deviceCall("requests");
+  state.webauthn = uvState ?? null;
   const fetchedAt = Date.now();
   const withDeadline = (request) => ({ ...request, deadline: fetchedAt + request.expires_in * 1000 });
   state.requests = new Map(requests.map((request) => [request.ref, withDeadline(request)]));
@@ -93,7 +98,11 @@ async function render() {
     }
     if (current.name === "devices") {
       const { devices } = await api.deviceCall("devices");
-      if (!stale()) show(screens.devicesScreen(devices, { onRemove: removeDevice }));
+      if (state.webauthn === null) await fetchRequests(); // whether the server offers it
+      const missing = devices.some((d) => d.this_device && d.user_verification_keys === 0);
+      const prepared = missing && canVerifyUsers() ? webauthn.prepareRegistration() : null;
+      const onSetUp = prepared ? () => setUpUserVerification("#devices", prepared) : null;
+      if (!stale()) show(screens.devicesScreen(devices, { onRemove: removeDevice, onSetUp }));
       return;
     }
     const requests = await fetchRequests();
@@ -113,19 +122,74 @@ async function renderRequest(ref, stale) {
       "That request is no longer waiting for an answer: it was answered elsewhere, withdrawn or it expired.";
     return go("", gone);
   }
+  const uv = uvStatus(request);
+  // Prepared before the tap (see webauthn.prepareRegistration).
+  if (uv === "ready") request.uvChallenge = await uvChallenge(request);
+  const prepared = uv === "missing" ? webauthn.prepareRegistration() : null;
+  if (stale()) return;
   const onDecide = (decision, number) => decide(request, decision, number);
-  show(screens.approvalScreen(request, { onDecide }));
+  const onSetUp = () => setUpUserVerification(`#request=${encodeURIComponent(ref)}`, prepared);
+  show(screens.approvalScreen(request, { onDecide, uv, onSetUp }));
+}
+
+/** Whether this phone can check the user here: the server offers it and the browser can. */
+function canVerifyUsers() {
+  return state.webauthn !== null && webauthn.supported();
+}
+
+/** For the approval screen: null (not needed), "ready", "missing" or "unavailable". */
+function uvStatus(request) {
+  if (request.user_verification !== "required") return null;
+  if (!canVerifyUsers()) return "unavailable";
+  return state.webauthn.credentials.length > 0 ? "ready" : "missing";
+}
+
+async function setUpUserVerification(returnTo, prepared = null) {
+  try {
+    state.webauthn = await webauthn.register(null, prepared);
+  } catch (error) {
+    const text = webauthn.notConfirmed(error)
+      ? "Fingerprint, face or PIN was not set up: it was cancelled or not confirmed."
+      : `Fingerprint, face or PIN was not set up. ${problem(error)}`;
+    // Shown again, with fresh options for another try.
+    return go(returnTo, text, "error");
+  }
+  go(returnTo, "Fingerprint, face or PIN is set up on this phone.");
+}
+
+function uvProblem(error) {
+  if (error instanceof api.ApiError && error.error === "user_verification_failed") {
+    return "The fingerprint, face or PIN check didn't fit this request, so nothing was approved.";
+  }
+  if (error instanceof api.ApiError && error.error === "user_verification_required") {
+    return "This request can only be approved with your fingerprint, face or phone PIN.";
+  }
+  return null;
 }
 
 async function decide(request, decision, number) {
+  let assertion = null;
+  if (decision === "approve" && request.user_verification === "required") {
+    try {
+      assertion = await webauthn.verifyUser(request, state.webauthn, request.uvChallenge);
+    } catch (error) {
+      const text = webauthn.notConfirmed(error)
+        ? "Your fingerprint, face or PIN wasn't confirmed, so nothing was approved. " +
+          "Try again, or deny the request."
+        : `Nothing was approved: the fingerprint, face or PIN check failed. ${problem(error)}`;
+      main.prepend(screens.notice(text, "error"));
+      return;
+    }
+  }
   let result;
   try {
-    result = await api.decide(request, decision, number);
+    result = await api.decide(request, decision, number, assertion);
   } catch (error) {
     if (error instanceof api.ApiError && error.requestGone) {
       return go("", `The request from ${request.client_name} is no longer waiting for an answer.`);
     }
-    main.prepend(screens.notice(`Your answer was not sent. ${problem(error)}`, "error"));
+    const text = uvProblem(error) ?? `Your answer was not sent. ${problem(error)}`;
+    main.prepend(screens.notice(text, "error"));
     return;
   }
   state.requests.delete(request.ref);
@@ -203,9 +267,35 @@ async function enrol(code, name) {
   if (previous) api.deviceCall("remove", {}, previous).catch(() => {});
   // The one-time code leaves the address bar and the history.
   history.replaceState(null, "", location.pathname);
+  const uv = await userVerificationAtEnrolment(config);
   state.view = { name: "enrolled" };
   showTabs("");
-  show(screens.enrolledScreen({ displayName: answer.user.display_name, onContinue: () => go("") }));
+  let prepared = uv === "off" ? webauthn.prepareRegistration(state.device) : null;
+  const onSetUp = async () => {
+    if ((await userVerificationAtEnrolment(config, prepared)) !== "on") {
+      prepared = webauthn.prepareRegistration(state.device); // a challenge serves one attempt
+      const text = "Fingerprint, face or PIN was not set up. You can try again later from Devices.";
+      main.prepend(screens.notice(text, "error"));
+      return;
+    }
+    showEnrolled(answer.user.display_name, "on", onSetUp);
+  };
+  showEnrolled(answer.user.display_name, uv, onSetUp);
+}
+
+function showEnrolled(displayName, uv, onSetUp) {
+  show(screens.enrolledScreen({ displayName, uv, onSetUp, onContinue: () => go("") }));
+}
+
+/** Register a fingerprint, face or PIN key for the new device: "on", "off" or "unavailable". */
+async function userVerificationAtEnrolment(config, prepared = null) {
+  if (!config.webauthn_rp_id || !webauthn.supported()) return "unavailable";
+  try {
+    state.webauthn = await webauthn.register(state.device, prepared);
+    return "on";
+  } catch {
+    return "off";
+  }
 }
 
 /** On every open: push must reach this phone with the server's current VAPID key. */

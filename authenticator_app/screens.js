@@ -85,13 +85,53 @@ export function enrolScreen({ defaultName, replacing, onSubmit }) {
   return form;
 }
 
-export function enrolledScreen({ displayName, onContinue }) {
+const SET_UP_UV = "Set up fingerprint, face or PIN";
+
+/** A button that runs `action` once per tap, disabled while it runs. */
+function actionButton(label, style, action) {
+  const button = h("button", { class: style, type: "button" }, label);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await action();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+/** What the enrolment's fingerprint, face or PIN step came to: on, off or unavailable. */
+function uvSetupNotice(uv, onSetUp) {
+  if (uv === "on") {
+    return h(
+      "div",
+      { class: "uv-status on" },
+      notice("Fingerprint, face or PIN is set up. Some requests ask for it when you approve them."),
+    );
+  }
+  if (uv === "off") {
+    return h(
+      "div",
+      { class: "uv-status off" },
+      notice(
+        "Fingerprint, face or PIN isn't set up yet. Some requests can only be approved with it.",
+        "warn",
+      ),
+      actionButton(SET_UP_UV, "secondary", onSetUp),
+    );
+  }
+  return null;
+}
+
+export function enrolledScreen({ displayName, uv, onSetUp, onContinue }) {
   return h(
     "section",
     { class: "card center ready" },
     h("p", { class: "big-mark", "aria-hidden": "true" }, "✓"),
     h("h2", {}, "This phone is ready"),
     h("p", {}, "Requests to approve for ", h("strong", { class: "user" }, displayName), " will appear here."),
+    uvSetupNotice(uv, onSetUp),
     h("button", { class: "primary", type: "button", onclick: onContinue }, "Done"),
   );
 }
@@ -130,10 +170,41 @@ export function requestListScreen(requests, { onOpen }) {
 }
 
 /**
+ * Why Approve needs (or cannot do) the fingerprint, face or PIN check. `uv`: null (not
+ * needed), "ready", "missing" (no key on this phone) or "unavailable" (cannot be done here).
+ */
+function uvNotice(uv, onSetUp) {
+  if (uv === "ready") {
+    return h("p", { class: "uv-needed" }, "Approving asks for your fingerprint, face or phone PIN.");
+  }
+  if (uv === "missing") {
+    return h(
+      "div",
+      { class: "uv-needed missing" },
+      notice(
+        "This request can only be approved with your fingerprint, face or phone PIN, and that " +
+          "isn't set up on this phone yet. Set it up, then approve. Or deny the request.",
+        "warn",
+      ),
+      actionButton(SET_UP_UV, "secondary", onSetUp),
+    );
+  }
+  if (uv === "unavailable") {
+    return notice(
+      "This request can only be approved with a fingerprint, face or PIN check, which this " +
+        "phone or browser can't do. You can deny it here.",
+      "warn",
+    );
+  }
+  return null;
+}
+
+/**
  * Who asks, what for, how long is left, then the choice. With number matching the
  * user must first pick the number the relying party's screen shows; Approve waits for it.
+ * A request that needs user verification can only be approved once this phone can do it.
  */
-export function approvalScreen(request, { onDecide }) {
+export function approvalScreen(request, { onDecide, uv = null, onSetUp = null }) {
   const choice = (decision, style, label) =>
     h("button", { class: style, type: "button", dataset: { decision } }, label);
   const buttons = [
@@ -147,8 +218,9 @@ export function approvalScreen(request, { onDecide }) {
   const numbers = choices.map((number) =>
     h("button", { class: "number", type: "button", "aria-pressed": "false" }, number),
   );
+  const blocked = uv === "missing" || uv === "unavailable";
   const settle = () => {
-    approve.disabled = choices.length > 0 && picked === null;
+    approve.disabled = blocked || (choices.length > 0 && picked === null);
   };
   for (const button of numbers) {
     button.addEventListener("click", () => {
@@ -197,6 +269,7 @@ export function approvalScreen(request, { onDecide }) {
         dataset: { deadline: request.deadline, ref: request.ref },
       }),
     ),
+    uvNotice(uv, onSetUp),
     h("div", { class: "actions" }, buttons),
     h("p", { class: "small" }, "“This wasn't me” denies it and reports that you didn't ask."),
   );
@@ -256,7 +329,7 @@ export function historyScreen(decisions) {
   );
 }
 
-export function devicesScreen(devices, { onRemove }) {
+export function devicesScreen(devices, { onRemove, onSetUp = null }) {
   return h(
     "section",
     { class: "devices" },
@@ -291,6 +364,17 @@ export function devicesScreen(devices, { onRemove }) {
           ),
           h("span", { class: "meta" }, `Added ${when(device.created_at)}`),
           device.last_seen_at && h("span", { class: "meta" }, `Last used ${when(device.last_seen_at)}`),
+          h(
+            "span",
+            { class: "meta uv" },
+            device.user_verification_keys > 0
+              ? "Fingerprint, face or PIN: on"
+              : "Fingerprint, face or PIN: not set up",
+          ),
+          device.this_device &&
+            device.user_verification_keys === 0 &&
+            onSetUp &&
+            actionButton(SET_UP_UV, "secondary small-button", onSetUp),
           remove,
         );
       }),

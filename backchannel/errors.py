@@ -274,6 +274,20 @@ async def render_unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(ServerError())
 
 
+class UserVerificationRequired(OAuthError):
+    """Approving needs the user's fingerprint, face or PIN (docs/device-api.md)."""
+
+    error = "user_verification_required"
+    status_code = 403
+
+
+class UserVerificationFailed(OAuthError):
+    """The WebAuthn assertion of an approval did not verify (docs/device-api.md)."""
+
+    error = "user_verification_failed"
+    status_code = 403
+
+
 class RequestNotPending(OAuthError):
     """A decision arrived for a request that is no longer pending (decided, expired, unknown)."""
 

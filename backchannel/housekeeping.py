@@ -9,7 +9,8 @@ Every ``housekeeping_interval`` seconds (docs/operations.md, "Housekeeping"):
 - ``client_notifications``: sent, failed and given-up ping and push notifications
   older than ``notification_retention`` (their sealed values are long erased);
 - ``user_code_failures``: wrong user codes older than the window they count in;
-- ``enrolment_codes``: codes that expired more than a day ago, spent or not.
+- ``enrolment_codes``: codes that expired more than a day ago, spent or not;
+- ``webauthn_challenges``: WebAuthn registration challenges past their expiry.
 
 Deletes run in batches of at most :data:`BATCH` rows, one statement each, so
 no round holds many locks; a round goes on while batches come back full.
@@ -28,6 +29,7 @@ from backchannel.db.jtis import delete_expired_jtis
 from backchannel.db.pool import ConnectionPool
 from backchannel.db.push_outbox import delete_settled_messages
 from backchannel.db.user_codes import delete_old_user_code_failures
+from backchannel.db.webauthn import delete_stale_challenges
 from backchannel.periodic import Periodic
 from backchannel.settings import Settings
 
@@ -60,6 +62,7 @@ class Housekeeper(Periodic):
             "enrolment_codes": lambda: delete_stale_enrolment_codes(
                 pool, older_than=ENROLMENT_CODE_RETENTION, limit=BATCH
             ),
+            "webauthn_challenges": lambda: delete_stale_challenges(pool, limit=BATCH),
         }
         deleted: dict[str, int] = {}
         for table, purge in purges.items():

@@ -9,9 +9,11 @@ validated once, at start, and every bad value is reported together.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -90,6 +92,12 @@ class Settings:
     enrolment_code_ttl: int = field(default=600, metadata=_bounded(60, 86400))
     # How far a device-signed call's iat may be from now (the contract caps it at 2 minutes).
     device_clock_skew: int = field(default=60, metadata=_bounded(5, 120))
+    # WebAuthn user verification (docs/device-api.md): "none" accepts any authenticator;
+    # "direct" demands an attestation chaining to webauthn_attestation_roots (a PEM file),
+    # from one of webauthn_allowed_aaguids when that list is not empty.
+    webauthn_attestation: str = "none"
+    webauthn_attestation_roots: str | None = None
+    webauthn_allowed_aaguids: tuple[str, ...] = field(default=(), metadata={"lower": True})
 
     # push fatigue and "this wasn't me" (docs/policy.md); 0 turns a limit off
     fatigue_max_pending: int = field(default=3, metadata=_bounded(0, 1000))
@@ -177,6 +185,25 @@ class Settings:
     @property
     def introspection_endpoint(self) -> str:
         return self.issuer + "/introspect"
+
+    @property
+    def issuer_origin(self) -> str:
+        """The issuer's origin (scheme, host, port): the WebAuthn origin of the app."""
+        parts = urlsplit(self.issuer)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def webauthn_rp_id(self) -> str | None:
+        """The WebAuthn RP ID, the issuer's host; None for an IP address, which
+        browsers refuse as an RP ID."""
+        host = urlsplit(self.issuer).hostname
+        if not host:
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        return None
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -269,6 +296,7 @@ class Settings:
                 f"{ENV_PREFIX}KEY_ENCRYPTION_KEYS_PREVIOUS: needs {ENV_PREFIX}KEY_ENCRYPTION_KEY"
             )
         problems.extend(self._push_problems())
+        problems.extend(self._webauthn_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
@@ -281,6 +309,37 @@ class Settings:
             )
         if problems:
             raise SettingsError(problems)
+
+    def _webauthn_problems(self) -> list[str]:
+        problems: list[str] = []
+        name = f"{ENV_PREFIX}WEBAUTHN_"
+        if self.webauthn_attestation not in ("none", "direct"):
+            problems.append(f"{name}ATTESTATION: one of none, direct")
+        for aaguid in self.webauthn_allowed_aaguids:
+            try:
+                uuid.UUID(aaguid)
+            except ValueError:
+                problems.append(f"{name}ALLOWED_AAGUIDS: {aaguid!r} is not an AAGUID (a UUID)")
+        if self.webauthn_allowed_aaguids and self.webauthn_attestation != "direct":
+            # Without a verified attestation, an AAGUID is whatever the authenticator says.
+            problems.append(f"{name}ALLOWED_AAGUIDS: needs {name}ATTESTATION=direct")
+        if self.webauthn_attestation == "direct":
+            if not self.webauthn_attestation_roots:
+                problems.append(
+                    f"{name}ATTESTATION_ROOTS: direct attestation needs the trusted root "
+                    "certificates (a PEM file)"
+                )
+            else:
+                try:
+                    text = Path(self.webauthn_attestation_roots).read_text()
+                except OSError as exc:
+                    problems.append(f"{name}ATTESTATION_ROOTS: {exc}")
+                else:
+                    if "-----BEGIN CERTIFICATE-----" not in text:
+                        problems.append(f"{name}ATTESTATION_ROOTS: no PEM certificate in the file")
+        elif self.webauthn_attestation_roots:
+            problems.append(f"{name}ATTESTATION_ROOTS: only used with {name}ATTESTATION=direct")
+        return problems
 
     def _push_problems(self) -> list[str]:
         problems: list[str] = []

@@ -2,8 +2,11 @@
 
 A decision counts only if it was made over exactly what the request shows: the
 device signs the request's ``challenge`` and the ``shown`` digest of its
-client name, binding message and scope, with a short ``exp``. Then it takes
-the one decision path, :func:`record_decision`, with the device recorded.
+client name, binding message and scope, with a short ``exp``. An approval of a
+request that needs user verification also carries a WebAuthn assertion bound
+to the transaction (``user_verification``). Then it takes the one decision
+path, :func:`record_decision`, with the device and how it approved (``amr``)
+recorded. Deny and "This wasn't me" never need user verification.
 """
 
 from __future__ import annotations
@@ -19,15 +22,27 @@ import asyncpg
 from backchannel.authenticator.device_auth import DeviceCall
 from backchannel.authenticator.messages import shown_digest
 from backchannel.authenticator.receipts import store_receipt
+from backchannel.authenticator.user_verification import (
+    DEVICE_KEY_AMR,
+    VerifiedAssertion,
+    verify_approval_assertion,
+)
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.devices import (
+    DecisionTarget,
     PastDecision,
     PendingRequest,
     assign_missing_challenges,
     select_decision_target,
     select_pending_requests,
 )
-from backchannel.errors import AccessDenied, InvalidRequest, InvalidToken, RequestNotPending
+from backchannel.errors import (
+    AccessDenied,
+    InvalidRequest,
+    InvalidToken,
+    RequestNotPending,
+    UserVerificationRequired,
+)
 from backchannel.oauth.decision_recording import DecisionValue, record_decision
 from backchannel.oauth.secrets import new_secret
 from backchannel.observability.metrics import Metrics
@@ -108,6 +123,9 @@ async def decide_on_device(
     expected = shown_digest(ref, target.client_name, target.binding_message, target.scope)
     if not _same(shown, expected):
         raise InvalidRequest("the decision was made over something the request does not show")
+    verified: VerifiedAssertion | None = None
+    if outcome.status == "approved":
+        verified = await _user_verification(conn, call, settings, target, ref, metrics)
     if outcome.status == "approved" and target.number_match is not None:
         number = payload.get("number")
         if not isinstance(number, str) or not number:
@@ -133,6 +151,16 @@ async def decide_on_device(
                     device_id=call.device.device_id,
                 )
             return DeviceDecision(ref, decided.status)
+    detail = dict(outcome.detail)
+    would_require = verified is None and target.user_verification == "would_require"
+    if verified is not None:
+        detail["user_verification"] = {
+            "verified": True,
+            "credential_id": verified.receipt_member()["credential"]["id"],
+        }
+    elif would_require and outcome.status == "approved":
+        # Report-only require-uv rules: this approval would have needed it.
+        detail["user_verification"] = {"verified": False, "would_require": True}
     async with conn.transaction():
         decided = await record_decision(
             conn,
@@ -140,9 +168,11 @@ async def decide_on_device(
             outcome.status,
             device_id=call.device.device_id,
             reason=outcome.reason,
-            detail=outcome.detail,
+            detail=detail,
             not_me_limits=NotMeLimits.from_settings(settings),
             metrics=metrics,
+            amr=verified.amr if verified is not None else DEVICE_KEY_AMR,
+            user_verified=verified is not None,
         )
         # The approval receipt: what was shown, to which device, and its signature.
         await store_receipt(
@@ -157,8 +187,50 @@ async def decide_on_device(
             },
             device_jws=call.token,
             device_public_jwk=call.device.public_jwk,
+            user_verification=verified.receipt_member() if verified is not None else None,
+            issuer=settings.issuer,
         )
+    if metrics is not None and would_require and decided.status == "approved":
+        metrics.record_user_verification("would_require")
     return DeviceDecision(ref, decided.status)
+
+
+async def _user_verification(
+    conn: asyncpg.Connection,
+    call: DeviceCall,
+    settings: Settings,
+    target: DecisionTarget,
+    ref: str,
+    metrics: Metrics | None,
+) -> VerifiedAssertion | None:
+    """The approval's verified assertion; None when it carries none and needs none."""
+    assertion = call.payload.get("webauthn")
+    if assertion is None:
+        if target.user_verification != "required":
+            return None
+        await insert_audit_event(
+            conn,
+            "user_verification_failed",
+            client_id=target.client_id,
+            user_id=call.device.user_id,
+            auth_request_id=target.id,
+            device_id=call.device.device_id,
+            detail={"reason": "missing", "error": "the approval carries no assertion"},
+        )
+        if metrics is not None:
+            metrics.record_user_verification("missing")
+        raise UserVerificationRequired(
+            "approving this request needs your fingerprint, face or PIN on this phone"
+        )
+    return await verify_approval_assertion(
+        conn,
+        settings,
+        device=call.device,
+        target=target,
+        ref=ref,
+        assertion=assertion,
+        metrics=metrics,
+    )
 
 
 def _short_string(value: object) -> bool:

@@ -10,7 +10,12 @@
   ``base64url(SHA-256(UTF-8(JSON.stringify([ref, client_name, binding_message, scope]))))``
   with ``binding_message`` ``""`` when absent and ``scope`` space-joined. The
   browser's ``JSON.stringify`` and ``json.dumps(..., ensure_ascii=False,
-  separators=(",", ":"))`` agree on these four strings.
+  separators=(",", ":"))`` agree on these four strings;
+- the WebAuthn challenge of an approval with user verification
+  (:func:`uv_challenge`): SHA-256 over the canonical JSON of
+  ``["backchannel-uv/1", "approve", ref, client_id, client_name, binding_message,
+  scope, authorization_details, nonce]``, so the fingerprint, face or PIN check
+  is bound to exactly this transaction (PSD2 dynamic linking).
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 TOPIC_LENGTH = 32
+# Domain separation and version of the user-verification challenge input: a later
+# layout gets a new version, never a silent reinterpretation.
+UV_DOMAIN = "backchannel-uv/1"
+UV_REQUIRED = "required"
+UV_NONE = "none"
 
 
 def request_ref(id_hash: bytes) -> str:
@@ -50,15 +60,24 @@ def prompt_fields(
     expires_at: datetime,
     challenge: str | None,
     number_choices: Sequence[str] | None,
+    client_id: str,
+    user_verification_required: bool,
 ) -> dict[str, Any]:
-    """What a device is told about a pending request, in a prompt and in the pending list."""
+    """What a device is told about a pending request, in a prompt and in the pending list.
+
+    ``user_verification`` is ``"required"`` when approving needs the user's
+    fingerprint, face or PIN (a WebAuthn assertion over :func:`uv_challenge`),
+    else ``"none"``; a report-only rule's opinion is never shown to the device.
+    """
     fields: dict[str, Any] = {
         "ref": ref,
+        "client_id": client_id,
         "client_name": client_name,
         "binding_message": binding_message,
         "scope": list(scope),
         "expires_at": timestamp(expires_at),
         "challenge": challenge,
+        "user_verification": UV_REQUIRED if user_verification_required else UV_NONE,
     }
     if number_choices:
         fields["number_choices"] = list(number_choices)
@@ -91,3 +110,46 @@ def shown_digest(
 def shown_digest_of(ref: str, shown: Mapping[str, Any]) -> str:
     """:func:`shown_digest` of a receipt's ``shown`` member."""
     return shown_digest(ref, shown["client_name"], shown["binding_message"], shown["scope"])
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace, non-ASCII unescaped: RFC 8785 for the
+    strings, integers, booleans, nulls, arrays and objects the device API carries."""
+    return json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+    )
+
+
+def uv_challenge_input(
+    *,
+    ref: str,
+    client_id: str,
+    client_name: str,
+    binding_message: str | None,
+    scope: Sequence[str],
+    authorization_details: Sequence[Mapping[str, Any]] | None,
+    nonce: str,
+) -> list[Any]:
+    """What an approval's user verification is bound to, in order.
+
+    ``authorization_details`` (RFC 9396, once requests carry them) go in as the
+    JSON array the device displays, ``null`` until then; ``nonce`` is the
+    request's per-request ``challenge``.
+    """
+    return [
+        UV_DOMAIN,
+        "approve",
+        ref,
+        client_id,
+        client_name,
+        binding_message or "",
+        " ".join(scope),
+        list(authorization_details) if authorization_details is not None else None,
+        nonce,
+    ]
+
+
+def uv_challenge(**fields: Any) -> bytes:
+    """The WebAuthn challenge of an approval: SHA-256 of the canonical JSON of
+    :func:`uv_challenge_input` (takes its arguments)."""
+    return hashlib.sha256(canonical_json(uv_challenge_input(**fields)).encode("utf-8")).digest()

@@ -16,11 +16,13 @@ CHALLENGE_BYTES = 16
 def compose_prompt(
     *,
     ref: str,
+    client_id: str,
     client_name: str,
     binding_message: str | None,
     scope: Sequence[str],
     expires_at: datetime,
     number_matching: bool,
+    user_verification_required: bool = False,
 ) -> DevicePrompt:
     """A fresh challenge, number-matching choices when the client asks for them, and the
     prompt and dismiss messages for ``ref``."""
@@ -28,12 +30,14 @@ def compose_prompt(
     numbers = new_number_match() if number_matching else None
     payload = prompt_payload(
         ref=ref,
+        client_id=client_id,
         client_name=client_name,
         binding_message=binding_message,
         scope=scope,
         expires_at=expires_at,
         challenge=challenge,
         number_choices=numbers.choices if numbers else None,
+        user_verification_required=user_verification_required,
     )
     return DevicePrompt(
         challenge=challenge,

@@ -5,25 +5,39 @@ the device showed, which device, the decision and the device's own signature
 over it (the decision JWS, docs/device-api.md). The relying party that made
 the request fetches it as a JWS signed by the server (``typ``
 ``bc-receipt+jwt``, ES256) that embeds the device JWS and the device's public
-key; :func:`verify_receipt` checks both signatures and that they agree.
+key; :func:`verify_receipt` checks both signatures and that they agree. An
+approval with user verification adds the WebAuthn assertion and the credential's
+public key (``user_verification``), which :func:`check_user_verification`
+checks offline: the fingerprint, face or PIN check was made on the user's own
+authenticator, for this server, for exactly this transaction.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+from cryptography.exceptions import InvalidSignature
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet
+from webauthn.helpers import (
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
+    parse_authenticator_data,
+    verify_signature,
+)
+from webauthn.helpers.exceptions import WebAuthnException
 
-from backchannel.authenticator.messages import shown_digest_of
+from backchannel.authenticator.messages import shown_digest_of, uv_challenge
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.audit_chain import (
     StoredReceipt,
@@ -40,6 +54,7 @@ __all__ = [
     "DECISIONS",
     "RECEIPT_TYP",
     "InvalidReceipt",
+    "check_user_verification",
     "issue_receipt",
     "receipt_claims",
     "sign_receipt",
@@ -70,6 +85,8 @@ async def store_receipt(
     shown: Mapping[str, Any],
     device_jws: str,
     device_public_jwk: Mapping[str, Any],
+    user_verification: Mapping[str, Any] | None = None,
+    issuer: str | None = None,
 ) -> None:
     """Store the receipt of a device decision; call it in the decision's transaction.
 
@@ -77,8 +94,10 @@ async def store_receipt(
     is ``{"client_name", "binding_message", "scope": [...]}`` as the device was
     shown them; ``device_jws`` the decision JWS as received. The JWS must verify
     with ``device_public_jwk`` and be about this request, decision and ``shown``
-    (else ``ValueError``, and nothing is stored). An ``approval_receipt_stored``
-    audit row binds the receipt into the audit chain.
+    (else ``ValueError``, and nothing is stored). ``user_verification``, for an
+    approval with user verification, must check out too (under ``issuer``'s RP ID
+    and origin). An ``approval_receipt_stored`` audit row binds the receipt into
+    the audit chain.
     """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
@@ -94,12 +113,13 @@ async def store_receipt(
             shown=shown_value,
             device_jws=device_jws,
             device_public_jwk=public_jwk,
+            user_verification=user_verification,
         )
         if stored is None:
             raise ValueError(f"no auth request {auth_request_id}")
         ref = stored.id_hash.hex()
         try:
-            check_device_decision(
+            payload = check_device_decision(
                 device_jws,
                 key,
                 device_id=device_id,
@@ -107,6 +127,18 @@ async def store_receipt(
                 decision=decision,
                 digest=shown_digest_of(ref, shown_value),
             )
+            if user_verification is not None:
+                if issuer is None:
+                    raise ValueError("a receipt with user verification needs the issuer")
+                check_user_verification(
+                    user_verification,
+                    issuer=issuer,
+                    ref=ref,
+                    client_id=stored.client_id,
+                    shown=shown_value,
+                    decision=decision,
+                    device_payload=payload,
+                )
         except InvalidReceipt as exc:
             raise ValueError(f"the device decision does not fit the receipt: {exc}") from None
         await insert_audit_event(
@@ -120,6 +152,7 @@ async def store_receipt(
                 "decision": decision,
                 "device_jws_sha256": _b64(hashlib.sha256(device_jws.encode("ascii")).digest()),
                 "jkt": key.thumbprint(),
+                "user_verified": user_verification is not None,
             },
         )
 
@@ -173,6 +206,11 @@ def receipt_claims(
         "decision": stored.decision,
         "decided_at": int(stored.decided_at.timestamp()),
         "device_jws": stored.device_jws,
+        **(
+            {"user_verification": stored.user_verification}
+            if stored.user_verification is not None
+            else {}
+        ),
     }
 
 
@@ -228,7 +266,7 @@ def verify_receipt(
         raise InvalidReceipt("shown.digest is not the digest of what was shown")
     if device.get("jkt") != key.thumbprint():
         raise InvalidReceipt("device.jkt is not the thumbprint of device.jwk")
-    check_device_decision(
+    payload = check_device_decision(
         _string(claims, "device_jws"),
         key,
         device_id=_string(device, "device_id"),
@@ -236,6 +274,19 @@ def verify_receipt(
         decision=decision,
         digest=digest,
     )
+    uv = claims.get("user_verification")
+    if uv is not None:
+        check_user_verification(
+            uv,
+            issuer=_string(claims, "iss"),
+            ref=ref,
+            client_id=_string(claims, "client_id"),
+            shown=_shown(shown),
+            decision=decision,
+            device_payload=payload,
+        )
+    elif payload.get("webauthn") is not None:
+        raise InvalidReceipt("the device approved with user verification the receipt leaves out")
     return claims
 
 
@@ -257,6 +308,106 @@ def check_device_decision(
         if payload.get(name) != expected:
             raise InvalidReceipt(f"the device signed another {name}")
     return payload
+
+
+def check_user_verification(
+    uv: object,
+    *,
+    issuer: str,
+    ref: str,
+    client_id: str,
+    shown: Mapping[str, Any],
+    decision: str,
+    device_payload: Mapping[str, Any],
+) -> None:
+    """Check a receipt's ``user_verification`` member offline (docs/audit.md).
+
+    The assertion must be the one the device signed into its decision; its
+    ``clientDataJSON`` a ``webauthn.get`` at the issuer's origin whose challenge
+    is the transaction's (recomputed from ``ref``, ``client_id``, what was shown
+    and the nonce the device signed); its ``authenticatorData`` for the issuer's
+    host with the user present and verified; its signature valid under the
+    credential public key.
+    """
+    if decision != "approve":
+        raise InvalidReceipt("only an approval carries user verification")
+    if not isinstance(uv, Mapping):
+        raise InvalidReceipt("user_verification is not an object")
+    assertion, credential = uv.get("assertion"), uv.get("credential")
+    if not isinstance(assertion, Mapping) or not isinstance(credential, Mapping):
+        raise InvalidReceipt("user_verification lacks assertion or credential")
+    parts = urlsplit(issuer)
+    rp_id, origin = parts.hostname or "", f"{parts.scheme}://{parts.netloc}"
+    if uv.get("rp_id") != rp_id or uv.get("origin") != origin:
+        raise InvalidReceipt("the user verification names another relying party or origin")
+    nonce = _string(uv, "nonce")
+    if device_payload.get("challenge") != nonce:
+        raise InvalidReceipt("the user verification nonce is not the one the device signed")
+    signed = device_payload.get("webauthn")
+    signed_response = signed.get("response") if isinstance(signed, Mapping) else None
+    credential_id = _string(credential, "id")
+    if (
+        not isinstance(signed, Mapping)
+        or not isinstance(signed_response, Mapping)
+        or signed.get("rawId") != credential_id
+        or any(
+            signed_response.get(theirs) != assertion.get(ours)
+            for theirs, ours in (
+                ("authenticatorData", "authenticator_data"),
+                ("clientDataJSON", "client_data_json"),
+                ("signature", "signature"),
+            )
+        )
+    ):
+        raise InvalidReceipt("the assertion is not the one the device signed into its decision")
+    details = uv.get("authorization_details")
+    if details is not None and not isinstance(details, list):
+        raise InvalidReceipt("authorization_details must be a list or null")
+    expected = uv_challenge(
+        ref=ref,
+        client_id=client_id,
+        client_name=shown["client_name"],
+        binding_message=shown["binding_message"],
+        scope=shown["scope"],
+        authorization_details=details,
+        nonce=nonce,
+    )
+    client_data_raw = _b64decode(_string(assertion, "client_data_json"), "client_data_json")
+    authenticator_data = _b64decode(_string(assertion, "authenticator_data"), "authenticator_data")
+    client_data = _json_object(client_data_raw, "clientDataJSON")
+    if client_data.get("type") != "webauthn.get":
+        raise InvalidReceipt("clientDataJSON is not of an assertion")
+    if client_data.get("challenge") != _b64(expected):
+        raise InvalidReceipt("the assertion was made for another transaction (challenge)")
+    if client_data.get("origin") != origin or client_data.get("crossOrigin") is True:
+        raise InvalidReceipt("the assertion was made on another origin")
+    try:
+        data = parse_authenticator_data(authenticator_data)
+    except (WebAuthnException, ValueError, IndexError) as exc:
+        raise InvalidReceipt(f"authenticator_data is malformed ({exc})") from None
+    if data.rp_id_hash != hashlib.sha256(rp_id.encode("utf-8")).digest():
+        raise InvalidReceipt("the assertion was made for another RP ID")
+    if not (data.flags.up and data.flags.uv):
+        raise InvalidReceipt("the authenticator did not verify the user (UV flag)")
+    public_key = _b64decode(_string(credential, "public_key"), "public_key")
+    signature = _b64decode(_string(assertion, "signature"), "signature")
+    try:
+        decoded = decode_credential_public_key(public_key)
+        verify_signature(
+            public_key=decoded_public_key_to_cryptography(decoded),
+            signature_alg=decoded.alg,
+            signature=signature,
+            data=authenticator_data + hashlib.sha256(client_data_raw).digest(),
+        )
+    except (
+        WebAuthnException,
+        InvalidSignature,
+        ValueError,
+        TypeError,
+        KeyError,
+        RecursionError,
+    ) as exc:
+        raise InvalidReceipt(f"the assertion signature does not verify ({exc!r})") from None
 
 
 # --- shared ----------------------------------------------------------------------------------
@@ -322,6 +473,13 @@ def _string(claims: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidReceipt(f"{name} is missing")
     return value
+
+
+def _b64decode(value: str, name: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidReceipt(f"{name} is not base64url") from None
 
 
 def _b64(data: bytes) -> str:

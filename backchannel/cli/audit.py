@@ -3,7 +3,8 @@
 ``audit`` (or ``audit list``) shows events, newest first; ``verify`` walks the
 hash chain and exits 1 if it is broken; ``seal`` seals committed rows now
 (the server does it every second); ``receipt`` shows a request's approval
-receipt. See docs/audit.md.
+receipt; ``verify-receipt`` checks a receipt file offline, with the server's
+JWKS only, and exits 1 if it does not verify. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import re
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,8 +25,10 @@ from backchannel.audit.chain import ChainReport, format_timestamp, seal_pending,
 from backchannel.authenticator.receipts import (
     InvalidReceipt,
     check_device_decision,
+    check_user_verification,
     receipt_claims,
     sign_receipt,
+    verify_receipt,
 )
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context, UsageError, fields, table
@@ -89,6 +93,23 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     receipt.add_argument("request", metavar="AUTH_REQUEST_ID_OR_REF")
     receipt.set_defaults(run=database_command(show_receipt))
+
+    offline = sub.add_parser(
+        "verify-receipt",
+        parents=[common],
+        help="verify an approval receipt offline; exit 1 if it does not verify",
+        description="Check a receipt (as POST /receipts returns it) with the server's JWK "
+        "Set alone, no database: the server's signature, the device's signed decision over "
+        "what was shown and, for an approval with user verification, the WebAuthn "
+        "assertion over exactly this transaction.",
+    )
+    offline.add_argument("receipt", metavar="RECEIPT_FILE", help="the receipt JWS; - for stdin")
+    offline.add_argument(
+        "--jwks", required=True, metavar="JWKS_FILE", help="the server's JWK Set (GET /jwks)"
+    )
+    offline.add_argument("--issuer", help="the issuer the receipt must come from")
+    offline.add_argument("--auth-req-id", help="the auth_req_id the receipt must be about")
+    offline.set_defaults(run=verify_receipt_file)
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +270,7 @@ async def show_receipt(ctx: Context, conn: asyncpg.Connection) -> None:
         "claims": claims,
         "device_signature_valid": problem is None,
         "device_signature_problem": problem,
+        "user_verified": stored.user_verification is not None and problem is None,
         "receipt": signed,
     }
     ctx.out.result(data, lambda: _receipt_text(stored, claims, problem, signed))
@@ -256,7 +278,7 @@ async def show_receipt(ctx: Context, conn: asyncpg.Connection) -> None:
 
 def _device_problem(stored: StoredReceipt, claims: dict[str, Any]) -> str | None:
     try:
-        check_device_decision(
+        payload = check_device_decision(
             stored.device_jws,
             jwk.ECKey.import_key(stored.device_public_jwk),
             device_id=stored.device_id,
@@ -264,6 +286,16 @@ def _device_problem(stored: StoredReceipt, claims: dict[str, Any]) -> str | None
             decision=stored.decision,
             digest=claims["shown"]["digest"],
         )
+        if stored.user_verification is not None:
+            check_user_verification(
+                stored.user_verification,
+                issuer=claims["iss"],
+                ref=claims["ref"],
+                client_id=stored.client_id,
+                shown=stored.shown,
+                decision=stored.decision,
+                device_payload=payload,
+            )
     except InvalidReceipt as exc:
         return str(exc)
     return None
@@ -296,6 +328,68 @@ def _receipt_text(
             ("decision", stored.decision),
             ("decided at", format_timestamp(stored.decided_at)),
             ("device signature", "valid" if problem is None else f"INVALID: {problem}"),
+            ("user verified", _uv_text(stored.user_verification, problem)),
             ("receipt", signed),
         ]
     )
+
+
+def _uv_text(uv: dict[str, Any] | None, problem: str | None) -> str:
+    """The fingerprint, face or PIN check of a receipt, for people."""
+    if uv is None:
+        return "no (the device key alone)"
+    credential = uv.get("credential", {})
+    state = "yes" if problem is None else "INVALID"
+    key, aaguid = credential.get("id"), credential.get("aaguid")
+    return f"{state} (WebAuthn credential {key}, AAGUID {aaguid})"
+
+
+# --- verify-receipt (offline) ----------------------------------------------------------------
+
+
+def verify_receipt_file(ctx: Context) -> None:
+    """``audit verify-receipt``: no database, only the receipt and the server's keys."""
+    args = ctx.args
+    receipt = _read(args.receipt).strip()
+    try:
+        jwks = json.loads(_read(args.jwks))
+    except ValueError as exc:
+        raise UsageError(f"--jwks is not a JSON document: {exc}") from None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise UsageError('--jwks must be a JWK Set: {"keys": [...]}')
+    try:
+        claims = verify_receipt(receipt, jwks, issuer=args.issuer, auth_req_id=args.auth_req_id)
+    except InvalidReceipt as exc:
+        ctx.out.result({"valid": False, "problem": str(exc)}, f"receipt INVALID: {exc}")
+        raise CommandError(f"the receipt does not verify: {exc}") from None
+    uv = claims.get("user_verification")
+    shown = claims["shown"]
+    data = {"valid": True, "user_verified": uv is not None, "claims": claims}
+    ctx.out.result(
+        data,
+        lambda: fields(
+            [
+                ("receipt", "valid"),
+                ("issuer", claims.get("iss")),
+                ("client", claims.get("client_id")),
+                ("user", claims.get("sub")),
+                ("ref", claims["ref"]),
+                ("shown client", shown["client_name"]),
+                ("binding message", shown["binding_message"]),
+                ("scope", shown["scope"]),
+                ("device", f"{claims['device']['device_id']} ({claims['device']['name']})"),
+                ("decision", claims["decision"]),
+                ("decided at", format_timestamp(datetime.fromtimestamp(claims["decided_at"], UTC))),
+                ("user verified", _uv_text(uv, None)),
+            ]
+        ),
+    )
+
+
+def _read(name: str) -> str:
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {name}: {exc}") from None

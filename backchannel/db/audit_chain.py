@@ -209,6 +209,8 @@ class StoredReceipt:
     device_jws: str
     device_public_jwk: dict[str, Any]
     created_at: datetime
+    # The WebAuthn assertion of an approval with user verification (docs/audit.md).
+    user_verification: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ async def insert_approval_receipt(
     shown: Mapping[str, Any],
     device_jws: str,
     device_public_jwk: Mapping[str, Any],
+    user_verification: Mapping[str, Any] | None = None,
 ) -> ReceiptSubject | None:
     """Store a receipt, timed by the request's decision; None if there is no such request."""
     row = await conn.fetchrow(
@@ -238,9 +241,9 @@ async def insert_approval_receipt(
            ), ins AS (
                INSERT INTO approval_receipts
                       (auth_request_id, device_id, device_name, decision, decided_at, shown,
-                       device_jws, device_public_jwk)
+                       device_jws, device_public_jwk, user_verification)
                SELECT ar.id, $2, coalesce(d.name, ''), $3, coalesce(ar.decided_at, now()),
-                      $4, $5, $6
+                      $4, $5, $6, $7
                  FROM ar LEFT JOIN devices d ON d.device_id = $2
             RETURNING auth_request_id
            )
@@ -252,13 +255,15 @@ async def insert_approval_receipt(
         dict(shown),
         device_jws,
         dict(device_public_jwk),
+        dict(user_verification) if user_verification is not None else None,
     )
     return ReceiptSubject(bytes(row["id_hash"]), row["client_id"], row["user_id"]) if row else None
 
 
 _RECEIPT_SELECT = """
 SELECT r.auth_request_id, ar.id_hash, ar.client_id, u.subject, r.device_id, r.device_name,
-       r.decision, r.decided_at, r.shown, r.device_jws, r.device_public_jwk, r.created_at
+       r.decision, r.decided_at, r.shown, r.device_jws, r.device_public_jwk, r.created_at,
+       r.user_verification
   FROM approval_receipts r
   JOIN auth_requests ar ON ar.id = r.auth_request_id
   JOIN users u ON u.user_id = ar.user_id

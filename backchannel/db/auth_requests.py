@@ -37,6 +37,9 @@ class NewAuthRequest:
     # Number matching: the right number and the choices the phone offers.
     number_match: str | None = None
     number_choices: tuple[str, ...] | None = None
+    # What the approval must show (docs/policy.md, require-uv; docs/relying-parties.md, acr).
+    user_verification: str | None = None  # 'required' | 'would_require'
+    acr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class Redemption:
     scope: tuple[str, ...]
     acr_values: tuple[str, ...] | None
     decided_at: datetime
+    acr: str | None = None
+    amr: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +160,13 @@ _INSERT_TEMPLATE = """WITH state AS (
            INSERT INTO auth_requests
                   (id_hash, client_id, user_id, scope, acr_values, binding_message,
                    delivery_mode, requested_expiry, expires_at, poll_interval,
-                   device_challenge, number_match, number_choices)
+                   device_challenge, number_match, number_choices, user_verification, acr)
            SELECT :id_hash::bytea, :client_id::text, :user_id::bigint, :scope::text[],
                   :acr_values::text[], :binding_message::text, :delivery_mode::text,
                   :requested_expiry::integer,
                   :expires_at::timestamptz, :poll_interval::integer, :device_challenge::text,
-                  :number_match::text, :number_choices::text[]
+                  :number_match::text, :number_choices::text[], :user_verification::text,
+                  :acr::text
              FROM state
             WHERE (:max_pending = 0 OR state.pending < :max_pending)
               AND (:max_prompts = 0 OR state.recent < :max_prompts)
@@ -227,6 +233,8 @@ async def insert_auth_request(
         "device_challenge": request.device_challenge,
         "number_match": request.number_match,
         "number_choices": _list_or_none(request.number_choices),
+        "user_verification": request.user_verification,
+        "acr": request.acr,
         "audit_detail": audit_detail,
         "prompt_topic": prompt.topic,
         "prompt_payload": prompt.payload,
@@ -413,7 +421,8 @@ async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Rede
              FROM users u
             WHERE r.id = $1 AND r.status = 'approved' AND r.expires_at > now()
               AND u.user_id = r.user_id
-        RETURNING r.id, r.user_id, u.subject, r.scope, r.acr_values, r.decided_at""",
+        RETURNING r.id, r.user_id, u.subject, r.scope, r.acr_values, r.decided_at,
+                  r.acr, r.amr""",
         request_id,
     )
     if row is None:
@@ -425,6 +434,8 @@ async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Rede
         tuple(row["scope"]),
         tuple(row["acr_values"]) if row["acr_values"] is not None else None,
         row["decided_at"],
+        row["acr"],
+        tuple(row["amr"]) if row["amr"] is not None else None,
     )
 
 

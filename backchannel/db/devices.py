@@ -67,6 +67,8 @@ class PendingRequest:
     expires_in: int
     challenge: str | None
     number_choices: tuple[str, ...] | None = None
+    client_id: str = ""
+    user_verification: str | None = None  # 'required' | 'would_require' | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class DecisionTarget:
     state: str  # pending, approved, denied, redeemed, expired
     challenge: str | None
     number_match: str | None = None
+    client_id: str = ""
+    user_verification: str | None = None  # 'required' | 'would_require' | None
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,8 @@ async def select_pending_requests(conn: Queryable, user_id: int) -> list[Pending
         """SELECT r.id, r.id_hash, c.name AS client_name, r.binding_message, r.scope,
                   r.created_at, r.expires_at,
                   greatest(0, ceil(extract(epoch FROM r.expires_at - now())))::int AS expires_in,
-                  r.device_challenge AS challenge, r.number_choices
+                  r.device_challenge AS challenge, r.number_choices, r.client_id,
+                  r.user_verification
              FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
             WHERE r.user_id = $1 AND r.status = 'pending' AND r.expires_at > now()
          ORDER BY r.created_at, r.id""",
@@ -281,7 +286,8 @@ async def select_decision_target(conn: Queryable, id_hash: bytes) -> DecisionTar
         """SELECT r.id, r.user_id, c.name AS client_name, r.binding_message, r.scope,
                   CASE WHEN r.status IN ('pending', 'approved') AND r.expires_at <= now()
                        THEN 'expired' ELSE r.status END AS state,
-                  r.device_challenge AS challenge, r.number_match
+                  r.device_challenge AS challenge, r.number_match, r.client_id,
+                  r.user_verification
              FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
             WHERE r.id_hash = $1""",
         id_hash,

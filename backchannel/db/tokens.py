@@ -34,6 +34,9 @@ class RefreshToken:
     expired: bool  # by the database clock, when read
     subject: str
     user_disabled: bool
+    # How the original approval was made (read only when a token is rotated).
+    acr: str | None = None
+    amr: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ def _refresh(row: asyncpg.Record) -> RefreshToken:
     values = dict(row)
     values["token_hash"] = bytes(values["token_hash"])
     values["scope"] = tuple(values["scope"])
+    if values.get("amr") is not None:
+        values["amr"] = tuple(values["amr"])
     return RefreshToken(**values)
 
 
@@ -176,7 +181,9 @@ async def rotate_refresh_token(
              WHERE r.token_hash = $1 AND r.client_id = $2
                AND r.rotated_at IS NULL AND r.revoked_at IS NULL AND r.expires_at > now()
                AND u.user_id = r.user_id AND u.disabled_at IS NULL
-         RETURNING {_REFRESH_COLUMNS}""",
+         RETURNING {_REFRESH_COLUMNS},
+                   (SELECT a.acr FROM auth_requests a WHERE a.id = r.auth_request_id) AS acr,
+                   (SELECT a.amr FROM auth_requests a WHERE a.id = r.auth_request_id) AS amr""",
         token_hash,
         client_id,
     )

@@ -7,6 +7,7 @@ cached.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from starlette.requests import Request
@@ -30,6 +31,12 @@ from backchannel.authenticator.device_management import (
 )
 from backchannel.authenticator.enrolment import enrol_device
 from backchannel.authenticator.messages import prompt_fields, request_ref, timestamp
+from backchannel.authenticator.webauthn_party import webauthn_party
+from backchannel.authenticator.webauthn_registration import (
+    register_credential,
+    registration_options,
+    webauthn_state,
+)
 from backchannel.db.devices import (
     PendingRequest,
     select_active_devices,
@@ -37,6 +44,7 @@ from backchannel.db.devices import (
     select_device,
     select_device_history,
 )
+from backchannel.db.webauthn import select_credential_counts
 from backchannel.endpoints.request_body import read_body
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
@@ -54,6 +62,11 @@ SUBSCRIPTION_PATH = "/device/subscription"
 HISTORY_PATH = "/device/history"
 DEVICES_PATH = "/device/devices"
 REMOVE_PATH = "/device/remove"
+WEBAUTHN_OPTIONS_PATH = "/device/webauthn/register-options"
+WEBAUTHN_REGISTER_PATH = "/device/webauthn/register"
+# A registration answer carries an attestation statement (certificates, with direct
+# attestation): allow it more room than other device calls.
+MAX_REGISTRATION_BODY = 65536
 
 
 async def read_jose(request: Request, max_bytes: int = MAX_DEVICE_BODY) -> str:
@@ -72,17 +85,24 @@ def _json(body: dict[str, Any], status_code: int = 200) -> Response:
     return JSONResponse(body, status_code=status_code, headers=NO_STORE)
 
 
-async def _device_call(request: Request, path: str) -> tuple[Services, DeviceCall]:
+async def _device_call(
+    request: Request, path: str, max_bytes: int = MAX_DEVICE_BODY
+) -> tuple[Services, DeviceCall]:
     services = services_of(request)
-    token = await read_jose(request)
+    token = await read_jose(request, max_bytes)
     return services, await verify_device_call(services, token, path)
 
 
 async def device_config(request: Request) -> Response:
     services = services_of(request)
     vapid = await select_active_vapid_key(services.pool)
+    party = webauthn_party(services.settings)
     return _json(
-        {"issuer": services.settings.issuer, "vapid_public_key": vapid[1] if vapid else None}
+        {
+            "issuer": services.settings.issuer,
+            "vapid_public_key": vapid[1] if vapid else None,
+            "webauthn_rp_id": party.rp_id if party is not None else None,
+        }
     )
 
 
@@ -110,6 +130,8 @@ def _pending_json(request: PendingRequest) -> dict[str, Any]:
         expires_at=request.expires_at,
         challenge=request.challenge,
         number_choices=request.number_choices,
+        client_id=request.client_id,
+        user_verification_required=request.user_verification == "required",
     )
     return {
         **fields,
@@ -122,7 +144,12 @@ async def device_requests(request: Request) -> Response:
     services, call = await _device_call(request, REQUESTS_PATH)
     async with services.pool.acquire() as conn:
         pending = await pending_requests(conn, call.device.user_id)
-    return _json({"requests": [_pending_json(r) for r in pending]})
+    return _json(
+        {
+            "requests": [_pending_json(r) for r in pending],
+            "webauthn": await webauthn_state(services, call.device),
+        }
+    )
 
 
 async def device_decision(request: Request) -> Response:
@@ -161,6 +188,7 @@ async def device_history(request: Request) -> Response:
 async def device_devices(request: Request) -> Response:
     services, call = await _device_call(request, DEVICES_PATH)
     devices = await select_active_devices(services.pool, user_id=call.device.user_id)
+    keys = await select_credential_counts(services.pool, [d.device_id for d, _ in devices])
     return _json(
         {
             "devices": [
@@ -172,6 +200,7 @@ async def device_devices(request: Request) -> Response:
                         timestamp(device.last_seen_at) if device.last_seen_at else None
                     ),
                     "this_device": device.device_id == call.device.device_id,
+                    "user_verification_keys": keys.get(device.device_id, 0),
                 }
                 for device, _subject in devices
             ]
@@ -198,3 +227,24 @@ async def device_remove(request: Request) -> Response:
     if removed is None:
         raise InvalidRequest("no such active device", status_code=404)
     return _json({"device_id": target_id, "removed": True})
+
+
+async def device_webauthn_options(request: Request) -> Response:
+    services, call = await _device_call(request, WEBAUTHN_OPTIONS_PATH)
+    return _json({"publicKey": await registration_options(services, call.device)})
+
+
+async def device_webauthn_register(request: Request) -> Response:
+    services, call = await _device_call(request, WEBAUTHN_REGISTER_PATH, MAX_REGISTRATION_BODY)
+    async with services.pool.acquire() as conn:
+        credential = await register_credential(
+            services, conn, call.device, call.payload.get("credential")
+        )
+    state = await webauthn_state(services, call.device)
+    return _json(
+        {"credential_id": _b64(credential.credential_id), "webauthn": state}, status_code=201
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from backchannel.db.clients import CIBA_GRANT
 from backchannel.endpoints.request_context import services_of
 from backchannel.oauth.algorithms import CLIENT_ASSERTION_ALGS, REQUEST_OBJECT_ALGS, SIGNING_ALGS
+from backchannel.oauth.assurance import ACR_VALUES_SUPPORTED
 from backchannel.settings import Settings
 
 # The client authentication methods a client may register (see the clients table).
@@ -32,6 +33,7 @@ CLAIMS: tuple[str, ...] = (
     "iat",
     "auth_time",
     "acr",
+    "amr",
     "at_hash",
     "urn:openid:params:jwt:claim:auth_req_id",
     "urn:openid:params:jwt:claim:rt_hash",
@@ -79,6 +81,8 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "scopes_supported": list(SCOPES),
         "claims_supported": list(CLAIMS),
+        # The levels acr_values may ask for and ID tokens state (docs/relying-parties.md).
+        "acr_values_supported": list(ACR_VALUES_SUPPORTED),
         "claims_parameter_supported": False,
         # Its default is true; there is no authorization endpoint to take a request_uri.
         "request_uri_parameter_supported": False,

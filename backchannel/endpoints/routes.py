@@ -40,6 +40,8 @@ def routes() -> list[BaseRoute]:
         Route(device.HISTORY_PATH, device.device_history, methods=["POST"]),
         Route(device.DEVICES_PATH, device.device_devices, methods=["POST"]),
         Route(device.REMOVE_PATH, device.device_remove, methods=["POST"]),
+        Route(device.WEBAUTHN_OPTIONS_PATH, device.device_webauthn_options, methods=["POST"]),
+        Route(device.WEBAUTHN_REGISTER_PATH, device.device_webauthn_register, methods=["POST"]),
         Route(admin.ENROLMENTS_PATH, admin.create_enrolment, methods=["POST"]),
         Route(receipts.RECEIPTS_PATH, receipts.receipts, methods=["POST"]),
         Route(metrics.METRICS_PATH, metrics.metrics, methods=["GET"]),

@@ -6,11 +6,14 @@ caps and mutes are enforced by the insert statement itself
 (``insert_auth_request`` with :func:`prompt_caps`), so an admitted request
 costs no extra round trip; :func:`refuse_if_capped` then explains a refusal.
 An enforced refusal raises :class:`AccessDenied` after writing its audit row;
-the request is never stored, so the user gets no prompt.
+the request is never stored, so the user gets no prompt. ``require-uv`` rules
+that hold come back in the :class:`Admission`: they are stored with the
+request and decide whether approving it needs user verification.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from backchannel.db.audit import insert_audit_event
@@ -28,17 +31,26 @@ from backchannel.settings import Settings
 POLICY_DENIED = "the request is not allowed by this server's policy"
 
 
+@dataclass(frozen=True)
+class Admission:
+    """An admitted request: what its ``auth_request_issued`` row adds, and whether the
+    rules require user verification (``required``, ``would_require`` or None)."""
+
+    audit_detail: dict[str, Any] = field(default_factory=dict)
+    user_verification: str | None = None
+
+
 async def admit_request(
     services: Services,
     client: Client,
     user: User,
     request: AuthenticationRequest,
     caller_ip: str | None,
-) -> dict[str, Any]:
-    """Apply the policy rules: refuse, or return what ``auth_request_issued`` should add."""
+) -> Admission:
+    """Apply the policy rules: refuse, or admit (docs/policy.md)."""
     rules = await services.policy.current()
     if not rules.rules:
-        return {}
+        return Admission()
     groups: frozenset[str] = frozenset()
     if rules.needs_groups:
         groups = frozenset(await select_user_groups(services.pool, user.user_id))
@@ -69,7 +81,11 @@ async def admit_request(
         added["would_deny"] = [r.name for r in decision.report.rules]
     if decision.enforced.reason == "allowed_by_rule":
         added["allowed_by"] = [r.name for r in decision.enforced.rules]
-    return {"policy": added} if added else {}
+    if decision.require_uv:
+        added["require_uv"] = [r.name for r in decision.require_uv]
+    if decision.would_require_uv:
+        added["would_require_uv"] = [r.name for r in decision.would_require_uv]
+    return Admission({"policy": added} if added else {}, decision.user_verification)
 
 
 _caps: tuple[Settings, FatigueLimits, PromptCaps] | None = None

@@ -14,6 +14,7 @@ from typing import Any
 
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidRequest, InvalidScope, MissingUserCode, UnauthorizedClient
+from backchannel.oauth.assurance import requested_acr
 from backchannel.oauth.binding_message import check_binding_message
 from backchannel.settings import Settings
 
@@ -82,6 +83,8 @@ def parse_authentication_request(
     )
     expires_in = min(requested_expiry or settings.default_request_expiry, cap)
     acr = _optional_text(params, "acr_values", 1024)
+    acr_values = tuple(acr.split()) if acr else None
+    requested_acr(acr_values)  # invalid_request when it names no supported level
     notification_token = _notification_token(params, client)
     return AuthenticationRequest(
         scope=scope,
@@ -91,7 +94,7 @@ def parse_authentication_request(
         user_code=user_code if client.backchannel_user_code_parameter else None,
         requested_expiry=requested_expiry,
         expires_in=expires_in,
-        acr_values=tuple(acr.split()) if acr else None,
+        acr_values=acr_values,
         client_notification_token=notification_token,
     )
 

@@ -21,6 +21,7 @@ from backchannel.db.client_notifications import sealed_field
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidRequest, OAuthError
 from backchannel.oauth.admission import admit_request, prompt_caps, refuse_if_capped
+from backchannel.oauth.assurance import request_assurance
 from backchannel.oauth.authentication_request import (
     REQUEST_PARAMS,
     AuthenticationRequest,
@@ -62,17 +63,20 @@ async def start_authentication(
         )
         raise
     admitted = await admit_request(services, client, user, request, caller_ip)
+    assurance = request_assurance(request.acr_values, admitted.user_verification)
     auth_req_id = new_secret()
     id_hash = hash_secret(auth_req_id)
     interval = services.settings.poll_interval
     expires_at = datetime.now(UTC) + timedelta(seconds=request.expires_in)
     prompt = services.prompts(
         ref=id_hash.hex(),
+        client_id=client.client_id,
         client_name=client.name,
         binding_message=request.binding_message,
         scope=request.scope,
         expires_at=expires_at,
         number_matching=client.number_matching,
+        user_verification_required=assurance.user_verification == "required",
     )
     issued = await insert_auth_request(
         services.pool,
@@ -90,6 +94,8 @@ async def start_authentication(
             device_challenge=prompt.challenge,
             number_match=prompt.number_match,
             number_choices=prompt.number_choices,
+            user_verification=assurance.user_verification,
+            acr=assurance.acr,
         ),
         QueuedPrompt(prompt.topic, prompt.payload, prompt.withdrawal),
         {
@@ -98,7 +104,9 @@ async def start_authentication(
             "binding_message": request.binding_message,
             "expires_in": request.expires_in,
             "signed": "request" in form,
-            **admitted,
+            "acr": assurance.acr,
+            "user_verification": assurance.user_verification,
+            **admitted.audit_detail,
         },
         prompt_caps(services.settings),
         _sealed_notification(services, client, request, auth_req_id, id_hash),

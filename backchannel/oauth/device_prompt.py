@@ -30,9 +30,11 @@ class PromptComposer(Protocol):
         self,
         *,
         ref: str,
+        client_id: str,
         client_name: str,
         binding_message: str | None,
         scope: Sequence[str],
         expires_at: datetime,
         number_matching: bool,
+        user_verification_required: bool = False,
     ) -> DevicePrompt: ...

@@ -30,6 +30,7 @@ from backchannel.errors import (
     SlowDown,
     TemporarilyUnavailable,
 )
+from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
 from backchannel.oauth.token_issuance import Grant, issue_tokens
@@ -123,6 +124,8 @@ async def _redeem(
             auth_time=redemption.decided_at,
             auth_request_id=redemption.id,
             auth_req_id=auth_req_id,
+            acr=acr_claim(redemption.acr, redemption.amr),
+            amr=redemption.amr,
         )
         return await issue_tokens(services, conn, grant)
 

@@ -21,6 +21,7 @@ from backchannel.db.tokens import (
     select_refresh_token,
 )
 from backchannel.errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
+from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
 from backchannel.oauth.token_issuance import Grant, issue_tokens
@@ -68,6 +69,9 @@ async def refresh_grant(
                 auth_request_id=spent.auth_request_id,
                 family_id=spent.family_id,
                 refresh_scope=tuple(spent.scope),
+                # The ID token keeps describing the original approval (OIDC Core §12.2).
+                acr=acr_claim(spent.acr, spent.amr),
+                amr=spent.amr,
             )
             return await issue_tokens(services, conn, grant)
         found = await select_refresh_token(conn, token_hash)

@@ -54,6 +54,7 @@ class Grant:
     auth_request_id: int | None = None
     auth_req_id: str | None = None
     acr: str | None = None
+    amr: tuple[str, ...] | None = None  # RFC 8176, how the user approved
     family_id: uuid.UUID | None = None
     refresh_scope: tuple[str, ...] | None = None
 
@@ -147,6 +148,8 @@ def _sign_access_token(
     }
     if grant.acr is not None:
         claims["acr"] = grant.acr
+    if grant.amr:
+        claims["amr"] = list(grant.amr)
     key = services.keys.signing_key(ACCESS_TOKEN_ALG)
     return jwt.encode(
         {"alg": ACCESS_TOKEN_ALG, "kid": key.kid, "typ": ACCESS_TOKEN_TYP},
@@ -177,6 +180,8 @@ def _id_token_claims(
     }
     if grant.acr is not None:
         claims["acr"] = grant.acr
+    if grant.amr:
+        claims["amr"] = list(grant.amr)
     if grant.auth_req_id is not None:
         claims[AUTH_REQ_ID_CLAIM] = grant.auth_req_id
     if refresh_token is not None:

@@ -23,6 +23,13 @@ from prometheus_client.process_collector import ProcessCollector
 __all__ = ["Metrics"]
 
 FATIGUE_REASONS: Final = ("muted", "pending", "window")
+USER_VERIFICATION_OUTCOMES: Final = (
+    "verified",
+    "refused",
+    "clone_suspected",
+    "missing",
+    "would_require",
+)
 
 # Seconds. Requests: fast answers up to held long polls (at most 60 s).
 REQUEST_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -121,6 +128,15 @@ class Metrics:
             buckets=DECISION_BUCKETS,
             registry=r,
         )
+        self.user_verification = Counter(
+            "backchannel_user_verification",
+            "Approvals and user verification (WebAuthn): verified, refused (an assertion "
+            "that did not verify), clone_suspected (a sign counter that went back), missing "
+            "(an approval without the verification it needed), would_require (an approval "
+            "without verification that a report-only require-uv rule would have needed).",
+            ["outcome"],
+            registry=r,
+        )
         self._http: dict[tuple[str, str, str], Counter] = {}
         self._durations: dict[str, Histogram] = {}
         self._polls = {verdict: self.token_polls.labels(verdict) for verdict in poll_verdicts}
@@ -128,6 +144,10 @@ class Metrics:
         self._policy_allow = self.policy_decisions.labels("enforce", "allow")
         self._policy_deny = self.policy_decisions.labels("enforce", "deny")
         self._policy_would_deny = self.policy_decisions.labels("report_only", "would_deny")
+        self._user_verification = {
+            outcome: self.user_verification.labels(outcome)
+            for outcome in USER_VERIFICATION_OUTCOMES
+        }
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -171,6 +191,10 @@ class Metrics:
         if counter is None:
             counter = self._fatigue[reason] = self.fatigue_refusals.labels(reason)
         counter.inc()
+
+    def record_user_verification(self, outcome: str) -> None:
+        """An approval's user verification: one of ``USER_VERIFICATION_OUTCOMES``."""
+        self._user_verification[outcome].inc()
 
     def record_push_delivered(self, kind: str, queued_at: datetime | None) -> None:
         """The push service accepted a message queued at ``queued_at`` (database clock)."""

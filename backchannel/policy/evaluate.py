@@ -9,6 +9,10 @@
 
 Enforced rules decide. The same evaluation with report-only rules counted too
 tells what enforcing them would change ("would deny" or "would allow").
+
+``require-uv`` rules neither allow nor deny: an enforced one whose target and
+``when`` hold makes the request need user verification at approval; report-only
+ones that hold, when no enforced one does, are reported as "would require".
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from backchannel.policy.rules import Conditions, Network, Rule
+from backchannel.policy.rules import REQUIRE_UV, Conditions, Network, Rule
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Reason = Literal["no_rule", "allowed_by_rule", "denied_by_rule", "not_allow_listed"]
@@ -57,10 +61,20 @@ class PolicyDecision:
 
     enforced: Outcome
     report: Outcome | None = None
+    # require-uv rules that hold: enforced ones, and report-only ones when no enforced one does.
+    require_uv: tuple[Rule, ...] = ()
+    would_require_uv: tuple[Rule, ...] = ()
 
     @property
     def allowed(self) -> bool:
         return self.enforced.allowed
+
+    @property
+    def user_verification(self) -> str | None:
+        """``required``, ``would_require`` (report-only rules only) or None."""
+        if self.require_uv:
+            return "required"
+        return "would_require" if self.would_require_uv else None
 
     @property
     def would_deny(self) -> bool:
@@ -79,13 +93,27 @@ def parse_caller_ip(value: str | None) -> IPAddress | None:
 
 def evaluate(rules: Sequence[Rule], facts: RequestFacts) -> PolicyDecision:
     """Decide ``facts`` against the enabled ``rules``."""
-    active = [r for r in rules if r.enabled]
+    active = [r for r in rules if r.enabled and r.effect != REQUIRE_UV]
     enforced_rules = [r for r in active if r.mode == "enforce"]
     enforced = _outcome(enforced_rules, facts)
+    uv = _requiring_uv(rules, facts)
     if len(enforced_rules) == len(active):
-        return PolicyDecision(enforced)
+        return PolicyDecision(enforced, None, *uv)
     candidate = _outcome(active, facts)
-    return PolicyDecision(enforced, candidate if candidate.allowed != enforced.allowed else None)
+    report = candidate if candidate.allowed != enforced.allowed else None
+    return PolicyDecision(enforced, report, *uv)
+
+
+def _requiring_uv(
+    rules: Sequence[Rule], facts: RequestFacts
+) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    holding = [
+        r
+        for r in rules
+        if r.enabled and r.effect == REQUIRE_UV and holds(r.target, facts) and holds(r.when, facts)
+    ]
+    enforced = tuple(r for r in holding if r.mode == "enforce")
+    return enforced, () if enforced else tuple(holding)
 
 
 def _outcome(rules: Iterable[Rule], facts: RequestFacts) -> Outcome:
@@ -98,6 +126,8 @@ def _outcome(rules: Iterable[Rule], facts: RequestFacts) -> Outcome:
         if rule.effect == "deny":
             if holds(rule.when, facts):
                 denying.append(rule)
+            continue
+        if rule.effect != "allow":
             continue
         governing.append(rule)
         if holds(rule.when, facts):

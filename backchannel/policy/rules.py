@@ -1,11 +1,13 @@
 """The policy rule model (docs/policy.md): frozen dataclasses, built only by validation.
 
-A rule has an ``effect`` (allow or deny), a ``mode`` (enforce or report-only),
-a ``target`` (which requests it is about) and ``when`` conditions:
+A rule has an ``effect`` (allow, deny or require-uv), a ``mode`` (enforce or
+report-only), a ``target`` (which requests it is about) and ``when`` conditions:
 
 - deny: a request in the target that meets ``when`` is denied;
 - allow: an allow list for its target: a request in the target of some allow
-  rule must meet the ``when`` of at least one of those rules, else it is denied.
+  rule must meet the ``when`` of at least one of those rules, else it is denied;
+- require-uv: a request in the target that meets ``when`` can only be approved
+  with the user's fingerprint, face or PIN (WebAuthn user verification).
 
 Both ``target`` and ``when`` are :class:`Conditions`: every given condition
 must hold (AND); a list means any of its entries (OR). Empty means every request.
@@ -22,12 +24,13 @@ from datetime import datetime, time
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-Effect = Literal["allow", "deny"]
+Effect = Literal["allow", "deny", "require-uv"]
 Mode = Literal["enforce", "report-only"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Path = tuple[str | int, ...]
 
-EFFECTS: tuple[Effect, ...] = ("allow", "deny")
+EFFECTS: tuple[Effect, ...] = ("allow", "deny", "require-uv")
+REQUIRE_UV: Effect = "require-uv"
 MODES: tuple[Mode, ...] = ("enforce", "report-only")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DELIVERY_MODES = ("poll", "ping", "push")

@@ -76,6 +76,7 @@ async def test_pending_list_shows_exactly_the_users_pending_unexpired_requests(
     one, two = entries
     assert set(one) == {
         "ref",
+        "client_id",
         "client_name",
         "binding_message",
         "scope",
@@ -83,7 +84,10 @@ async def test_pending_list_shows_exactly_the_users_pending_unexpired_requests(
         "expires_at",
         "expires_in",
         "challenge",
+        "user_verification",
     }
+    assert one["client_id"] == rp.client_id
+    assert one["user_verification"] == "none"
     assert one["client_name"] == "Acme Coffee"
     assert one["binding_message"] == "Order 42: 3 flat whites"
     assert one["scope"] == ["openid", "email"]

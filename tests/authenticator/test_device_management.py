@@ -40,7 +40,15 @@ async def test_devices_lists_the_users_active_devices(
         (phone.device_id, "Pixel", True),
         (tablet.device_id, "iPad", False),
     ]
-    assert set(devices[0]) == {"device_id", "name", "created_at", "last_seen_at", "this_device"}
+    assert set(devices[0]) == {
+        "device_id",
+        "name",
+        "created_at",
+        "last_seen_at",
+        "this_device",
+        "user_verification_keys",
+    }
+    assert devices[0]["user_verification_keys"] == 0
     assert devices[0]["created_at"].endswith("Z") and devices[0]["last_seen_at"].endswith("Z")
 
 

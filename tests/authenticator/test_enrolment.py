@@ -66,6 +66,8 @@ async def test_config_and_enrolment_answer_the_active_vapid_public_key(
     assert config.json() == {
         "issuer": "http://127.0.0.1:8000",
         "vapid_public_key": active["public_key"],
+        # An IP-address issuer has no WebAuthn RP ID (docs/device-api.md).
+        "webauthn_rp_id": None,
     }
     phone = Phone()
     response = await phone.enrol(http, await enrolment_code(db, alice.user_id))
@@ -79,7 +81,11 @@ async def test_config_answers_null_without_an_active_vapid_key(
 ) -> None:
     await db.execute("UPDATE vapid_keys SET status = 'retired'")
     config = await http.get("/device/config")
-    assert config.json() == {"issuer": "http://127.0.0.1:8000", "vapid_public_key": None}
+    assert config.json() == {
+        "issuer": "http://127.0.0.1:8000",
+        "vapid_public_key": None,
+        "webauthn_rp_id": None,
+    }
 
 
 async def test_a_spent_code_is_refused(

@@ -271,6 +271,7 @@ async def test_a_stored_receipt_is_immutable_and_bound_into_the_audit_chain(
         "decision": "approve",
         "device_jws_sha256": base64.urlsafe_b64encode(digest).rstrip(b"=").decode(),
         "jkt": decided.phone.key.thumbprint(),
+        "user_verified": False,
     }
     for statement in (
         "UPDATE approval_receipts SET decision = 'deny'",

@@ -134,14 +134,22 @@ class Server:
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[Server]:
+def issuer_host() -> str:
+    """The host in the issuer URL; a module overrides it with ``localhost`` for WebAuthn,
+    which refuses an IP address as its RP ID. The server listens on 127.0.0.1 either way."""
+    return "127.0.0.1"
+
+
+@pytest.fixture
+async def server(settings: Settings, issuer_host: str) -> AsyncIterator[Server]:
     """The real app under hypercorn on a loopback port, as ``backchannel serve`` runs it."""
     listening = bind(settings.replace(host="127.0.0.1", port=0), hypercorn_config())
+    url = f"http://{issuer_host}:{listening.port}"
     # The test's push service is on loopback over http: both settings admit it
     # (the subscription check at /device/enrol follows allow_insecure_urls).
     app = create_app(
         settings.replace(
-            issuer=listening.url,
+            issuer=url,
             port=listening.port,
             push_allow_loopback=True,
             allow_insecure_urls=True,
@@ -156,13 +164,13 @@ async def server(settings: Settings) -> AsyncIterator[Server]:
                 task.result()  # the startup failure
                 raise AssertionError("the server stopped during startup")
             try:
-                (await probe.get(listening.url + "/device/config")).raise_for_status()
+                (await probe.get(url + "/device/config")).raise_for_status()
                 break
             except httpx.TransportError:
                 await asyncio.sleep(0.05)
         else:
             raise AssertionError("the server did not answer within 30 s")
-    yield Server(listening.url, app)
+    yield Server(url, app)
     stop.set()
     await asyncio.wait_for(task, 15)
 

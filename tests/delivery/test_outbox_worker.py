@@ -171,11 +171,13 @@ async def test_a_request_prompts_every_phone_of_the_user_with_the_contract_messa
     expected = {
         "type": "prompt",
         "ref": ref,
+        "client_id": rp.client_id,
         "client_name": "Acme Coffee",
         "binding_message": BINDING_MESSAGE,
         "scope": ["openid", "email"],
         "expires_at": request["expires_at"].strftime("%Y-%m-%dT%H:%M:%SZ"),
         "challenge": request["device_challenge"],
+        "user_verification": "none",
     }
     assert request["device_challenge"] and len(request["device_challenge"]) >= 20
     for _device_id, subscription in phones:
@@ -528,6 +530,7 @@ async def _insert_request(db: asyncpg.Connection, rp: RegisteredClient, user: Us
     expires_at = datetime.now(UTC) + timedelta(seconds=300)
     prompt = compose_prompt(
         ref=id_hash.hex(),
+        client_id=rp.client_id,
         client_name=rp.client.name,
         binding_message=None,
         scope=("openid",),

@@ -239,4 +239,5 @@ async def test_without_rules_or_limits_admission_costs_no_database_round_trip(
         acr_values=None,
         client_notification_token=None,
     )
-    assert await admit_request(services, rp.client, alice, request, "127.0.0.1") == {}
+    admitted = await admit_request(services, rp.client, alice, request, "127.0.0.1")
+    assert admitted.audit_detail == {} and admitted.user_verification is None

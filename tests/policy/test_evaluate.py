@@ -164,3 +164,24 @@ def test_a_window_may_wrap_past_midnight(hour: int, inside: bool) -> None:
     night = parse_conditions({"during": {"from": "22:00", "to": "06:00"}})
     moment = datetime(2026, 6, 10, hour, 0, tzinfo=UTC)
     assert holds(night, facts(now=moment)) is inside
+
+
+def test_require_uv_rules_neither_allow_nor_deny_and_enforced_ones_outrank_report_only() -> None:
+    uv_everything = rule("uv-always", "require-uv")
+    uv_email = rule("uv-email", "require-uv", "report-only", when={"scopes_any": ["email"]})
+    uv_desk = rule("uv-desk", "require-uv", target={"clients": ["desk"]})
+    decision = evaluate([uv_everything, uv_email], FACTS)
+    assert decision.allowed and decision.enforced.reason == "no_rule" and decision.report is None
+    assert [r.name for r in decision.require_uv] == ["uv-always"]
+    assert decision.would_require_uv == () and decision.user_verification == "required"
+
+    only_report = evaluate([uv_email, uv_desk], FACTS)
+    assert only_report.require_uv == () and only_report.user_verification == "would_require"
+    assert [r.name for r in only_report.would_require_uv] == ["uv-email"]
+
+    untouched = evaluate([uv_email, uv_desk], facts(scopes=frozenset({"openid"})))
+    assert untouched.user_verification is None
+    # Not an allow rule: a request in its target is not thereby "not allow-listed".
+    assert evaluate([uv_desk], facts(client_id="desk")).enforced.reason == "no_rule"
+    disabled = dataclasses.replace(uv_everything, enabled=False)
+    assert evaluate([disabled], FACTS).user_verification is None

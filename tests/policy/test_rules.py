@@ -92,7 +92,7 @@ def test_every_problem_is_reported_with_its_path() -> None:
     )
     assert problems == [
         "name: required: 1-64 of a-z 0-9 . _ -, starting with a-z or 0-9",
-        "effect: expected one of allow, deny, got 'block'",
+        "effect: expected one of allow, deny, require-uv, got 'block'",
         "mode: expected one of enforce, report-only, got 'enforced'",
         "when.client: unknown key (did you mean 'clients'?)",
         "when.groups[0]: 'no spaces please' is not a group name",
@@ -101,7 +101,9 @@ def test_every_problem_is_reported_with_its_path() -> None:
 
 
 def test_a_missing_effect_is_called_required() -> None:
-    assert problems_of({"name": "x"}) == ["effect: required: expected one of allow, deny, got None"]
+    assert problems_of({"name": "x"}) == [
+        "effect: required: expected one of allow, deny, require-uv, got None"
+    ]
 
 
 def test_a_network_with_host_bits_suggests_the_network_meant() -> None:

@@ -58,7 +58,7 @@ async def test_parameters_reach_the_server_as_given(
         scope=["openid", "email"],
         binding_message="Pay 80 EUR at Acme Coffee?",
         requested_expiry=120,
-        acr_values=["urn:acr:phone", "urn:acr:any"],
+        acr_values=["urn:example:phone", "urn:backchannel:acr:device"],
         authorization_details=[{"type": "payment_initiation", "amount": "80.00"}],
     )
     assert started.expires_in == 120
@@ -66,7 +66,7 @@ async def test_parameters_reach_the_server_as_given(
     assert started.number_match is None
     row = await _only_request(db)
     assert row["scope"] == ["openid", "email"]
-    assert row["acr_values"] == ["urn:acr:phone", "urn:acr:any"]
+    assert row["acr_values"] == ["urn:example:phone", "urn:backchannel:acr:device"]
     assert row["binding_message"] == "Pay 80 EUR at Acme Coffee?"
     assert (row["requested_expiry"], row["lifetime"]) == (120, 120)
 
