@@ -1,4 +1,5 @@
 // The screens: functions from data (and callbacks) to DOM. No fetching, no state.
+import { detailCards, detailSummary } from "./details.js";
 import { h } from "./dom.js";
 import { clock, decisionWords, scopeWords, when } from "./words.js";
 
@@ -160,6 +161,7 @@ export function requestListScreen(requests, { onOpen }) {
             "button",
             { class: "request", type: "button", onclick: () => onOpen(request.ref) },
             h("span", { class: "client" }, request.client_name),
+            detailSummary(request.authorization_details),
             message(request),
             countdown(request),
           ),
@@ -247,6 +249,7 @@ export function approvalScreen(request, { onDecide, uv = null, onSetUp = null })
     { class: "approval", dataset: { ref: request.ref } },
     h("p", { class: "eyebrow" }, "Request from"),
     h("h2", { class: "client" }, request.client_name),
+    detailCards(request.authorization_details),
     h("div", { class: "binding" }, message(request)),
     h("p", { class: "hint" }, "Approve only if this matches the screen where you started."),
     h("h3", {}, `If you approve, ${request.client_name} can:`),

@@ -2,6 +2,7 @@
 // Deny / "This wasn't me" straight from the notification. Approval needs the page:
 // the notification offers no Approve button.
 import { ApiError, decide, getConfig } from "./api.js";
+import { summaryText } from "./details.js";
 import { syncSubscription } from "./push.js";
 import { loadDevice } from "./store.js";
 
@@ -36,17 +37,23 @@ async function show(title, options) {
   }
 }
 
+// A prompt whose authorization details did not fit in the push offers no Deny: a decision
+// covers what was shown, and the details are only in the app.
 async function showPrompt(prompt) {
+  const lines = [summaryText(prompt.authorization_details), prompt.binding_message];
+  if (prompt.authorization_details_omitted) lines.unshift("Open the app to see the details.");
   await show(prompt.client_name || "Approval request", {
-    body: prompt.binding_message || "Asks you to approve a request.",
+    body: lines.filter(Boolean).join("\n") || "Asks you to approve a request.",
     tag: prompt.ref,
     requireInteraction: true,
     icon: ICON,
     data: { prompt },
-    actions: [
-      { action: "deny", title: "Deny" },
-      { action: "not_me", title: "This wasn't me" },
-    ],
+    actions: prompt.authorization_details_omitted
+      ? []
+      : [
+          { action: "deny", title: "Deny" },
+          { action: "not_me", title: "This wasn't me" },
+        ],
   });
   await tellPages({ type: "prompt", ref: prompt.ref });
 }

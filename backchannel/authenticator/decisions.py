@@ -120,7 +120,13 @@ async def decide_on_device(
         raise RequestNotPending(_STATES.get(target.state, target.state))
     if target.challenge is None or not _same(challenge, target.challenge):
         raise InvalidRequest("the challenge does not match the request")
-    expected = shown_digest(ref, target.client_name, target.binding_message, target.scope)
+    expected = shown_digest(
+        ref,
+        target.client_name,
+        target.binding_message,
+        target.scope,
+        target.authorization_details,
+    )
     if not _same(shown, expected):
         raise InvalidRequest("the decision was made over something the request does not show")
     verified: VerifiedAssertion | None = None
@@ -184,6 +190,11 @@ async def decide_on_device(
                 "client_name": target.client_name,
                 "binding_message": target.binding_message,
                 "scope": list(target.scope),
+                **(
+                    {"authorization_details": list(target.authorization_details)}
+                    if target.authorization_details is not None
+                    else {}
+                ),
             },
             device_jws=call.token,
             device_public_jwk=call.device.public_jwk,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from backchannel.authenticator.messages import dismiss_payload, prompt_payload, push_topic
 from backchannel.authenticator.number_matching import new_number_match
@@ -23,6 +24,7 @@ def compose_prompt(
     expires_at: datetime,
     number_matching: bool,
     user_verification_required: bool = False,
+    authorization_details: Sequence[Mapping[str, Any]] | None = None,
 ) -> DevicePrompt:
     """A fresh challenge, number-matching choices when the client asks for them, and the
     prompt and dismiss messages for ``ref``."""
@@ -38,6 +40,7 @@ def compose_prompt(
         challenge=challenge,
         number_choices=numbers.choices if numbers else None,
         user_verification_required=user_verification_required,
+        authorization_details=authorization_details,
     )
     return DevicePrompt(
         challenge=challenge,

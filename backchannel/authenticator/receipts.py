@@ -414,7 +414,8 @@ def check_user_verification(
 
 
 def _shown(shown: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"client_name", "binding_message", "scope"}``, checked."""
+    """``{"client_name", "binding_message", "scope"}`` and, when the request had them,
+    ``authorization_details``; checked."""
     name, message, scope = (shown.get(k) for k in ("client_name", "binding_message", "scope"))
     if not isinstance(name, str):
         raise ValueError("shown.client_name must be a string")
@@ -424,7 +425,17 @@ def _shown(shown: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("shown.scope must be a list of strings")
     if not all(isinstance(s, str) for s in scope):
         raise ValueError("shown.scope must be a list of strings")
-    return {"client_name": name, "binding_message": message, "scope": list(scope)}
+    checked: dict[str, Any] = {
+        "client_name": name,
+        "binding_message": message,
+        "scope": list(scope),
+    }
+    details = shown.get("authorization_details")
+    if details is not None:
+        if not isinstance(details, list) or not all(isinstance(d, Mapping) for d in details):
+            raise ValueError("shown.authorization_details must be a list of objects")
+        checked["authorization_details"] = details
+    return checked
 
 
 def _public_device_jwk(value: object) -> dict[str, str]:

@@ -62,6 +62,7 @@ class VerifiedAssertion:
     nonce: str
     rp_id: str
     origin: str
+    authorization_details: tuple[dict[str, Any], ...] | None = None
 
     @property
     def amr(self) -> tuple[str, ...]:
@@ -79,7 +80,9 @@ class VerifiedAssertion:
             "rp_id": self.rp_id,
             "origin": self.origin,
             "nonce": self.nonce,
-            "authorization_details": None,
+            "authorization_details": (
+                list(self.authorization_details) if self.authorization_details is not None else None
+            ),
             "credential": {
                 "id": _b64(c.credential_id),
                 "public_key": _b64(c.public_key),
@@ -174,7 +177,7 @@ async def _verify(
         client_name=target.client_name,
         binding_message=target.binding_message,
         scope=target.scope,
-        authorization_details=None,
+        authorization_details=target.authorization_details,
         nonce=target.challenge,
     )
     client_data_raw = _decode(parts["clientDataJSON"], "clientDataJSON")
@@ -213,6 +216,7 @@ async def _verify(
         nonce=target.challenge,
         rp_id=party.rp_id,
         origin=party.origin,
+        authorization_details=target.authorization_details,
     )
 
 

@@ -40,6 +40,8 @@ class NewAuthRequest:
     # What the approval must show (docs/policy.md, require-uv; docs/relying-parties.md, acr).
     user_verification: str | None = None  # 'required' | 'would_require'
     acr: str | None = None
+    # RFC 9396: what exactly the user approves (a payment: amount, payee), validated.
+    authorization_details: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Redemption:
     decided_at: datetime
     acr: str | None = None
     amr: tuple[str, ...] | None = None
+    authorization_details: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,14 @@ _INSERT_TEMPLATE = """WITH state AS (
            INSERT INTO auth_requests
                   (id_hash, client_id, user_id, scope, acr_values, binding_message,
                    delivery_mode, requested_expiry, expires_at, poll_interval,
-                   device_challenge, number_match, number_choices, user_verification, acr)
+                   device_challenge, number_match, number_choices, user_verification, acr,
+                   authorization_details)
            SELECT :id_hash::bytea, :client_id::text, :user_id::bigint, :scope::text[],
                   :acr_values::text[], :binding_message::text, :delivery_mode::text,
                   :requested_expiry::integer,
                   :expires_at::timestamptz, :poll_interval::integer, :device_challenge::text,
                   :number_match::text, :number_choices::text[], :user_verification::text,
-                  :acr::text
+                  :acr::text, :authorization_details::jsonb
              FROM state
             WHERE (:max_pending = 0 OR state.pending < :max_pending)
               AND (:max_prompts = 0 OR state.recent < :max_prompts)
@@ -235,6 +239,11 @@ async def insert_auth_request(
         "number_choices": _list_or_none(request.number_choices),
         "user_verification": request.user_verification,
         "acr": request.acr,
+        "authorization_details": (
+            list(request.authorization_details)
+            if request.authorization_details is not None
+            else None
+        ),
         "audit_detail": audit_detail,
         "prompt_topic": prompt.topic,
         "prompt_payload": prompt.payload,
@@ -422,7 +431,7 @@ async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Rede
             WHERE r.id = $1 AND r.status = 'approved' AND r.expires_at > now()
               AND u.user_id = r.user_id
         RETURNING r.id, r.user_id, u.subject, r.scope, r.acr_values, r.decided_at,
-                  r.acr, r.amr""",
+                  r.acr, r.amr, r.authorization_details""",
         request_id,
     )
     if row is None:
@@ -436,6 +445,7 @@ async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Rede
         row["decided_at"],
         row["acr"],
         tuple(row["amr"]) if row["amr"] is not None else None,
+        tuple(row["authorization_details"]) if row["authorization_details"] is not None else None,
     )
 
 

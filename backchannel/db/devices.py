@@ -69,6 +69,8 @@ class PendingRequest:
     number_choices: tuple[str, ...] | None = None
     client_id: str = ""
     user_verification: str | None = None  # 'required' | 'would_require' | None
+    # RFC 9396 details the user approves, as the relying party sent them.
+    authorization_details: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class DecisionTarget:
     number_match: str | None = None
     client_id: str = ""
     user_verification: str | None = None  # 'required' | 'would_require' | None
+    # RFC 9396 details the user approves, as the relying party sent them.
+    authorization_details: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ async def select_pending_requests(conn: Queryable, user_id: int) -> list[Pending
                   r.created_at, r.expires_at,
                   greatest(0, ceil(extract(epoch FROM r.expires_at - now())))::int AS expires_in,
                   r.device_challenge AS challenge, r.number_choices, r.client_id,
-                  r.user_verification
+                  r.user_verification, r.authorization_details
              FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
             WHERE r.user_id = $1 AND r.status = 'pending' AND r.expires_at > now()
          ORDER BY r.created_at, r.id""",
@@ -274,6 +278,7 @@ async def select_pending_requests(conn: Queryable, user_id: int) -> list[Pending
                 "id_hash": bytes(r["id_hash"]),
                 "scope": tuple(r["scope"]),
                 "number_choices": tuple(r["number_choices"]) if r["number_choices"] else None,
+                "authorization_details": _details(r["authorization_details"]),
             }
         )
         for r in rows
@@ -287,14 +292,24 @@ async def select_decision_target(conn: Queryable, id_hash: bytes) -> DecisionTar
                   CASE WHEN r.status IN ('pending', 'approved') AND r.expires_at <= now()
                        THEN 'expired' ELSE r.status END AS state,
                   r.device_challenge AS challenge, r.number_match, r.client_id,
-                  r.user_verification
+                  r.user_verification, r.authorization_details
              FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
             WHERE r.id_hash = $1""",
         id_hash,
     )
     if row is None:
         return None
-    return DecisionTarget(**{**dict(row), "scope": tuple(row["scope"])})
+    return DecisionTarget(
+        **{
+            **dict(row),
+            "scope": tuple(row["scope"]),
+            "authorization_details": _details(row["authorization_details"]),
+        }
+    )
+
+
+def _details(value: list[dict[str, Any]] | None) -> tuple[dict[str, Any], ...] | None:
+    return tuple(value) if value is not None else None
 
 
 async def select_device_history(conn: Queryable, device_id: str, limit: int) -> list[PastDecision]:

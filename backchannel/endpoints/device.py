@@ -132,6 +132,7 @@ def _pending_json(request: PendingRequest) -> dict[str, Any]:
         number_choices=request.number_choices,
         client_id=request.client_id,
         user_verification_required=request.user_verification == "required",
+        authorization_details=request.authorization_details,
     )
     return {
         **fields,

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from backchannel.db.authorization_types import select_authorization_schemas
 from backchannel.db.clients import CIBA_GRANT
+from backchannel.db.pool import Queryable
 from backchannel.endpoints.request_context import services_of
 from backchannel.oauth.algorithms import CLIENT_ASSERTION_ALGS, REQUEST_OBJECT_ALGS, SIGNING_ALGS
 from backchannel.oauth.assurance import ACR_VALUES_SUPPORTED
+from backchannel.oauth.authorization_details import BUILT_IN_TYPES
 from backchannel.settings import Settings
 
 # The client authentication methods a client may register (see the clients table).
@@ -90,8 +94,20 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
 
 
 async def openid_configuration(request: Request) -> Response:
-    settings = services_of(request).settings
-    return JSONResponse(provider_metadata(settings), headers={"Cache-Control": METADATA_CACHE})
+    services = services_of(request)
+    metadata = provider_metadata(services.settings)
+    metadata["authorization_details_types_supported"] = await _authorization_types(services.pool)
+    return JSONResponse(metadata, headers={"Cache-Control": METADATA_CACHE})
+
+
+async def _authorization_types(pool: Queryable) -> list[str]:
+    """The built-in RFC 9396 types and the operator's; the built-in ones alone while the
+    database is unreachable (discovery stays up: clients fetch it when they start)."""
+    try:
+        registered = await select_authorization_schemas(pool)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        registered = {}
+    return [*BUILT_IN_TYPES, *sorted(registered)]
 
 
 async def jwks(request: Request) -> Response:

@@ -53,6 +53,8 @@ class AuthenticationRequest:
     expires_in: int
     acr_values: tuple[str, ...] | None
     client_notification_token: str | None
+    # RFC 9396, validated by oauth/authorization_details.py (it needs the registered types).
+    authorization_details: tuple[dict[str, Any], ...] | None = None
 
 
 def check_client_may_use_ciba(client: Client) -> None:

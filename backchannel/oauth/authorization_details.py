@@ -33,6 +33,7 @@ from backchannel.untrusted_json import UntrustedJSON, parse_untrusted_json
 MAX_BYTES = 8192
 MAX_ENTRIES = 8
 MAX_DEPTH = 6
+MAX_INTEGER = 2**53 - 1
 BUILT_IN_TYPES = ("payment_initiation",)
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 
@@ -113,7 +114,7 @@ def parse_authorization_details(
         if schema is None:
             raise InvalidAuthorizationDetails(f"{where}: unknown type {type_name[:64]!r}")
         _validate(entry, schema, where)
-        _check_text(entry, where)
+        _check_values(entry, where)
         if type_name == "payment_initiation":
             _check_iban(entry, where)
         checked.append(entry)
@@ -144,7 +145,10 @@ def _validate(entry: dict[str, Any], schema: Mapping[str, Any], where: str) -> N
         raise InvalidAuthorizationDetails(f"{where}{path}: {error.message[:200]}")
 
 
-def _check_text(value: Any, where: str) -> None:
+def _check_values(value: Any, where: str) -> None:
+    """Every string displayable; every number an integer a browser holds exactly (the
+    phone digests the details as canonical JSON, and Python and JavaScript agree on
+    integers within ±2^53 but not on how a fraction is written: amounts are strings)."""
     pending = [value]
     while pending:
         item = pending.pop()
@@ -154,6 +158,12 @@ def _check_text(value: Any, where: str) -> None:
                 raise InvalidAuthorizationDetails(
                     f"{where} contains a character that cannot be displayed (U+{ord(char):04X})"
                 )
+        elif isinstance(item, float):
+            raise InvalidAuthorizationDetails(
+                f"{where} contains a number with a fraction or exponent: write it as a string"
+            )
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INTEGER:
+            raise InvalidAuthorizationDetails(f"{where} contains an integer beyond ±2^53")
         elif isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())

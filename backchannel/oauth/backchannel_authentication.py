@@ -6,6 +6,7 @@ with the stored row, ``auth_request_rejected`` with the error code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from backchannel.db.auth_requests import (
     SealedNotification,
     insert_auth_request,
 )
+from backchannel.db.authorization_types import select_authorization_schemas
 from backchannel.db.client_notifications import sealed_field
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidRequest, OAuthError
@@ -28,6 +30,7 @@ from backchannel.oauth.authentication_request import (
     check_client_may_use_ciba,
     parse_authentication_request,
 )
+from backchannel.oauth.authorization_details import parse_authorization_details
 from backchannel.oauth.hint_resolution import resolve_user
 from backchannel.oauth.request_object import verify_request_object
 from backchannel.oauth.secrets import hash_secret, new_secret
@@ -50,6 +53,13 @@ async def start_authentication(
         check_client_may_use_ciba(client)
         params = await _request_parameters(services, client, form)
         request = parse_authentication_request(params, client, services.settings)
+        if "authorization_details" in params:
+            # Validated per type; an operator's own types are read only when needed.
+            registered = await select_authorization_schemas(services.pool)
+            details = parse_authorization_details(
+                params["authorization_details"], client, registered
+            )
+            request = dataclasses.replace(request, authorization_details=details)
         user = await resolve_user(services, client, **{request.hint_kind: request.hint})
         if client.backchannel_user_code_parameter:
             assert request.user_code is not None
@@ -77,6 +87,7 @@ async def start_authentication(
         expires_at=expires_at,
         number_matching=client.number_matching,
         user_verification_required=assurance.user_verification == "required",
+        authorization_details=request.authorization_details,
     )
     issued = await insert_auth_request(
         services.pool,
@@ -96,6 +107,7 @@ async def start_authentication(
             number_choices=prompt.number_choices,
             user_verification=assurance.user_verification,
             acr=assurance.acr,
+            authorization_details=request.authorization_details,
         ),
         QueuedPrompt(prompt.topic, prompt.payload, prompt.withdrawal),
         {
@@ -106,6 +118,11 @@ async def start_authentication(
             "signed": "request" in form,
             "acr": assurance.acr,
             "user_verification": assurance.user_verification,
+            **(
+                {"authorization_details": list(request.authorization_details)}
+                if request.authorization_details is not None
+                else {}
+            ),
             **admitted.audit_detail,
         },
         prompt_caps(services.settings),

@@ -9,7 +9,7 @@ back is stored with the request and queued in the same statement.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,4 +37,5 @@ class PromptComposer(Protocol):
         expires_at: datetime,
         number_matching: bool,
         user_verification_required: bool = False,
+        authorization_details: Sequence[Mapping[str, Any]] | None = None,
     ) -> DevicePrompt: ...

@@ -44,7 +44,7 @@ async def _introspect_access_token(
     if user is None or user.disabled:
         return None
     claims = active.claims
-    return {
+    body: dict[str, Any] = {
         "active": True,
         "scope": " ".join(active.record.scope),
         "client_id": active.record.client_id,
@@ -56,6 +56,11 @@ async def _introspect_access_token(
         "jti": active.record.jti,
         "token_type": "Bearer",
     }
+    # What the token carries of how and what the user approved (RFC 9396 §9.2).
+    for name in ("acr", "amr", "authorization_details"):
+        if name in claims:
+            body[name] = claims[name]
+    return body
 
 
 async def _introspect_refresh_token(

@@ -30,7 +30,6 @@ from backchannel.errors import (
     SlowDown,
     TemporarilyUnavailable,
 )
-from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.services import Services
 from backchannel.oauth.token_issuance import Grant, issue_tokens
@@ -116,17 +115,7 @@ async def _redeem(
         redemption = await redeem_auth_request(conn, result.id)
         if redemption is None:
             return InvalidGrant("auth_req_id has already been used")
-        grant = Grant(
-            client=client,
-            user_id=redemption.user_id,
-            subject=redemption.subject,
-            scope=redemption.scope,
-            auth_time=redemption.decided_at,
-            auth_request_id=redemption.id,
-            auth_req_id=auth_req_id,
-            acr=acr_claim(redemption.acr, redemption.amr),
-            amr=redemption.amr,
-        )
+        grant = Grant.of_redemption(client, redemption, auth_req_id)
         return await issue_tokens(services, conn, grant)
 
 

@@ -40,15 +40,7 @@ async def mint_push_tokens(
                 # Expired, revoked or its user disabled since the approval: no tokens.
                 state = await select_auth_request_status(conn, job.id_hash)
                 return _error(auth_req_id, state)
-            grant = Grant(
-                client=client,
-                user_id=redemption.user_id,
-                subject=redemption.subject,
-                scope=redemption.scope,
-                auth_time=redemption.decided_at,
-                auth_request_id=redemption.id,
-                auth_req_id=auth_req_id,
-            )
+            grant = Grant.of_redemption(client, redemption, auth_req_id)
             body = {"auth_req_id": auth_req_id, **await issue_tokens(services, conn, grant)}
             sealed = services.wrapper.wrap_json(body, sealed_field(job.id_hash, "response"))
             if not await store_push_response(conn, job, sealed):

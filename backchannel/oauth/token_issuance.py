@@ -18,9 +18,11 @@ import asyncpg
 from joserfc import jwt
 
 from backchannel.db.audit import insert_audit_event
+from backchannel.db.auth_requests import Redemption
 from backchannel.db.clients import Client
 from backchannel.db.tokens import AccessTokenRecord, insert_access_token, insert_refresh_token
 from backchannel.oauth.algorithms import ACCESS_TOKEN_ALG
+from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.id_tokens import (
     ACCESS_TOKEN_TYP,
     AUTH_REQ_ID_CLAIM,
@@ -57,6 +59,24 @@ class Grant:
     amr: tuple[str, ...] | None = None  # RFC 8176, how the user approved
     family_id: uuid.UUID | None = None
     refresh_scope: tuple[str, ...] | None = None
+    # RFC 9396: the details the user approved; the access token and the response carry them.
+    authorization_details: tuple[dict[str, Any], ...] | None = None
+
+    @classmethod
+    def of_redemption(cls, client: Client, redemption: Redemption, auth_req_id: str) -> Grant:
+        """What a redeemed CIBA request grants (at /token, or pushed to the client)."""
+        return cls(
+            client=client,
+            user_id=redemption.user_id,
+            subject=redemption.subject,
+            scope=redemption.scope,
+            auth_time=redemption.decided_at,
+            auth_request_id=redemption.id,
+            auth_req_id=auth_req_id,
+            acr=acr_claim(redemption.acr, redemption.amr),
+            amr=redemption.amr,
+            authorization_details=redemption.authorization_details,
+        )
 
     @property
     def kind(self) -> str:
@@ -77,7 +97,11 @@ async def issue_tokens(
     """
     settings, client = services.settings, grant.client
     scope = list(dict.fromkeys(grant.scope))
-    refresh_token = new_secret() if client.may_refresh else None
+    # A grant of authorization details (a payment) is used once: no refresh token
+    # outlives it (RFC 9396 leaves this to the server; docs/relying-parties.md).
+    refresh_token = (
+        new_secret() if client.may_refresh and grant.authorization_details is None else None
+    )
     family_id = (grant.family_id or uuid.uuid4()) if refresh_token is not None else None
     jti = new_secret(16)
     access_ttl = client.access_token_ttl or settings.access_token_ttl
@@ -116,6 +140,8 @@ async def issue_tokens(
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
     body["scope"] = " ".join(scope)
+    if grant.authorization_details is not None:
+        body["authorization_details"] = list(grant.authorization_details)  # RFC 9396 §7
     detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
     if family_id is not None:
         detail["family_id"] = str(family_id)
@@ -150,6 +176,8 @@ def _sign_access_token(
         claims["acr"] = grant.acr
     if grant.amr:
         claims["amr"] = list(grant.amr)
+    if grant.authorization_details is not None:
+        claims["authorization_details"] = list(grant.authorization_details)
     key = services.keys.signing_key(ACCESS_TOKEN_ALG)
     return jwt.encode(
         {"alg": ACCESS_TOKEN_ALG, "kid": key.kid, "typ": ACCESS_TOKEN_TYP},

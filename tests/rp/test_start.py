@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("alice")
 
 async def _only_request(db: asyncpg.Connection) -> asyncpg.Record:
     row = await db.fetchrow(
-        """SELECT scope, acr_values, binding_message, requested_expiry,
+        """SELECT scope, acr_values, binding_message, requested_expiry, authorization_details,
                   extract(epoch FROM expires_at - created_at)::int AS lifetime
              FROM auth_requests"""
     )
@@ -50,16 +50,23 @@ async def test_start_needs_exactly_one_hint_and_sends_nothing_otherwise(
 
 
 async def test_parameters_reach_the_server_as_given(
-    make_rp_client: MakeClient, rp: RegisteredClient, db: asyncpg.Connection
+    make_rp_client: MakeClient, make_client: Any, db: asyncpg.Connection
 ) -> None:
-    client = await make_rp_client(basic(rp))
+    bank: RegisteredClient = await make_client(authorization_details_types=("payment_initiation",))
+    payment = {
+        "type": "payment_initiation",
+        "instructedAmount": {"currency": "EUR", "amount": "80.00"},
+        "creditorName": "Acme Coffee",
+        "creditorAccount": {"iban": "DE89370400440532013000"},
+    }
+    client = await make_rp_client(basic(bank))
     started = await client.start(
         login_hint="alice@example.com",
         scope=["openid", "email"],
         binding_message="Pay 80 EUR at Acme Coffee?",
         requested_expiry=120,
         acr_values=["urn:example:phone", "urn:backchannel:acr:device"],
-        authorization_details=[{"type": "payment_initiation", "amount": "80.00"}],
+        authorization_details=[payment],
     )
     assert started.expires_in == 120
     assert started.interval == 5
@@ -69,6 +76,7 @@ async def test_parameters_reach_the_server_as_given(
     assert row["acr_values"] == ["urn:example:phone", "urn:backchannel:acr:device"]
     assert row["binding_message"] == "Pay 80 EUR at Acme Coffee?"
     assert (row["requested_expiry"], row["lifetime"]) == (120, 120)
+    assert row["authorization_details"] == [payment]
 
 
 async def test_id_token_hint_names_the_user_of_an_earlier_id_token(

@@ -34,13 +34,23 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def shown(ref: str, client_name: str, binding_message: str | None, scope: list[str]) -> str:
-    """``base64url(SHA-256(JSON.stringify([ref, client_name, binding_message, scope])))``."""
-    text = json.dumps(
-        [ref, client_name, binding_message or "", " ".join(scope)],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+def shown(
+    ref: str,
+    client_name: str,
+    binding_message: str | None,
+    scope: list[str],
+    authorization_details: list[dict[str, Any]] | None = None,
+) -> str:
+    """``base64url(SHA-256(JSON.stringify([ref, client_name, binding_message, scope])))``,
+    with the details' sorted-key compact JSON as a fifth element when there are any."""
+    elements = [ref, client_name, binding_message or "", " ".join(scope)]
+    if authorization_details is not None:
+        elements.append(
+            json.dumps(
+                authorization_details, ensure_ascii=False, separators=(",", ":"), sort_keys=True
+            )
+        )
+    text = json.dumps(elements, ensure_ascii=False, separators=(",", ":"))
     return b64url(hashlib.sha256(text.encode("utf-8")).digest())
 
 
@@ -145,7 +155,11 @@ class Phone:
             "ref": entry["ref"],
             "decision": decision,
             "shown": shown(
-                entry["ref"], entry["client_name"], entry["binding_message"], entry["scope"]
+                entry["ref"],
+                entry["client_name"],
+                entry["binding_message"],
+                entry["scope"],
+                entry.get("authorization_details"),
             ),
             "challenge": entry["challenge"],
             "iat": int(time.time()),
