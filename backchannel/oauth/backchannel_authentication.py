@@ -27,6 +27,7 @@ from backchannel.oauth.authentication_request import (
     check_client_may_use_ciba,
     parse_authentication_request,
 )
+from backchannel.oauth.fapi_ciba import check_request_form, check_request_parameters
 from backchannel.oauth.hint_resolution import resolve_user
 from backchannel.oauth.request_object import verify_request_object
 from backchannel.oauth.secrets import hash_secret, new_secret
@@ -47,7 +48,9 @@ async def start_authentication(
     """
     try:
         check_client_may_use_ciba(client)
+        check_request_form(client, signed="request" in form)
         params = await _request_parameters(services, client, form)
+        check_request_parameters(client, params)
         request = parse_authentication_request(params, client, services.settings)
         user = await resolve_user(services, client, **{request.hint_kind: request.hint})
         if client.backchannel_user_code_parameter:

@@ -30,6 +30,7 @@ from backchannel.errors import (
     TemporarilyUnavailable,
 )
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
 from backchannel.oauth.services import Services
 from backchannel.oauth.token_issuance import Grant, issue_tokens
 from backchannel.settings import Settings
@@ -62,14 +63,20 @@ def poll_limits(settings: Settings) -> PollLimits:
 
 
 async def poll_for_tokens(
-    services: Services, client: Client, auth_req_id: str, *, wait: float = 0.0
+    services: Services,
+    client: Client,
+    auth_req_id: str,
+    *,
+    wait: float = 0.0,
+    binding: TokenBinding = UNBOUND,
 ) -> dict[str, Any] | OAuthError:
     """Answer one poll: the token response, or the §11 error that applies.
 
     The expected answers (pending, slow_down, denied, expired, ...) are
     returned rather than raised: most polls are pending, and the hot path
     skips the exception machinery. ``wait`` > 0 holds the poll up to that
-    many seconds while the request is pending.
+    many seconds while the request is pending. ``binding`` is what the tokens
+    are bound to (the refresh token family keeps a DPoP key for good).
     """
     if not AUTH_REQ_ID.match(auth_req_id):
         return InvalidGrant("unknown auth_req_id")
@@ -94,12 +101,16 @@ async def poll_for_tokens(
         counts_as_poll = False
     services.metrics.record_poll(result.verdict)
     if result.verdict is PollVerdict.APPROVED:
-        return await _redeem(services, client, result, auth_req_id)
+        return await _redeem(services, client, result, auth_req_id, binding)
     return _error_for(result)
 
 
 async def _redeem(
-    services: Services, client: Client, result: PollResult, auth_req_id: str
+    services: Services,
+    client: Client,
+    result: PollResult,
+    auth_req_id: str,
+    binding: TokenBinding,
 ) -> dict[str, Any] | OAuthError:
     async with services.pool.acquire() as conn, conn.transaction():
         redemption = await redeem_auth_request(conn, result.id)
@@ -113,6 +124,8 @@ async def _redeem(
             auth_time=redemption.decided_at,
             auth_request_id=redemption.id,
             auth_req_id=auth_req_id,
+            binding=binding,
+            refresh_jkt=binding.dpop_jkt,
         )
         return await issue_tokens(services, conn, grant)
 

@@ -29,6 +29,7 @@ from backchannel.oauth.id_tokens import (
     token_hash_claim,
 )
 from backchannel.oauth.secrets import hash_secret, new_secret
+from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
 from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 
@@ -56,6 +57,10 @@ class Grant:
     acr: str | None = None
     family_id: uuid.UUID | None = None
     refresh_scope: tuple[str, ...] | None = None
+    # What the access token is bound to (DPoP key, TLS certificate); see sender_constraint.py.
+    binding: TokenBinding = UNBOUND
+    # The DPoP key a new refresh token family is bound to; a refresh keeps its family's.
+    refresh_jkt: str | None = None
 
     @property
     def kind(self) -> str:
@@ -89,6 +94,8 @@ async def issue_tokens(
         scope=scope,
         ttl=access_ttl,
         auth_request_id=grant.auth_request_id,
+        dpop_jkt=grant.binding.dpop_jkt,
+        x5t_s256=grant.binding.x5t_s256,
     )
     access_token = _sign_access_token(services, grant, record, scope)
     if refresh_token is not None:
@@ -104,11 +111,12 @@ async def issue_tokens(
             auth_time=grant.auth_time,
             ttl=client.refresh_token_ttl or settings.refresh_token_ttl,
             max_age=settings.refresh_token_max_age,
+            dpop_jkt=grant.refresh_jkt,
         )
     id_claims = _id_token_claims(settings, grant, record, access_token, refresh_token)
     body: dict[str, Any] = {
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": grant.binding.token_type,
         "expires_in": access_ttl,
         "id_token": sign_id_token(services.keys, client.id_token_signed_response_alg, id_claims),
     }
@@ -116,6 +124,9 @@ async def issue_tokens(
         body["refresh_token"] = refresh_token
     body["scope"] = " ".join(scope)
     detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
+    cnf = grant.binding.cnf()
+    if cnf is not None:
+        detail["cnf"] = cnf
     if family_id is not None:
         detail["family_id"] = str(family_id)
     await insert_audit_event(
@@ -147,6 +158,9 @@ def _sign_access_token(
     }
     if grant.acr is not None:
         claims["acr"] = grant.acr
+    cnf = grant.binding.cnf()
+    if cnf is not None:
+        claims["cnf"] = cnf  # RFC 9449 §6.1, RFC 8705 §3.1
     key = services.keys.signing_key(ACCESS_TOKEN_ALG)
     return jwt.encode(
         {"alg": ACCESS_TOKEN_ALG, "kid": key.kid, "typ": ACCESS_TOKEN_TYP},
