@@ -37,7 +37,7 @@ from backchannel.db.clients import (
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
 from backchannel.oauth.client_certificates import SUBJECT_KINDS, check_subject_value
-from backchannel.oauth.fapi_ciba import PROFILES
+from backchannel.oauth.fapi_ciba import PROFILES as PROFILES
 from backchannel.oauth.fapi_ciba import registration_problems as profile_problems
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.settings import Settings
