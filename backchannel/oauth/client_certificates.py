@@ -19,7 +19,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 from joserfc.jwk import KeySet
 
 MAX_PEM_LENGTH = 16384
@@ -153,16 +159,31 @@ class ClientCertificateAuthorities:
         """Raise :class:`CertificateRejected` unless a trust anchor issued the certificate
         (directly; intermediates belong in the anchor file) for client authentication
         and it is valid now."""
+        # The CAs are held to the Web PKI's rules; client certificates, issued by many
+        # a bank's own PKI, are not refused for the shape of their extensions (a
+        # critical subjectAltName, say), but must allow client authentication.
         verifier = (
             PolicyBuilder()
             .store(self._store)
             .time(now or datetime.now(UTC))
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                ee_policy=ExtensionPolicy.permit_all(),
+            )
             .build_client_verifier()
         )
         try:
             verifier.verify(certificate.certificate, [])
         except VerificationError as exc:
             raise CertificateRejected(f"the client certificate is not trusted: {exc}") from None
+        try:
+            usage = certificate.certificate.extensions.get_extension_for_class(
+                x509.ExtendedKeyUsage
+            ).value
+        except x509.ExtensionNotFound:
+            return
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+            raise CertificateRejected("the client certificate is not for client authentication")
 
 
 def key_in_key_set(certificate: ClientCertificate, keys: KeySet) -> bool:
