@@ -24,6 +24,7 @@ from backchannel.db.listener import CONFIG_CHANNEL, DECISION_CHANNEL, PgListener
 from backchannel.db.migrate import pending_migrations
 from backchannel.db.pool import create_pool
 from backchannel.db.push_outbox import OUTBOX_CHANNEL
+from backchannel.db.service_secrets import ensure_service_secret
 from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
@@ -41,10 +42,13 @@ from backchannel.errors import (
 )
 from backchannel.housekeeping import Housekeeper
 from backchannel.key_wrapping import KeyWrapper
+from backchannel.oauth.client_certificates import ClientCertificateAuthorities
 from backchannel.oauth.client_registry import ClientRegistry
+from backchannel.oauth.dpop import DPoPNonces
 from backchannel.oauth.keys import KeyStore
 from backchannel.oauth.long_poll import DecisionWaiters
 from backchannel.oauth.push_delivery import mint_push_tokens
+from backchannel.oauth.sender_constraint import DPOP_NONCE_SECRET
 from backchannel.oauth.services import Services
 from backchannel.observability.metrics import Metrics
 from backchannel.observability.middleware import ObservedStarlette
@@ -106,6 +110,12 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(keys.schedule_reload)
             wrapper = KeyWrapper.from_settings(settings)
             await ensure_vapid_key(pool, wrapper)
+            nonce_key = await ensure_service_secret(pool, DPOP_NONCE_SECRET)
+            authorities = (
+                ClientCertificateAuthorities.from_file(settings.tls_client_ca_file)
+                if settings.tls_client_ca_file is not None
+                else None
+            )
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -117,6 +127,8 @@ def create_app(settings: Settings) -> Starlette:
                 policy=policy,
                 prompts=compose_prompt,
                 wrapper=wrapper,
+                dpop_nonces=DPoPNonces(nonce_key),
+                client_authorities=authorities,
                 metrics=metrics,
             )
             outbox = OutboxWorker(

@@ -82,6 +82,20 @@ class Settings:
     # Former key-encryption keys, only to unwrap until `backchannel keys wrap` has rewrapped.
     key_encryption_keys_previous: tuple[str, ...] = field(default=(), repr=False)
 
+    # sender-constrained tokens: DPoP (RFC 9449) and mutual TLS (RFC 8705)
+    # How far a DPoP proof's iat may be from the server's clock, either way.
+    dpop_proof_max_age: int = field(default=60, metadata=_bounded(5, 300))
+    # Every DPoP proof must carry a server nonce, whatever the client registered.
+    dpop_nonce_required: bool = False
+    # Peers (CIDRs) whose CLIENT_CERT_HEADER is believed: the TLS-terminating proxies.
+    trusted_proxies: tuple[str, ...] = ()
+    # The header such a proxy puts the client's certificate in (URL-encoded PEM).
+    client_cert_header: str = "X-Client-Cert"
+    # PEM file of the CAs whose certificates authenticate tls_client_auth clients.
+    tls_client_ca_file: str | None = None
+    # Base URL of the endpoints for mutual TLS (mtls_endpoint_aliases); unset: the issuer.
+    mtls_base_url: str | None = None
+
     # user codes (CIBA §7.1 user_code; backchannel/oauth/user_codes.py)
     user_code_max_failures: int = field(default=5, metadata=_bounded(1, 1000))
     user_code_lock_seconds: int = field(default=900, metadata=_bounded(10, 7 * 86400))
@@ -205,6 +219,21 @@ class Settings:
             return host
         return None
 
+    @property
+    def mtls_base(self) -> str:
+        return self.mtls_base_url or self.issuer
+
+    def mtls_endpoint_aliases(self) -> dict[str, str]:
+        """RFC 8705 §5: where clients using mutual TLS reach each endpoint."""
+        base = self.mtls_base
+        return {
+            "token_endpoint": base + "/token",
+            "backchannel_authentication_endpoint": base + "/bc-authorize",
+            "userinfo_endpoint": base + "/userinfo",
+            "revocation_endpoint": base + "/revoke",
+            "introspection_endpoint": base + "/introspect",
+        }
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -297,6 +326,7 @@ class Settings:
             )
         problems.extend(self._push_problems())
         problems.extend(self._webauthn_problems())
+        problems.extend(self._mtls_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
@@ -341,6 +371,32 @@ class Settings:
             problems.append(f"{name}ATTESTATION_ROOTS: only used with {name}ATTESTATION=direct")
         return problems
 
+    def _mtls_problems(self) -> list[str]:
+        problems: list[str] = []
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                problems.append(f"{ENV_PREFIX}TRUSTED_PROXIES: {cidr!r} is not an address or CIDR")
+        if not _HEADER_NAME.fullmatch(self.client_cert_header):
+            problems.append(f"{ENV_PREFIX}CLIENT_CERT_HEADER: not an HTTP header name")
+        if self.tls_client_ca_file is not None and not Path(self.tls_client_ca_file).is_file():
+            problems.append(f"{ENV_PREFIX}TLS_CLIENT_CA_FILE: no such file")
+        if self.mtls_base_url is not None:
+            parts = urlsplit(self.mtls_base_url)
+            if (
+                parts.scheme not in ("https", "http")
+                or not parts.netloc
+                or parts.query
+                or parts.fragment
+                or self.mtls_base_url.endswith("/")
+            ):
+                problems.append(
+                    f"{ENV_PREFIX}MTLS_BASE_URL: an absolute URL without query, fragment "
+                    "or trailing slash"
+                )
+        return problems
+
     def _push_problems(self) -> list[str]:
         problems: list[str] = []
         if not _VAPID_SUBJECT.fullmatch(self.vapid_subject):
@@ -370,6 +426,7 @@ _VAPID_SUBJECT = re.compile(
 )
 # A /metrics bearer token: long enough not to be guessed, and safe in a header.
 _METRICS_TOKEN = re.compile(r"[\x21-\x7e]{16,}")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 # A lower-case DNS name with at least two labels, optionally "*." in front.
 _HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
 
@@ -414,5 +471,5 @@ def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
         text = str(value).strip()
         if kind == "str | None" and not text:
             return None
-        return text.rstrip("/") if f.name == "issuer" else text
+        return text.rstrip("/") if f.name in ("issuer", "mtls_base_url") else text
     raise ValueError(f"unsupported setting type {kind}")  # pragma: no cover

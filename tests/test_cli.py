@@ -137,6 +137,70 @@ async def test_client_create_reports_every_invalid_value_at_once_and_exits_2(
     assert await db.fetchval("SELECT count(*) FROM clients") == 0
 
 
+async def test_client_create_with_the_fapi_ciba_profile_lists_every_rule_broken(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    result = await cli(
+        "client", "create", "--name", "Bank", "--profile", "fapi-ciba",
+        "--delivery-mode", "push", "--notification-endpoint", "https://bank.example/n",
+        "--id-token-alg", "RS256",
+    )  # fmt: skip
+    assert result.code == 2
+    for rule in (
+        "FAPI-CIBA: authentication requests must be signed (ES256 or PS256)",
+        "FAPI-CIBA: clients must authenticate with private_key_jwt, tls_client_auth",
+        "FAPI-CIBA: access tokens must be sender-constrained (DPoP or mTLS)",
+        "FAPI-CIBA: tokens are delivered by poll or ping, never push",
+        "FAPI-CIBA: ID tokens must be signed with ES256 or PS256",
+    ):
+        assert rule in result.err
+    assert await db.fetchval("SELECT count(*) FROM clients") == 0
+
+
+async def test_client_create_and_update_with_the_fapi_ciba_profile(
+    cli: Cli, tmp_path: Path
+) -> None:
+    jwks = write_json(tmp_path / "jwks.json", public_jwks(ec_key()))
+    created = await cli(
+        "client", "create", "--json", "--name", "Bank", "--client-id", "bank",
+        "--auth-method", "tls_client_auth", "--tls-subject-dn", "CN=bank,O=Acme Bank",
+        "--tls-bound-tokens", "--request-signing-alg", "PS256", "--require-signed-request",
+        "--jwks-file", str(jwks), "--profile", "fapi-ciba",
+    )  # fmt: skip
+    assert created.code == 0, created.err
+    body = created.json()
+    assert body["profile"] == "fapi-ciba"
+    assert body["client_secret"] is None
+    assert body["tls_client_auth_subject_dn"] == "CN=bank,O=Acme Bank"
+    assert body["tls_client_certificate_bound_access_tokens"] is True
+    # Taking the constraint away breaks the profile; dropping the profile first does not.
+    refused = await cli("client", "update", "bank", "--no-tls-bound-tokens")
+    assert refused.code == 2
+    assert "FAPI-CIBA: access tokens must be sender-constrained" in refused.err
+    dropped = await cli(
+        "client", "update", "bank", "--json", "--profile", "none", "--no-tls-bound-tokens"
+    )
+    assert dropped.code == 0, dropped.err
+    assert dropped.json()["profile"] is None
+    plain = await cli("client", "create", "--json", "--name", "Shop", "--client-id", "shop")
+    assert plain.code == 0
+    upgrade = await cli("client", "update", "shop", "--profile", "fapi-ciba")
+    assert upgrade.code == 2
+    assert "FAPI-CIBA: clients must authenticate with private_key_jwt" in upgrade.err
+
+
+async def test_client_create_for_tls_client_auth_needs_exactly_one_subject(cli: Cli) -> None:
+    none = await cli("client", "create", "--name", "T", "--auth-method", "tls_client_auth")
+    assert none.code == 2
+    assert "register exactly one of tls_client_auth_subject_dn" in none.err
+    two = await cli(
+        "client", "create", "--name", "T", "--auth-method", "tls_client_auth",
+        "--tls-san-dns", "a.example", "--tls-san-ip", "not-an-ip",
+    )  # fmt: skip
+    assert two.code == 2
+    assert "tls_client_auth_san_ip: not an IP address" in two.err
+
+
 async def test_client_create_refuses_a_jwk_set_with_private_keys(cli: Cli, tmp_path: Path) -> None:
     private = write_json(tmp_path / "private.json", {"keys": [ec_key().as_dict(private=True)]})
     result = await cli(

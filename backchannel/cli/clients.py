@@ -19,6 +19,7 @@ from backchannel.oauth.registration import (
     DEFAULT_SCOPES,
     DELIVERY_MODES,
     GRANT_TYPES,
+    PROFILES,
     ClientRegistration,
     register_client,
     set_client_disabled,
@@ -104,6 +105,25 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="may obtain authenticator enrolment codes for users (POST /admin/enrolments)",
     )
+    _sender_constraint_options(create)
+    create.add_argument(
+        "--dpop-bound-tokens",
+        action="store_true",
+        help="every token request carries a DPoP proof; tokens are bound to its key (RFC 9449)",
+    )
+    create.add_argument(
+        "--require-dpop-nonce", action="store_true", help="DPoP proofs must carry a server nonce"
+    )
+    create.add_argument(
+        "--tls-bound-tokens",
+        action="store_true",
+        help="access tokens are bound to the client's TLS certificate (RFC 8705)",
+    )
+    create.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="a security profile the server enforces for this client (fapi-ciba)",
+    )
     create.set_defaults(run=database_command(create_client))
 
     listing = sub.add_parser("list", parents=[common], help="list clients")
@@ -147,14 +167,42 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--user-code",
         "--number-matching",
         "--may-enrol-users",
+        "--dpop-bound-tokens",
+        "--require-dpop-nonce",
+        "--tls-bound-tokens",
     ):
         update.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+    _sender_constraint_options(update, removable=True)
+    update.add_argument(
+        "--profile",
+        choices=(*PROFILES, "none"),
+        help="enforce a security profile (fapi-ciba), or none",
+    )
     update.set_defaults(run=database_command(update_client_command))
 
     for name, helptext in (("disable", "refuse the client from now on"), ("enable", "re-enable")):
         action = sub.add_parser(name, parents=[common], help=helptext)
         action.add_argument("client_id", metavar="ID")
         action.set_defaults(run=database_command(change_client), disable=name == "disable")
+
+
+# RFC 8705 §2.1.2 subject values: option -> registration field.
+TLS_SUBJECT_OPTIONS = {
+    "--tls-subject-dn": "tls_client_auth_subject_dn",
+    "--tls-san-dns": "tls_client_auth_san_dns",
+    "--tls-san-uri": "tls_client_auth_san_uri",
+    "--tls-san-ip": "tls_client_auth_san_ip",
+    "--tls-san-email": "tls_client_auth_san_email",
+}
+
+
+def _sender_constraint_options(parser: argparse.ArgumentParser, removable: bool = False) -> None:
+    group = parser.add_argument_group(
+        "tls_client_auth subject (exactly one)"
+        + ("; an empty value removes it" if removable else "")
+    )
+    for option, name in TLS_SUBJECT_OPTIONS.items():
+        group.add_argument(option, dest=name, metavar="VALUE")
 
 
 def registration_from_args(args: argparse.Namespace) -> ClientRegistration:
@@ -182,6 +230,11 @@ def registration_from_args(args: argparse.Namespace) -> ClientRegistration:
         may_enrol_users=args.may_enrol_users,
         number_matching=args.number_matching,
         authorization_details_types=tuple(args.authorization_type),
+        dpop_bound_access_tokens=args.dpop_bound_tokens,
+        require_dpop_nonce=args.require_dpop_nonce,
+        tls_client_certificate_bound_access_tokens=args.tls_bound_tokens,
+        profile=args.profile,
+        **{name: getattr(args, name) for name in TLS_SUBJECT_OPTIONS.values()},
     )
 
 
@@ -236,8 +289,16 @@ def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "backchannel_user_code_parameter": args.user_code,
         "number_matching": args.number_matching,
         "may_enrol_users": args.may_enrol_users,
+        "dpop_bound_access_tokens": args.dpop_bound_tokens,
+        "require_dpop_nonce": args.require_dpop_nonce,
+        "tls_client_certificate_bound_access_tokens": args.tls_bound_tokens,
     }
     changes = {name: value for name, value in given.items() if value is not None}
+    for name in TLS_SUBJECT_OPTIONS.values():
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name) or None
+    if args.profile is not None:
+        changes["profile"] = None if args.profile == "none" else args.profile
     if args.jwks_file is not None:
         changes["jwks"] = _read_json(args.jwks_file, "--jwks-file")
         changes["jwks_uri"] = None

@@ -8,6 +8,10 @@ clients get their answer at once instead of a dropped connection; then
 hypercorn stops accepting, lets in-flight requests finish within
 ``graceful_timeout``, and runs the lifespan shutdown, which closes the pool.
 
+When hypercorn terminates TLS and asks for client certificates (``certfile``,
+``keyfile``, ``ca_certs`` and ``verify_mode`` in its TOML), each request's
+certificate reaches the app as the ASGI TLS extension (``cli/tls_peers.py``).
+
 The event loop is uvloop where it is installed (``BACKCHANNEL_EVENT_LOOP``,
 ``auto`` by default), else asyncio's own: bench/README.md has the figures.
 """
@@ -19,15 +23,18 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import tomllib
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
+from backchannel.cli import tls_peers
 from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 
@@ -91,6 +98,7 @@ def hypercorn_config(
     """
     try:
         config = Config.from_toml(config_file) if config_file is not None else Config()
+        config.verify_mode = _verify_mode(config.verify_mode)
     except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
         raise ValueError(f"hypercorn config {config_file}: {exc}") from None
     if config_file is None:
@@ -103,6 +111,21 @@ def hypercorn_config(
     if config.accesslog == "-":
         config.accesslog = logging.getLogger("hypercorn.access")
     return config
+
+
+def _verify_mode(value: object) -> ssl.VerifyMode | None:
+    """hypercorn's ``verify_mode`` as the TOML may write it: ``"CERT_REQUIRED"``,
+    ``"CERT_OPTIONAL"`` or ``"CERT_NONE"`` (or the ``ssl`` module's numbers)."""
+    if value is None or isinstance(value, ssl.VerifyMode):
+        return value
+    try:
+        if isinstance(value, str):
+            return ssl.VerifyMode[value.strip().upper()]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return ssl.VerifyMode(value)
+    except (KeyError, ValueError):
+        pass
+    raise ValueError(f"verify_mode: one of CERT_REQUIRED, CERT_OPTIONAL, CERT_NONE, got {value!r}")
 
 
 def bind(settings: Settings, config: Config | None = None) -> Listening:
@@ -167,5 +190,11 @@ async def serve(app: Starlette, config: Config, *, stop: asyncio.Event | None = 
         log.info("shutting down: answering held polls, finishing in-flight requests")
         services.waiters.release_all()
 
+    served: Any = app
+    if config.ssl_enabled and config.verify_mode is not None:
+        # hypercorn asks for client certificates: tell the app which one each request
+        # came with (the ASGI TLS extension; cli/tls_peers.py).
+        tls_peers.install()
+        served = tls_peers.TLSExtensionMiddleware(app, tls_peers.peer_certificates(config))
     with _stop_on_signals(stop):
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await hypercorn_serve(served, config, shutdown_trigger=shutdown_trigger)

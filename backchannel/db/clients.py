@@ -41,6 +41,19 @@ class Client:
     number_matching: bool = False
     # RFC 9396 types this client may send as authorization_details.
     authorization_details_types: tuple[str, ...] = ()
+    # tls_client_auth (RFC 8705 §2.1.2): the one certificate subject value registered.
+    tls_client_auth_subject_dn: str | None = None
+    tls_client_auth_san_dns: str | None = None
+    tls_client_auth_san_uri: str | None = None
+    tls_client_auth_san_ip: str | None = None
+    tls_client_auth_san_email: str | None = None
+    # Access tokens bound to the client's TLS certificate (RFC 8705 §3) / DPoP key (RFC 9449).
+    tls_client_certificate_bound_access_tokens: bool = False
+    dpop_bound_access_tokens: bool = False
+    # DPoP proofs must carry a server nonce (RFC 9449 §8, §9).
+    require_dpop_nonce: bool = False
+    # A security profile enforced for this client: None or "fapi-ciba" (oauth/fapi_ciba.py).
+    profile: str | None = None
 
     @property
     def disabled(self) -> bool:
@@ -79,6 +92,17 @@ class Client:
             "max_requested_expiry": self.max_requested_expiry,
             "login_hint_token_issuers": list(self.login_hint_token_issuers),
             "authorization_details_types": list(self.authorization_details_types),
+            "tls_client_auth_subject_dn": self.tls_client_auth_subject_dn,
+            "tls_client_auth_san_dns": self.tls_client_auth_san_dns,
+            "tls_client_auth_san_uri": self.tls_client_auth_san_uri,
+            "tls_client_auth_san_ip": self.tls_client_auth_san_ip,
+            "tls_client_auth_san_email": self.tls_client_auth_san_email,
+            "tls_client_certificate_bound_access_tokens": (
+                self.tls_client_certificate_bound_access_tokens
+            ),
+            "dpop_bound_access_tokens": self.dpop_bound_access_tokens,
+            "require_dpop_nonce": self.require_dpop_nonce,
+            "profile": self.profile,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "disabled_at": self.disabled_at.isoformat() if self.disabled_at else None,
         }
@@ -89,7 +113,10 @@ _COLUMNS = """client_id, name, secret_hash, token_endpoint_auth_method, jwks, jw
     backchannel_client_notification_endpoint, backchannel_authentication_request_signing_alg,
     require_signed_request, backchannel_user_code_parameter, id_token_signed_response_alg,
     access_token_ttl, refresh_token_ttl, max_requested_expiry, login_hint_token_issuers,
-    created_at, disabled_at, may_enrol_users, number_matching, authorization_details_types"""
+    created_at, disabled_at, may_enrol_users, number_matching, authorization_details_types,
+    tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri,
+    tls_client_auth_san_ip, tls_client_auth_san_email, tls_client_certificate_bound_access_tokens,
+    dpop_bound_access_tokens, require_dpop_nonce, profile"""
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -106,7 +133,7 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
     row = await conn.fetchrow(
         f"""INSERT INTO clients ({_COLUMNS.replace("created_at, disabled_at", "disabled_at")})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                    $18, $19, $20, $21, $22)
+                    $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
             RETURNING {_COLUMNS}""",
         client.client_id,
         client.name,
@@ -130,6 +157,7 @@ async def insert_client(conn: asyncpg.Connection, client: Client) -> Client:
         client.may_enrol_users,
         client.number_matching,
         list(client.authorization_details_types),
+        *_sender_constraint_values(client),
     )
     assert row is not None
     return _client(row)
@@ -166,7 +194,12 @@ async def update_client_registration(conn: asyncpg.Connection, client: Client) -
                id_token_signed_response_alg = $12, access_token_ttl = $13,
                refresh_token_ttl = $14, max_requested_expiry = $15,
                login_hint_token_issuers = $16, may_enrol_users = $17, number_matching = $18,
-               authorization_details_types = $19
+               authorization_details_types = $19,
+               tls_client_auth_subject_dn = $20, tls_client_auth_san_dns = $21,
+               tls_client_auth_san_uri = $22, tls_client_auth_san_ip = $23,
+               tls_client_auth_san_email = $24,
+               tls_client_certificate_bound_access_tokens = $25,
+               dpop_bound_access_tokens = $26, require_dpop_nonce = $27, profile = $28
              WHERE client_id = $1
          RETURNING {_COLUMNS}""",
         client.client_id,
@@ -188,8 +221,24 @@ async def update_client_registration(conn: asyncpg.Connection, client: Client) -
         client.may_enrol_users,
         client.number_matching,
         list(client.authorization_details_types),
+        *_sender_constraint_values(client),
     )
     return _client(row) if row else None
+
+
+def _sender_constraint_values(client: Client) -> tuple[object, ...]:
+    """The mTLS, DPoP and profile columns, in the order of the statements above."""
+    return (
+        client.tls_client_auth_subject_dn,
+        client.tls_client_auth_san_dns,
+        client.tls_client_auth_san_uri,
+        client.tls_client_auth_san_ip,
+        client.tls_client_auth_san_email,
+        client.tls_client_certificate_bound_access_tokens,
+        client.dpop_bound_access_tokens,
+        client.require_dpop_nonce,
+        client.profile,
+    )
 
 
 async def update_client_disabled(

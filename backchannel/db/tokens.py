@@ -37,6 +37,7 @@ class RefreshToken:
     # How the original approval was made (read only when a token is rotated).
     acr: str | None = None
     amr: tuple[str, ...] | None = None
+    dpop_jkt: str | None = None  # the DPoP key the family is bound to
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class AccessTokenRecord:
     expires_at: datetime
     revoked_at: datetime | None
     expired: bool  # by the database clock, when read
+    dpop_jkt: str | None = None  # cnf.jkt: bound to this DPoP key (RFC 9449 §6)
+    x5t_s256: str | None = None  # cnf.x5t#S256: bound to this certificate (RFC 8705 §3.1)
 
     @property
     def active(self) -> bool:
@@ -68,10 +71,11 @@ class RevokedCount:
 
 _REFRESH_COLUMNS = """r.token_hash, r.family_id, r.client_id, r.user_id, r.auth_request_id,
     r.scope, r.auth_time, r.created_at, r.expires_at, r.rotated_at, r.revoked_at,
-    r.expires_at <= now() AS expired, u.subject, u.disabled_at IS NOT NULL AS user_disabled"""
+    r.expires_at <= now() AS expired, u.subject, u.disabled_at IS NOT NULL AS user_disabled,
+    r.dpop_jkt"""
 
 _ACCESS_COLUMNS = """jti, family_id, client_id, user_id, scope, created_at, expires_at,
-    revoked_at, expires_at <= now() AS expired"""
+    revoked_at, expires_at <= now() AS expired, dpop_jkt, x5t_s256"""
 
 
 def _refresh(row: asyncpg.Record) -> RefreshToken:
@@ -99,11 +103,13 @@ async def insert_access_token(
     scope: Sequence[str],
     ttl: int,
     auth_request_id: int | None = None,
+    dpop_jkt: str | None = None,
+    x5t_s256: str | None = None,
 ) -> AccessTokenRecord:
     row = await conn.fetchrow(
         f"""INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope, expires_at,
-                                      auth_request_id)
-            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7)
+                                      auth_request_id, dpop_jkt, x5t_s256)
+            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8, $9)
             RETURNING {_ACCESS_COLUMNS}""",
         jti,
         family_id,
@@ -112,6 +118,8 @@ async def insert_access_token(
         list(scope),
         float(ttl),
         auth_request_id,
+        dpop_jkt,
+        x5t_s256,
     )
     assert row is not None
     return _access(row)
@@ -129,15 +137,16 @@ async def insert_refresh_token(
     auth_time: datetime,
     ttl: int,
     max_age: int,
+    dpop_jkt: str | None = None,
 ) -> datetime:
     """Store a refresh token's hash; return its expiry: ``ttl`` seconds from now, but
     never later than ``max_age`` seconds after ``auth_time`` (the family's end)."""
     expires_at: datetime = await conn.fetchval(
         """INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id,
-                                       auth_request_id, scope, auth_time, expires_at)
+                                       auth_request_id, scope, auth_time, expires_at, dpop_jkt)
            VALUES ($1, $2, $3, $4, $5, $6, $7,
                    least(now() + make_interval(secs => $8),
-                         $7::timestamptz + make_interval(secs => $9)))
+                         $7::timestamptz + make_interval(secs => $9)), $10)
            RETURNING expires_at""",
         token_hash,
         family_id,
@@ -148,6 +157,7 @@ async def insert_refresh_token(
         auth_time,
         float(ttl),
         float(max_age),
+        dpop_jkt,
     )
     return expires_at
 

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from backchannel.authenticator.enrolment import issue_enrolment_code
+from backchannel.endpoints.client_certificate import authenticate_request_client
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
-from backchannel.oauth.client_auth import authenticate_client
 from backchannel.oauth.hint_resolution import resolve_user
 
 ENROLMENTS_PATH = "/admin/enrolments"
@@ -24,9 +24,7 @@ async def create_enrolment(request: Request) -> Response:
     services = services_of(request)
     settings = services.settings
     form = await read_form(request, settings.max_body_bytes)
-    client = await authenticate_client(
-        services, form, request.headers.get("authorization"), settings.issuer + ENROLMENTS_PATH
-    )
+    client = await authenticate_request_client(request, form, settings.issuer + ENROLMENTS_PATH)
     if not client.may_enrol_users:
         raise AccessDenied("this client may not enrol users")
     login_hint = form.get("login_hint")

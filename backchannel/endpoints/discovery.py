@@ -20,6 +20,7 @@ from backchannel.endpoints.request_context import services_of
 from backchannel.oauth.algorithms import CLIENT_ASSERTION_ALGS, REQUEST_OBJECT_ALGS, SIGNING_ALGS
 from backchannel.oauth.assurance import ACR_VALUES_SUPPORTED
 from backchannel.oauth.authorization_details import BUILT_IN_TYPES
+from backchannel.oauth.dpop import DPOP_ALGS
 from backchannel.settings import Settings
 
 # The client authentication methods a client may register (see the clients table).
@@ -27,6 +28,8 @@ CLIENT_AUTH_METHODS: tuple[str, ...] = (
     "client_secret_basic",
     "client_secret_post",
     "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
 )
 SCOPES: tuple[str, ...] = ("openid", "profile", "email", "phone", "offline_access")
 CLAIMS: tuple[str, ...] = (
@@ -90,6 +93,10 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "claims_parameter_supported": False,
         # Its default is true; there is no authorization endpoint to take a request_uri.
         "request_uri_parameter_supported": False,
+        # Sender-constrained tokens: DPoP (RFC 9449 §5.1) and mutual TLS (RFC 8705 §3.3, §5).
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
+        "tls_client_certificate_bound_access_tokens": True,
+        "mtls_endpoint_aliases": settings.mtls_endpoint_aliases(),
     }
 
 

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backchannel.authenticator.receipts import issue_receipt
+from backchannel.endpoints.client_certificate import authenticate_request_client
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, InvalidRequest
-from backchannel.oauth.client_auth import authenticate_client
 
 RECEIPTS_PATH = "/receipts"
 
@@ -22,11 +22,8 @@ RECEIPTS_PATH = "/receipts"
 async def receipts(request: Request) -> Response:
     services = services_of(request)
     form = await read_form(request, services.settings.max_body_bytes)
-    client = await authenticate_client(
-        services,
-        form,
-        request.headers.get("authorization"),
-        services.settings.issuer + RECEIPTS_PATH,
+    client = await authenticate_request_client(
+        request, form, services.settings.issuer + RECEIPTS_PATH
     )
     auth_req_id = form.get("auth_req_id")
     if auth_req_id is None:

@@ -1,11 +1,19 @@
-"""POST /token: the CIBA grant (poll mode, with optional long polling) and refresh tokens."""
+"""POST /token: the CIBA grant (poll mode, with optional long polling) and refresh tokens.
+
+A ``DPoP`` header (RFC 9449) or a TLS client certificate (RFC 8705) binds the
+tokens issued; see ``oauth/sender_constraint.py``.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from backchannel.db.clients import CIBA_GRANT
+from backchannel.db.clients import CIBA_GRANT, Client
+from backchannel.endpoints.client_certificate import (
+    authenticate_request_client,
+    presented_certificate,
+)
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import (
@@ -16,9 +24,9 @@ from backchannel.errors import (
     UnsupportedGrantType,
     oauth_error_response,
 )
-from backchannel.oauth.client_auth import authenticate_client
 from backchannel.oauth.polling import poll_for_tokens
 from backchannel.oauth.refresh import refresh_grant
+from backchannel.oauth.sender_constraint import TokenBinding, bind_token_request
 
 
 def requested_wait(prefer: str | None, limit: int) -> int:
@@ -38,12 +46,12 @@ async def token(request: Request) -> Response:
     services = services_of(request)
     settings = services.settings
     form = await read_form(request, settings.max_body_bytes)
-    client = await authenticate_client(
-        services, form, request.headers.get("authorization"), settings.token_endpoint
-    )
+    client = await authenticate_request_client(request, form, settings.token_endpoint)
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required")
+    if grant_type not in (CIBA_GRANT, "refresh_token"):
+        raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported")
     headers = dict(NO_STORE)
     if grant_type == CIBA_GRANT:
         if not client.uses_ciba:
@@ -53,6 +61,8 @@ async def token(request: Request) -> Response:
         auth_req_id = form.get("auth_req_id")
         if auth_req_id is None:
             raise InvalidRequest("auth_req_id is required")
+        binding = await _binding(request, client)
+        headers.update(binding.headers())
         wait = requested_wait(request.headers.get("prefer"), settings.long_poll_max)
         if wait:
             headers["Preference-Applied"] = f"wait={wait}"
@@ -62,12 +72,23 @@ async def token(request: Request) -> Response:
             auth_req_id,
             wait=wait,
             client_gone=request.is_disconnected if wait else None,
+            binding=binding,
         )
         if isinstance(answer, OAuthError):
             return oauth_error_response(request, answer, headers)
         body = answer
-    elif grant_type == "refresh_token":
-        body = await refresh_grant(services, client, form)
     else:
-        raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported")
+        binding = await _binding(request, client)
+        headers.update(binding.headers())
+        body = await refresh_grant(services, client, form, binding)
     return JSONResponse(body, headers=headers)
+
+
+async def _binding(request: Request, client: Client) -> TokenBinding:
+    """What the tokens will be bound to: the DPoP proof's key, the TLS certificate."""
+    return await bind_token_request(
+        services_of(request),
+        client,
+        proofs=request.headers.getlist("dpop"),
+        certificate=await presented_certificate(request),
+    )

@@ -31,6 +31,7 @@ from backchannel.oauth.authentication_request import (
     parse_authentication_request,
 )
 from backchannel.oauth.authorization_details import parse_authorization_details
+from backchannel.oauth.fapi_ciba import check_request_form, check_request_parameters
 from backchannel.oauth.hint_resolution import resolve_user
 from backchannel.oauth.request_object import verify_request_object
 from backchannel.oauth.secrets import hash_secret, new_secret
@@ -51,7 +52,9 @@ async def start_authentication(
     """
     try:
         check_client_may_use_ciba(client)
+        check_request_form(client, signed="request" in form)
         params = await _request_parameters(services, client, form)
+        check_request_parameters(client, params)
         request = parse_authentication_request(params, client, services.settings)
         if "authorization_details" in params:
             # Validated per type; an operator's own types are read only when needed.

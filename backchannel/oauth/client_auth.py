@@ -1,14 +1,21 @@
 """Client authentication at the token and backchannel endpoints (RFC 6749 §2.3, RFC 7523 §3).
 
-Three methods: ``client_secret_basic``, ``client_secret_post`` and
-``private_key_jwt``. A client presents exactly one, and only the one it
-registered. Secret checks cost no database round trip for a cached client.
+Five methods: ``client_secret_basic``, ``client_secret_post``,
+``private_key_jwt``, and the mutual-TLS methods of RFC 8705 §2,
+``tls_client_auth`` (a certificate from a trusted CA, with the registered
+subject) and ``self_signed_tls_client_auth`` (a certificate whose public key is
+one of the client's registered keys). A client presents exactly one, and only
+the one it registered. A client using mutual TLS names itself with the
+``client_id`` parameter. Secret checks cost no database round trip for a
+cached client. A client under the FAPI-CIBA profile may only use the methods
+that profile allows.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
@@ -16,6 +23,15 @@ from urllib.parse import unquote_plus
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidClient, InvalidRequest
 from backchannel.oauth.algorithms import CLIENT_ASSERTION_ALGS
+from backchannel.oauth.client_certificates import (
+    SUBJECT_KINDS,
+    CertificateRejected,
+    ClientCertificate,
+    RegisteredSubject,
+    key_in_key_set,
+    subject_matches,
+)
+from backchannel.oauth.fapi_ciba import check_client_auth_method
 from backchannel.oauth.jwt_claims import (
     MAX_JTI_LENGTH,
     JWTRejected,
@@ -26,9 +42,11 @@ from backchannel.oauth.jwt_claims import (
     record_first_use,
     string_claim,
 )
-from backchannel.oauth.remote_jwks import verify_client_jwt
+from backchannel.oauth.remote_jwks import client_key_set, verify_client_jwt
 from backchannel.oauth.secrets import hash_secret, secret_matches
 from backchannel.oauth.services import Services
+
+log = logging.getLogger(__name__)
 
 CLIENT_AUTH_PARAMS: frozenset[str] = frozenset(
     {"client_id", "client_secret", "client_assertion", "client_assertion_type"}
@@ -45,13 +63,27 @@ _FAILED = "client authentication failed"
 _DUMMY_HASH = hash_secret("not a client secret")
 
 
+TLS_AUTH_METHODS: tuple[str, ...] = ("tls_client_auth", "self_signed_tls_client_auth")
+
+
 async def authenticate_client(
-    services: Services, form: Mapping[str, str], authorization: str | None, endpoint_url: str
+    services: Services,
+    form: Mapping[str, str],
+    authorization: str | None,
+    endpoint_url: str,
+    certificate: ClientCertificate | None = None,
 ) -> Client:
-    """The client that authenticated this request, or :class:`InvalidClient`."""
+    """The client that authenticated this request, or :class:`InvalidClient`.
+
+    ``certificate`` is the client's TLS certificate, when the request came with one.
+    """
     basic = _basic_scheme(authorization)
     try:
-        return await _authenticate(services, form, authorization if basic else None, endpoint_url)
+        client = await _authenticate(
+            services, form, authorization if basic else None, endpoint_url, certificate
+        )
+        check_client_auth_method(client)
+        return client
     except InvalidClient as exc:
         if basic:
             exc.headers.update(BASIC_CHALLENGE)
@@ -63,7 +95,11 @@ def _basic_scheme(authorization: str | None) -> bool:
 
 
 async def _authenticate(
-    services: Services, form: Mapping[str, str], basic: str | None, endpoint_url: str
+    services: Services,
+    form: Mapping[str, str],
+    basic: str | None,
+    endpoint_url: str,
+    certificate: ClientCertificate | None,
 ) -> Client:
     uses_post = "client_secret" in form
     uses_jwt = "client_assertion" in form or "client_assertion_type" in form
@@ -82,6 +118,12 @@ async def _authenticate(
         )
     if uses_jwt:
         return await _check_assertion(services, form, endpoint_url)
+    if form_client_id is not None and certificate is not None:
+        return await _check_certificate(services, form_client_id, certificate)
+    if form_client_id is not None:
+        client = await _lookup(services, form_client_id)
+        if client is not None and client.token_endpoint_auth_method in TLS_AUTH_METHODS:
+            raise InvalidClient("this client authenticates with a TLS client certificate")
     raise InvalidClient("client authentication is required")
 
 
@@ -126,6 +168,47 @@ async def _check_secret(services: Services, client_id: str, secret: str, method:
     if client is None or not matches or client.token_endpoint_auth_method != method:
         raise InvalidClient(_FAILED)
     return client
+
+
+async def _check_certificate(
+    services: Services, client_id: str, certificate: ClientCertificate
+) -> Client:
+    """RFC 8705 §2.1 (PKI) and §2.2 (self-signed) mutual-TLS client authentication."""
+    client = await _lookup(services, client_id)
+    if client is None or client.token_endpoint_auth_method not in TLS_AUTH_METHODS:
+        raise InvalidClient(_FAILED)
+    if client.token_endpoint_auth_method == "self_signed_tls_client_auth":
+        try:
+            matches = key_in_key_set(certificate, await client_key_set(services, client))
+            if not matches and client.jwks_uri is not None:
+                keys = await client_key_set(services, client, refresh=True)
+                matches = key_in_key_set(certificate, keys)
+        except JWTRejected as exc:
+            raise InvalidClient(f"the client's keys are unavailable: {exc}") from None
+        if not matches:
+            raise InvalidClient("the client certificate's key is not one of the client's keys")
+        return client
+    authorities = services.client_authorities
+    if authorities is None:
+        log.warning("tls_client_auth by %s, but TLS_CLIENT_CA_FILE is not set", client_id)
+        raise InvalidClient("tls_client_auth is not available on this server")
+    try:
+        authorities.verify(certificate)
+    except CertificateRejected as exc:
+        raise InvalidClient(str(exc)) from None
+    expected = registered_subject(client)
+    if expected is None or not subject_matches(certificate, expected):
+        raise InvalidClient("the client certificate does not carry the registered subject")
+    return client
+
+
+def registered_subject(client: Client) -> RegisteredSubject | None:
+    """The one subject value a tls_client_auth client registered."""
+    for kind in SUBJECT_KINDS:
+        value = getattr(client, f"tls_client_auth_{kind}")
+        if value is not None:
+            return RegisteredSubject(kind, value)
+    return None
 
 
 async def _check_assertion(

@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,7 +100,7 @@ def verify_dpop_proof(
     proof: str,
     *,
     method: str,
-    url: str,
+    url: str | Sequence[str],
     skew: float,
     nonces: DPoPNonces | None = None,
     access_token: str | None = None,
@@ -111,6 +111,7 @@ def verify_dpop_proof(
 
     ``nonces`` given: the proof must carry a fresh server nonce
     (:class:`UseDPoPNonce` otherwise). ``access_token`` given: ``ath`` must match.
+    ``url`` may list several URLs of the one endpoint (its mutual-TLS alias).
     """
     now = time.time() if now is None else now
     if len(proof) > MAX_PROOF_LENGTH:
@@ -161,14 +162,15 @@ def _public_key(jwk: object) -> Key:
 
 
 def _check_claims(
-    claims: dict[str, Any], *, method: str, url: str, skew: float, now: float
+    claims: dict[str, Any], *, method: str, url: str | Sequence[str], skew: float, now: float
 ) -> None:
     jti, htm, htu, iat = (claims.get(name) for name in ("jti", "htm", "htu", "iat"))
     if not isinstance(jti, str) or not jti or len(jti) > 256:
         raise InvalidDPoPProof("the DPoP proof needs a jti")
     if htm != method:
         raise InvalidDPoPProof("the DPoP proof was made for another HTTP method")
-    if not isinstance(htu, str) or normalise_htu(htu) != normalise_htu(url):
+    urls = (url,) if isinstance(url, str) else url
+    if not isinstance(htu, str) or normalise_htu(htu) not in {normalise_htu(u) for u in urls}:
         raise InvalidDPoPProof("the DPoP proof was made for another URL")
     if isinstance(iat, bool) or not isinstance(iat, int | float):
         raise InvalidDPoPProof("the DPoP proof needs a numeric iat")

@@ -21,7 +21,8 @@ async def introspect_token(
     """RFC 7662 §2.2 response for ``token`` as seen by ``client`` (its own tokens only).
 
     ``token_type`` is given for access tokens only: RFC 7662 borrows it from
-    RFC 6749 §7.1, which types access tokens, not refresh tokens.
+    RFC 6749 §7.1, which types access tokens, not refresh tokens. A bound access
+    token's ``cnf`` says what it is bound to.
     """
     if token_type_hint == "refresh_token":
         order = (_introspect_refresh_token, _introspect_access_token)
@@ -44,6 +45,7 @@ async def _introspect_access_token(
     if user is None or user.disabled:
         return None
     claims = active.claims
+    record = active.record
     body: dict[str, Any] = {
         "active": True,
         "scope": " ".join(active.record.scope),
@@ -54,12 +56,20 @@ async def _introspect_access_token(
         "exp": epoch(active.record.expires_at),
         "iat": epoch(active.record.created_at),
         "jti": active.record.jti,
-        "token_type": "Bearer",
+        "token_type": "DPoP" if record.dpop_jkt is not None else "Bearer",
     }
     # What the token carries of how and what the user approved (RFC 9396 §9.2).
     for name in ("acr", "amr", "authorization_details"):
         if name in claims:
             body[name] = claims[name]
+    # What the token is bound to (RFC 9449 §6.2, RFC 8705 §3.2).
+    cnf = {}
+    if record.dpop_jkt is not None:
+        cnf["jkt"] = record.dpop_jkt
+    if record.x5t_s256 is not None:
+        cnf["x5t#S256"] = record.x5t_s256
+    if cnf:
+        body["cnf"] = cnf
     return body
 
 

@@ -31,6 +31,7 @@ from backchannel.errors import (
     TemporarilyUnavailable,
 )
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
 from backchannel.oauth.services import Services
 from backchannel.oauth.token_issuance import Grant, issue_tokens
 from backchannel.settings import Settings
@@ -69,6 +70,7 @@ async def poll_for_tokens(
     *,
     wait: float = 0.0,
     client_gone: Callable[[], Awaitable[bool]] | None = None,
+    binding: TokenBinding = UNBOUND,
 ) -> dict[str, Any] | OAuthError:
     """Answer one poll: the token response, or the §11 error that applies.
 
@@ -77,7 +79,9 @@ async def poll_for_tokens(
     skips the exception machinery. ``wait`` > 0 holds the poll up to that
     many seconds while the request is pending. A held poll whose client went
     away meanwhile (``client_gone``) does not spend the request: its tokens
-    would reach nobody, and the client's next poll collects them.
+    would reach nobody, and the client's next poll collects them. ``binding``
+    is what the tokens are bound to (the refresh token family keeps a DPoP key
+    for good).
     """
     if not AUTH_REQ_ID.match(auth_req_id):
         return InvalidGrant("unknown auth_req_id")
@@ -104,18 +108,22 @@ async def poll_for_tokens(
     if result.verdict is PollVerdict.APPROVED:
         if not counts_as_poll and client_gone is not None and await client_gone():
             return AuthorizationPending("the client went away before the tokens were issued")
-        return await _redeem(services, client, result, auth_req_id)
+        return await _redeem(services, client, result, auth_req_id, binding)
     return _error_for(result)
 
 
 async def _redeem(
-    services: Services, client: Client, result: PollResult, auth_req_id: str
+    services: Services,
+    client: Client,
+    result: PollResult,
+    auth_req_id: str,
+    binding: TokenBinding,
 ) -> dict[str, Any] | OAuthError:
     async with services.pool.acquire() as conn, conn.transaction():
         redemption = await redeem_auth_request(conn, result.id)
         if redemption is None:
             return InvalidGrant("auth_req_id has already been used")
-        grant = Grant.of_redemption(client, redemption, auth_req_id)
+        grant = Grant.of_redemption(client, redemption, auth_req_id, binding)
         return await issue_tokens(services, conn, grant)
 
 

@@ -4,6 +4,10 @@ Every use spends the token and issues a new one in the same family (RFC 9700
 §4.14.2). Presenting a token that was already spent means two parties hold
 it, and nobody can tell which is legitimate: the whole family is revoked.
 Two concurrent requests with the same token count as such a replay.
+
+A family obtained with a DPoP proof stays bound to that key (RFC 9449 §5):
+each refresh needs a proof signed by it, checked before the token is spent,
+so that a thief without the key can neither use nor burn it.
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ from backchannel.db.tokens import (
     rotate_refresh_token,
     select_refresh_token,
 )
-from backchannel.errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
+from backchannel.errors import (
+    InvalidDPoPProof,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    UnauthorizedClient,
+)
 from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
 from backchannel.oauth.services import Services
 from backchannel.oauth.token_issuance import Grant, issue_tokens
 
@@ -43,7 +54,10 @@ def narrowed_scope(granted: tuple[str, ...], requested: str | None) -> list[str]
 
 
 async def refresh_grant(
-    services: Services, client: Client, form: Mapping[str, str]
+    services: Services,
+    client: Client,
+    form: Mapping[str, str],
+    binding: TokenBinding = UNBOUND,
 ) -> dict[str, Any]:
     """Answer ``grant_type=refresh_token`` for an authenticated ``client``."""
     if not client.may_refresh:
@@ -57,6 +71,16 @@ async def refresh_grant(
     async with services.pool.acquire() as conn, conn.transaction():
         if not await lock_refresh_family(conn, token_hash):
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
+        current = await select_refresh_token(conn, token_hash)
+        if (
+            current is not None
+            and current.client_id == client.client_id
+            and current.dpop_jkt is not None
+        ):
+            if binding.dpop_jkt is None:
+                raise InvalidDPoPProof("this refresh token is DPoP-bound: send a DPoP proof")
+            if binding.dpop_jkt != current.dpop_jkt:
+                raise InvalidDPoPProof("this refresh token is bound to another DPoP key")
         spent = await rotate_refresh_token(conn, token_hash, client.client_id)
         if spent is not None:
             scope = narrowed_scope(spent.scope, form.get("scope"))
@@ -72,6 +96,8 @@ async def refresh_grant(
                 # The ID token keeps describing the original approval (OIDC Core §12.2).
                 acr=acr_claim(spent.acr, spent.amr),
                 amr=spent.amr,
+                binding=binding,
+                refresh_jkt=spent.dpop_jkt,
             )
             return await issue_tokens(services, conn, grant)
         found = await select_refresh_token(conn, token_hash)

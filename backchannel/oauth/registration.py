@@ -36,6 +36,9 @@ from backchannel.db.clients import (
 )
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
+from backchannel.oauth.client_certificates import SUBJECT_KINDS, check_subject_value
+from backchannel.oauth.fapi_ciba import PROFILES as PROFILES
+from backchannel.oauth.fapi_ciba import registration_problems as profile_problems
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
 from backchannel.settings import Settings
 from backchannel.url_guard import (
@@ -45,8 +48,26 @@ from backchannel.url_guard import (
     resolve_public_addresses,
 )
 
-AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+AUTH_METHODS: tuple[str, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+)
 SECRET_AUTH_METHODS: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
+# What the metadata of sender-constrained tokens, mutual TLS and the profile adds.
+SENDER_CONSTRAINT_FIELDS: tuple[str, ...] = (
+    "tls_client_auth_subject_dn",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
+    "tls_client_certificate_bound_access_tokens",
+    "dpop_bound_access_tokens",
+    "require_dpop_nonce",
+    "profile",
+)
 DELIVERY_MODES: tuple[str, ...] = ("poll", "ping", "push")
 GRANT_TYPES: tuple[str, ...] = (CIBA_GRANT, "refresh_token")
 DEFAULT_SCOPES: tuple[str, ...] = ("openid", "profile", "email", "phone", "offline_access")
@@ -102,6 +123,18 @@ class ClientRegistration:
     number_matching: bool = False
     # RFC 9396 types this client may send as authorization_details.
     authorization_details_types: tuple[str, ...] = ()
+    # tls_client_auth: exactly one certificate subject value (RFC 8705 §2.1.2).
+    tls_client_auth_subject_dn: str | None = None
+    tls_client_auth_san_dns: str | None = None
+    tls_client_auth_san_uri: str | None = None
+    tls_client_auth_san_ip: str | None = None
+    tls_client_auth_san_email: str | None = None
+    # Sender-constrained access tokens: mutual TLS (RFC 8705 §3.4), DPoP (RFC 9449 §5.2).
+    tls_client_certificate_bound_access_tokens: bool = False
+    dpop_bound_access_tokens: bool = False
+    require_dpop_nonce: bool = False
+    # A security profile to enforce: None or "fapi-ciba".
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +228,8 @@ def validate_registration(reg: ClientRegistration, settings: Settings) -> Client
     if method == "private_key_jwt" and not has_keys:
         problems.append("private_key_jwt: needs the client's public keys (jwks or jwks_uri)")
 
+    problems.extend(_mtls_problems(reg, has_keys))
+
     mode = reg.backchannel_token_delivery_mode
     endpoint = reg.backchannel_client_notification_endpoint
     if mode not in DELIVERY_MODES:
@@ -270,9 +305,50 @@ def validate_registration(reg: ClientRegistration, settings: Settings) -> Client
         except ValueError as exc:
             problems.append(f"login_hint_token_issuers: {iss}: {exc}")
 
+    if mode == "push" and (
+        reg.dpop_bound_access_tokens or reg.tls_client_certificate_bound_access_tokens
+    ):
+        problems.append(
+            "push mode: pushed tokens cannot be bound to a DPoP key or TLS certificate "
+            "(the client never calls /token); use poll or ping"
+        )
+    if reg.profile is not None and reg.profile not in PROFILES:
+        problems.append(f"profile: one of {', '.join(PROFILES)}")
+    problems.extend(profile_problems(reg))
+
     if problems:
         raise RegistrationError(problems)
     return dataclasses.replace(reg, jwks=jwks, login_hint_token_issuers=tuple(issuers))
+
+
+def _mtls_problems(reg: ClientRegistration, has_keys: bool) -> list[str]:
+    """RFC 8705 §2: a tls_client_auth client registers exactly one subject value; a
+    self_signed_tls_client_auth client, the keys its certificates carry."""
+    problems = []
+    subjects = {
+        kind: getattr(reg, f"tls_client_auth_{kind}")
+        for kind in SUBJECT_KINDS
+        if getattr(reg, f"tls_client_auth_{kind}") is not None
+    }
+    for kind, value in subjects.items():
+        why = check_subject_value(kind, value)
+        if why:
+            problems.append(f"tls_client_auth_{kind}: {why}")
+    method = reg.token_endpoint_auth_method
+    if method == "tls_client_auth" and len(subjects) != 1:
+        problems.append(
+            "tls_client_auth: register exactly one of tls_client_auth_subject_dn, "
+            "tls_client_auth_san_dns, _san_uri, _san_ip, _san_email (RFC 8705 §2.1.2)"
+        )
+    if method != "tls_client_auth" and subjects:
+        problems.append("tls_client_auth_*: only tls_client_auth clients register a subject")
+    if method == "self_signed_tls_client_auth" and not has_keys:
+        problems.append(
+            "self_signed_tls_client_auth: needs the certificates' public keys (jwks or jwks_uri)"
+        )
+    if reg.require_dpop_nonce and not reg.dpop_bound_access_tokens:
+        problems.append("require_dpop_nonce: needs dpop_bound_access_tokens")
+    return problems
 
 
 async def check_notification_host(reg: ClientRegistration, settings: Settings) -> None:
@@ -340,6 +416,7 @@ async def store_client(
         may_enrol_users=reg.may_enrol_users,
         number_matching=reg.number_matching,
         authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
+        **{name: getattr(reg, name) for name in SENDER_CONSTRAINT_FIELDS},
     )
     try:
         async with conn.transaction():
@@ -376,6 +453,7 @@ UPDATABLE = (
     "may_enrol_users",
     "number_matching",
     "authorization_details_types",
+    *SENDER_CONSTRAINT_FIELDS,
 )
 
 
@@ -404,6 +482,7 @@ def registration_of(client: Client) -> ClientRegistration:
         may_enrol_users=client.may_enrol_users,
         number_matching=client.number_matching,
         authorization_details_types=client.authorization_details_types,
+        **{name: getattr(client, name) for name in SENDER_CONSTRAINT_FIELDS},
     )
 
 
@@ -468,6 +547,7 @@ def _client_of(reg: ClientRegistration, current: Client) -> Client:
         may_enrol_users=reg.may_enrol_users,
         number_matching=reg.number_matching,
         authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
+        **{name: getattr(reg, name) for name in SENDER_CONSTRAINT_FIELDS},
     )
 
 

@@ -10,10 +10,12 @@ from typing import Any
 
 from backchannel.db.clients import Client
 from backchannel.errors import InvalidRequest
+from backchannel.oauth import fapi_ciba
 from backchannel.oauth.algorithms import (
     REQUEST_OBJECT_ALGS,
     REQUEST_OBJECT_ALGS_BY_REGISTRATION,
 )
+from backchannel.oauth.fapi_ciba import request_signing_algs
 from backchannel.oauth.jwt_claims import (
     MAX_JTI_LENGTH,
     JWTRejected,
@@ -30,11 +32,13 @@ JTI_PURPOSE = "request_object"
 
 
 def allowed_request_algs(client: Client) -> tuple[str, ...]:
-    """The registered signing alg when there is one (if acceptable at all), else the defaults."""
+    """The registered signing alg when there is one (if acceptable at all), else the
+    defaults; ES256 or PS256 only under the FAPI-CIBA profile."""
     registered = client.backchannel_authentication_request_signing_alg
     if registered is None:
-        return REQUEST_OBJECT_ALGS
-    return (registered,) if registered in REQUEST_OBJECT_ALGS_BY_REGISTRATION else ()
+        return request_signing_algs(client, REQUEST_OBJECT_ALGS)
+    allowed = (registered,) if registered in REQUEST_OBJECT_ALGS_BY_REGISTRATION else ()
+    return request_signing_algs(client, allowed)
 
 
 async def verify_request_object(
@@ -45,6 +49,8 @@ async def verify_request_object(
         alg = read_header(request_jwt)["alg"]
         allowed = allowed_request_algs(client)
         if alg not in allowed:
+            if fapi_ciba.applies(client) and alg not in fapi_ciba.ALGS:
+                raise InvalidRequest(f"{fapi_ciba.SIGNED_REQUESTS} (it is signed with {alg})")
             raise JWTRejected(f"signing algorithm {alg} is not allowed for this client")
         claims = await verify_client_jwt(services, client, request_jwt, allowed)
         _check_claims(services, client, claims)

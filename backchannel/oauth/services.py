@@ -14,8 +14,10 @@ from backchannel.settings import Settings
 
 if TYPE_CHECKING:
     from backchannel.db.listener import PgListener
+    from backchannel.oauth.client_certificates import ClientCertificateAuthorities
     from backchannel.oauth.client_registry import ClientRegistry
     from backchannel.oauth.device_prompt import PromptComposer
+    from backchannel.oauth.dpop import DPoPNonces
     from backchannel.oauth.keys import KeyStore
     from backchannel.oauth.long_poll import DecisionWaiters
     from backchannel.policy.store import PolicyStore
@@ -35,6 +37,12 @@ class Services:
     policy: PolicyStore
     prompts: PromptComposer  # how a new request reaches the user's devices
     wrapper: KeyWrapper  # seals what is stored to be sent back (notification tokens)
+    dpop_nonces: DPoPNonces  # the same on every replica (oauth/sender_constraint.py)
+    # Trust anchors of tls_client_auth (BACKCHANNEL_TLS_CLIENT_CA_FILE); None: not offered.
+    client_authorities: ClientCertificateAuthorities | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    # Peer address -> (monotonic time of the last audit event, ignored since) for forged
+    # client certificate headers (endpoints/client_certificate.py).
+    ignored_certificate_headers: dict[str, tuple[float, int]] = field(default_factory=dict)
     # Set when shutdown begins: /readyz answers 503 from then on (endpoints/health.py).
     draining: bool = False

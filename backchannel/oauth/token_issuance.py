@@ -31,6 +31,7 @@ from backchannel.oauth.id_tokens import (
     token_hash_claim,
 )
 from backchannel.oauth.secrets import hash_secret, new_secret
+from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
 from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 
@@ -63,8 +64,15 @@ class Grant:
     authorization_details: tuple[dict[str, Any], ...] | None = None
 
     @classmethod
-    def of_redemption(cls, client: Client, redemption: Redemption, auth_req_id: str) -> Grant:
-        """What a redeemed CIBA request grants (at /token, or pushed to the client)."""
+    def of_redemption(
+        cls,
+        client: Client,
+        redemption: Redemption,
+        auth_req_id: str,
+        binding: TokenBinding = UNBOUND,
+    ) -> Grant:
+        """What a redeemed CIBA request grants (at /token, or pushed to the client),
+        its tokens bound to ``binding`` (a new refresh token family keeps its DPoP key)."""
         return cls(
             client=client,
             user_id=redemption.user_id,
@@ -76,7 +84,14 @@ class Grant:
             acr=acr_claim(redemption.acr, redemption.amr),
             amr=redemption.amr,
             authorization_details=redemption.authorization_details,
+            binding=binding,
+            refresh_jkt=binding.dpop_jkt,
         )
+
+    # What the access token is bound to (DPoP key, TLS certificate); see sender_constraint.py.
+    binding: TokenBinding = UNBOUND
+    # The DPoP key a new refresh token family is bound to; a refresh keeps its family's.
+    refresh_jkt: str | None = None
 
     @property
     def kind(self) -> str:
@@ -114,6 +129,8 @@ async def issue_tokens(
         scope=scope,
         ttl=access_ttl,
         auth_request_id=grant.auth_request_id,
+        dpop_jkt=grant.binding.dpop_jkt,
+        x5t_s256=grant.binding.x5t_s256,
     )
     access_token = _sign_access_token(services, grant, record, scope)
     if refresh_token is not None:
@@ -129,11 +146,12 @@ async def issue_tokens(
             auth_time=grant.auth_time,
             ttl=client.refresh_token_ttl or settings.refresh_token_ttl,
             max_age=settings.refresh_token_max_age,
+            dpop_jkt=grant.refresh_jkt,
         )
     id_claims = _id_token_claims(settings, grant, record, access_token, refresh_token)
     body: dict[str, Any] = {
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": grant.binding.token_type,
         "expires_in": access_ttl,
         "id_token": sign_id_token(services.keys, client.id_token_signed_response_alg, id_claims),
     }
@@ -143,6 +161,9 @@ async def issue_tokens(
     if grant.authorization_details is not None:
         body["authorization_details"] = list(grant.authorization_details)  # RFC 9396 §7
     detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
+    cnf = grant.binding.cnf()
+    if cnf is not None:
+        detail["cnf"] = cnf
     if family_id is not None:
         detail["family_id"] = str(family_id)
     await insert_audit_event(
@@ -178,6 +199,9 @@ def _sign_access_token(
         claims["amr"] = list(grant.amr)
     if grant.authorization_details is not None:
         claims["authorization_details"] = list(grant.authorization_details)
+    cnf = grant.binding.cnf()
+    if cnf is not None:
+        claims["cnf"] = cnf  # RFC 9449 §6.1, RFC 8705 §3.1
     key = services.keys.signing_key(ACCESS_TOKEN_ALG)
     return jwt.encode(
         {"alg": ACCESS_TOKEN_ALG, "kid": key.kid, "typ": ACCESS_TOKEN_TYP},

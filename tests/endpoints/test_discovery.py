@@ -45,9 +45,24 @@ async def test_metadata_advertises_the_ciba_provider(http: httpx.AsyncClient) ->
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
     }
     for alg in body["token_endpoint_auth_signing_alg_values_supported"]:
         assert alg not in ("none", "HS256")
+
+
+async def test_metadata_announces_dpop_and_mutual_tls(http: httpx.AsyncClient) -> None:
+    body = await metadata(http)
+    assert body["dpop_signing_alg_values_supported"] == ["ES256", "PS256", "EdDSA"]
+    assert body["tls_client_certificate_bound_access_tokens"] is True
+    assert body["mtls_endpoint_aliases"] == {
+        "token_endpoint": ISSUER + "/token",
+        "backchannel_authentication_endpoint": ISSUER + "/bc-authorize",
+        "userinfo_endpoint": ISSUER + "/userinfo",
+        "revocation_endpoint": ISSUER + "/revoke",
+        "introspection_endpoint": ISSUER + "/introspect",
+    }
 
 
 async def test_metadata_ignores_a_forged_host_header(http: httpx.AsyncClient) -> None:
