@@ -23,14 +23,14 @@ DOCUMENT_CACHE = "public, max-age=300"
 
 
 @functools.cache
+def _shipped_text() -> str:
+    package = resources.files(__package__ or "backchannel.endpoints")
+    return package.joinpath("openapi.json").read_text("utf-8")
+
+
 def openapi_document() -> dict[str, Any]:
-    """The document as shipped, without ``servers``."""
-    text = (
-        resources.files(__package__ or "backchannel.endpoints")
-        .joinpath("openapi.json")
-        .read_text("utf-8")
-    )
-    document: dict[str, Any] = json.loads(text)
+    """The document as shipped, without ``servers``: a fresh copy on each call."""
+    document: dict[str, Any] = json.loads(_shipped_text())
     return document
 
 

@@ -14,7 +14,7 @@ from hypercorn.config import Config
 from starlette.applications import Starlette
 
 from backchannel.app import create_app
-from backchannel.services import Services
+from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 
 
