@@ -16,7 +16,7 @@ PostgreSQL. Each answer is checked:
 ``BACKCHANNEL_FUZZ_EXAMPLES`` sets the examples per operation (default
 :data:`DEFAULT_EXAMPLES`) and ``BACKCHANNEL_FUZZ_STEPS`` the stateful
 scenarios; the deep run in docs/testing.md raises both. Hypothesis is
-derandomized unless ``BACKCHANNEL_FUZZ_SEED`` names a seed.
+derandomized (the same data every run) unless ``BACKCHANNEL_FUZZ_RANDOM=1``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ DEFAULT_STEPS = 60
 MIN_REQUESTS = 2000
 EXAMPLES = int(os.environ.get("BACKCHANNEL_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 STEPS = int(os.environ.get("BACKCHANNEL_FUZZ_STEPS", DEFAULT_STEPS))
-SEED = os.environ.get("BACKCHANNEL_FUZZ_SEED")
+# Fresh random data instead of the same data every run (for deep runs).
+RANDOM = os.environ.get("BACKCHANNEL_FUZZ_RANDOM") == "1"
 
 CLIENT_AUTH_PATHS = frozenset(
     {"/bc-authorize", "/token", "/revoke", "/introspect", "/receipts", "/admin/enrolments"}
@@ -71,7 +72,7 @@ pytestmark = pytest.mark.timeout(0 if EXAMPLES > DEFAULT_EXAMPLES else 900)
 def hypothesis_settings(max_examples: int) -> hypothesis.settings:
     return hypothesis.settings(
         max_examples=max_examples,
-        derandomize=SEED is None,
+        derandomize=not RANDOM,
         database=None,
         deadline=None,
         suppress_health_check=list(HealthCheck),
