@@ -210,9 +210,7 @@ async def render_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def render_unstorable_input(request: Request, exc: Exception) -> Response:
-    log.warning(
-        "input refused by the database on %s %s: %s", request.method, request.url.path, exc
-    )
+    log.warning("input refused by the database on %s %s: %s", request.method, request.url.path, exc)
     return oauth_error_response(request, InvalidRequest("a parameter holds unacceptable text"))
 
 
