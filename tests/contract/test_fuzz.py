@@ -21,6 +21,8 @@ derandomized (the same data every run) unless ``BACKCHANNEL_FUZZ_RANDOM=1``.
 
 from __future__ import annotations
 
+import base64
+import itertools
 import logging
 import os
 from collections import Counter
@@ -151,12 +153,52 @@ def _after(context: schemathesis.HookContext, case: Case, response: Response) ->
         _running[0].decide(response.json()["auth_req_id"])
 
 
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+# Authorization headers as broken clients and attackers send them (schemathesis generates
+# none for HTTP Basic and Bearer schemes once credentials are set).
+HOSTILE_BASIC = itertools.cycle(
+    [
+        "Basic \xe9",
+        "Basic " + _b64(b"no-colon"),
+        "Basic " + _b64(b":secret"),
+        "Basic " + _b64(b"fuzz-client:"),
+        "Basic " + _b64(b"%00:x"),
+        "Basic " + _b64(b"%FF:x"),
+        "Basic " + _b64(b"\xff:x"),
+        "Basic " + _b64("fuzz-client:é".encode()),
+        "Basic",
+        "Basic ====",
+        "Basic " + "A" * 6000,
+        "Bearer abc",
+        "Digest username=x",
+    ]
+)
+HOSTILE_BEARER = itertools.cycle(
+    ["Bearer \xe9", "Bearer a b", "Bearer", "Bearer " + "A" * 6000, "Basic eDp5", "bearer ="]
+)
+_calls = itertools.count()
+
+
 def authenticate(case: Case, server: FuzzServer) -> None:
-    """The seeded client's Basic credentials, unless the body authenticates the client itself."""
+    """The seeded client's Basic credentials, unless the body authenticates the client itself;
+    one call in eight instead gets a broken Authorization header."""
+    hostile = next(_calls) % 8 == 0
+    headers = dict(case.headers or {})
     if case.operation.path in CLIENT_AUTH_PATHS:
         body = case.body if isinstance(case.body, dict) else {}
-        if not FORM_AUTH_FIELDS & set(body):
-            case.headers = {**(case.headers or {}), "Authorization": server.basic_auth()}
+        if hostile:
+            headers["Authorization"] = next(HOSTILE_BASIC)
+            if isinstance(case.body, dict) and FORM_AUTH_FIELDS & set(case.body):
+                # The header must be read, not refused as a second method.
+                case.body = {k: v for k, v in case.body.items() if k not in FORM_AUTH_FIELDS}
+        elif not FORM_AUTH_FIELDS & set(body):
+            headers["Authorization"] = server.basic_auth()
+    elif case.operation.path == "/userinfo" and hostile:
+        headers["Authorization"] = next(HOSTILE_BEARER)
+    case.headers = headers
 
 
 def documented_server_errors_only(ctx: CheckContext, response: Response, case: Case) -> bool | None:
