@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from backchannel.audit.sealer import AuditSealer
 from backchannel.authenticator.prompts import compose_prompt
@@ -27,6 +28,7 @@ from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.routes import routes
+from backchannel.endpoints.unread_body import DrainUnreadBody
 from backchannel.errors import (
     DATABASE_UNAVAILABLE,
     UNSTORABLE_INPUT,
@@ -147,6 +149,8 @@ def create_app(settings: Settings) -> Starlette:
     return ObservedStarlette(
         metrics,
         routes=routes(),
+        # Around the routes, inside the error renderers: every answer drains the body first.
+        middleware=[Middleware(DrainUnreadBody)],
         lifespan=lifespan,
         exception_handlers={
             OAuthError: render_oauth_error,
