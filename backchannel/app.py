@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from backchannel.audit.sealer import AuditSealer
 from backchannel.authenticator.prompts import compose_prompt
@@ -33,6 +34,7 @@ from backchannel.errors import (
     DATABASE_UNAVAILABLE,
     UNSTORABLE_INPUT,
     OAuthError,
+    render_client_gone,
     render_oauth_error,
     render_unavailable,
     render_unexpected_error,
@@ -154,6 +156,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             OAuthError: render_oauth_error,
+            ClientDisconnect: render_client_gone,
             **dict.fromkeys(DATABASE_UNAVAILABLE, render_unavailable),
             **dict.fromkeys(UNSTORABLE_INPUT, render_unstorable_input),
             Exception: render_unexpected_error,

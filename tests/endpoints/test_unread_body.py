@@ -8,6 +8,7 @@ connection hanging so that the next request on it never reaches the app.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from backchannel.endpoints.unread_body import DrainUnreadBody
 from backchannel.settings import Settings
 from tests.support.served import ServedApp, serve_over_hypercorn
+from tests.support.waiting import eventually
 
 CHUNK = b"a\r\ngrant_type\r\n"
 
@@ -123,3 +125,34 @@ async def test_a_request_without_a_body_passes_straight_through() -> None:
 
     await DrainUnreadBody(app)({"type": "http", "headers": []}, receive, send)
     assert calls == ["app"] and len(sent) == 2
+
+
+@pytest.mark.parametrize("path", ["/token", "/device/requests"])
+async def test_a_client_gone_mid_body_leaves_no_traceback_and_no_500(
+    served: ServedApp, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = int(served.url.rsplit(":", 1)[1])
+    content_type = (
+        "application/jose" if path.startswith("/device/") else "application/x-www-form-urlencoded"
+    )
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: {content_type}\r\n\r\n5\r\ngrant\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the endpoint is reading the body
+    writer.close()
+    await writer.wait_closed()
+
+    def about_it() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if path in r.getMessage() or r.exc_info]
+
+    async def logged() -> bool:
+        return bool(about_it())
+
+    await eventually(logged, within=5)
+    assert [(r.levelname, r.getMessage()) for r in about_it()] == [
+        ("INFO", f"client went away during the request body on POST {path}")
+    ]
