@@ -1,7 +1,7 @@
 """Generated requests against the real server never break the contract in openapi.json.
 
-schemathesis reads the document the server serves and sends what it
-generates from it (explicit examples, boundary and negative cases, random
+schemathesis reads the document (the one /openapi.json serves) and sends what
+it generates from it (explicit examples, boundary and negative cases, random
 data, then stateful sequences that follow the document's links:
 ``/bc-authorize`` → ``/token`` → ``/userinfo``, ``/introspect``,
 ``/revoke``, refresh) to the real app on hypercorn over loopback, backed by
