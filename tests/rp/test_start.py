@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from backchannel.db.users import User
-from backchannel.oauth.secrets import hash_secret
+from backchannel.oauth.user_codes import hash_user_code
 from backchannel.rp import OAuthError, PrivateKeyJwt, UsageError
 from tests.conftest import RegisteredClient
 from tests.rp.conftest import MakeClient, basic
@@ -130,7 +130,7 @@ async def test_number_match_from_the_server_is_returned_to_show_the_user(
 async def test_user_code_travels_to_the_server(
     make_rp_client: MakeClient, make_client: Any, db: asyncpg.Connection
 ) -> None:
-    await create_user(db, email="bob@example.com", user_code_hash=hash_secret("2468"))
+    await create_user(db, email="bob@example.com", user_code_hash=hash_user_code("2468"))
     registered: RegisteredClient = await make_client(backchannel_user_code_parameter=True)
     client = await make_rp_client(basic(registered))
     await client.start(login_hint="bob@example.com", user_code="2468")
