@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 
@@ -28,6 +29,7 @@ from backchannel.db.push_outbox import OUTBOX_CHANNEL
 from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
+from backchannel.endpoints.health import HEALTH_PATHS
 from backchannel.endpoints.routes import routes
 from backchannel.endpoints.unread_body import DrainUnreadBody
 from backchannel.errors import (
@@ -35,6 +37,7 @@ from backchannel.errors import (
     UNSTORABLE_INPUT,
     OAuthError,
     render_client_gone,
+    render_http_error,
     render_oauth_error,
     render_unavailable,
     render_unexpected_error,
@@ -107,19 +110,6 @@ def create_app(settings: Settings) -> Starlette:
             listener.on_reconnect(keys.schedule_reload)
             wrapper = KeyWrapper.from_settings(settings)
             await ensure_vapid_key(pool, wrapper)
-            outbox = OutboxWorker(pool, http, settings, metrics=metrics)
-            listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
-            listener.on_reconnect(outbox.wake)
-            await listener.start()
-            await outbox.start()
-            stack.push_async_callback(outbox.stop)
-            sealer = AuditSealer(pool)
-            await sealer.start()
-            stack.push_async_callback(sealer.stop)
-            housekeeper = Housekeeper(pool, settings)
-            await housekeeper.start()
-            stack.push_async_callback(housekeeper.stop)
-            stack.callback(waiters.release_all)  # held long polls are answered first
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -133,6 +123,11 @@ def create_app(settings: Settings) -> Starlette:
                 wrapper=wrapper,
                 metrics=metrics,
             )
+            outbox = OutboxWorker(
+                pool, http, settings, metrics=metrics, poll_interval=settings.delivery_poll_interval
+            )
+            listener.subscribe(OUTBOX_CHANNEL, lambda _payload: outbox.wake())
+            listener.on_reconnect(outbox.wake)
             notifier = NotificationWorker(
                 pool,
                 http,
@@ -140,16 +135,22 @@ def create_app(settings: Settings) -> Starlette:
                 mint=functools.partial(mint_push_tokens, services),
                 wrapper=wrapper,
                 metrics=metrics,
+                poll_interval=settings.delivery_poll_interval,
             )
             listener.subscribe(NOTIFICATION_CHANNEL, lambda _payload: notifier.wake())
             listener.on_reconnect(notifier.wake)
-            await notifier.start()
-            stack.push_async_callback(notifier.stop)
+            await listener.start()  # LISTENs on every channel subscribed above
+            for worker in (outbox, notifier, AuditSealer(pool), Housekeeper(pool, settings)):
+                await worker.start()
+                stack.push_async_callback(worker.stop)
+            stack.callback(waiters.release_all)  # held long polls are answered first
             app.state.services = services
             yield
 
     return ObservedStarlette(
         metrics,
+        log_requests=settings.access_log,
+        quiet_paths=HEALTH_PATHS,
         routes=routes(),
         # Around the routes, inside the error renderers: every answer drains the body first.
         middleware=[Middleware(DrainUnreadBody)],
@@ -157,6 +158,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             OAuthError: render_oauth_error,
             ClientDisconnect: render_client_gone,
+            HTTPException: render_http_error,
             **dict.fromkeys(DATABASE_UNAVAILABLE, render_unavailable),
             **dict.fromkeys(UNSTORABLE_INPUT, render_unstorable_input),
             Exception: render_unexpected_error,

@@ -14,6 +14,7 @@ import re
 from typing import ClassVar
 
 import asyncpg
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -111,6 +112,13 @@ class InvalidBindingMessage(OAuthError):
     error = "invalid_binding_message"
 
 
+class InvalidAuthorizationDetails(OAuthError):
+    """``authorization_details`` is malformed, of an unknown or disallowed type, or does
+    not fit its type's schema (RFC 9396 §5)."""
+
+    error = "invalid_authorization_details"
+
+
 class AuthorizationPending(OAuthError):
     error = "authorization_pending"
 
@@ -132,6 +140,22 @@ class TemporarilyUnavailable(OAuthError):
     def __init__(self, description: str | None = None, *, retry_after: int) -> None:
         super().__init__(description, headers={"Retry-After": str(max(1, retry_after))})
         self.retry_after = max(1, retry_after)
+
+
+class InvalidDPoPProof(OAuthError):
+    """A DPoP proof was missing, malformed or did not bind the request (RFC 9449 §7)."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonce(OAuthError):
+    """The proof must carry the server's nonce, sent in ``DPoP-Nonce`` (RFC 9449 §8)."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str | None = None, *, nonce: str) -> None:
+        super().__init__(description, headers={"DPoP-Nonce": nonce})
+        self.nonce = nonce
 
 
 class InvalidToken(OAuthError):
@@ -212,6 +236,37 @@ async def render_unavailable(request: Request, exc: Exception) -> Response:
 async def render_unstorable_input(request: Request, exc: Exception) -> Response:
     log.warning("input refused by the database on %s %s: %s", request.method, request.url.path, exc)
     return oauth_error_response(request, InvalidRequest("a parameter holds unacceptable text"))
+
+
+class NotFound(OAuthError):
+    """No endpoint at this path."""
+
+    error = "not_found"
+    status_code = 404
+
+
+class MethodNotAllowed(OAuthError):
+    """The endpoint exists but does not answer this method; ``Allow`` names those it does."""
+
+    error = "method_not_allowed"
+    status_code = 405
+
+
+async def render_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) in the same JSON shape as ours."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    error: OAuthError
+    if exc.status_code == 404:
+        error = NotFound(f"no endpoint at {request.url.path}")
+    elif exc.status_code == 405:
+        allowed = ", ".join(sorted(headers.get("Allow", "").split(", ")))
+        error = MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}")
+    elif exc.status_code >= 500:
+        error = ServerError(status_code=exc.status_code)
+    else:
+        error = InvalidRequest(exc.detail, status_code=exc.status_code)
+    return oauth_error_response(request, error, headers)
 
 
 async def render_client_gone(request: Request, exc: Exception) -> Response:

@@ -46,6 +46,10 @@ class Settings:
     data_dir: Path = Path(".backchannel")
     db_pool_min: int = field(default=2, metadata=_bounded(1, 1000))
     db_pool_max: int = field(default=10, metadata=_bounded(1, 1000))
+    # Seconds between /readyz turning unready at shutdown and held polls being answered.
+    shutdown_delay: int = field(default=0, metadata=_bounded(0, 60))
+    # serve and dev: "auto" (uvloop when installed, else asyncio), "uvloop" or "asyncio".
+    event_loop: str = "auto"
 
     # /bc-authorize
     binding_message_max_length: int = field(default=128, metadata=_bounded(1, 4096))
@@ -127,16 +131,28 @@ class Settings:
     notification_per_client: int = field(default=4, metadata=_bounded(1, 100))
     notification_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
+    # How often the push and notification workers look for due messages unwoken; a
+    # NOTIFY from the statement that queues a message wakes them at once.
+    delivery_poll_interval: float = field(default=1.0, metadata=_bounded(1, 600))
+
     # housekeeping (backchannel/housekeeping.py)
     housekeeping_interval: int = field(default=300, metadata=_bounded(10, 86400))
     push_outbox_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))
     notification_retention: int = field(default=86400, metadata=_bounded(0, 90 * 86400))
 
     log_level: str = "INFO"
-    # "json" (one object per line) or "text", for serve and dev (docs/operations.md).
+    # "json" (one object per line) or "text", for serve; dev writes text unless this is set.
     log_format: str = "json"
+    # One log line per HTTP request (not health probes at INFO); dev turns it on unless set.
+    access_log: bool = False
     # Bearer token GET /metrics requires; unset: /metrics answers loopback callers only.
     metrics_token: str | None = field(default=None, repr=False)
+
+    # Not a setting: the names from_env found in the environment or the file, so that
+    # `dev` can choose its own defaults (issuer, log format) where the operator chose none.
+    given: frozenset[str] = field(
+        default=frozenset(), repr=False, compare=False, metadata={"internal": True}
+    )
 
     @property
     def token_endpoint(self) -> str:
@@ -177,16 +193,16 @@ class Settings:
                 raw.update(tomllib.loads(Path(config_file).read_text()))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 problems.append(f"{ENV_PREFIX}CONFIG_FILE={config_file}: {exc}")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in settings_fields()}
         for name in raw:
             if name not in known:
                 problems.append(f"{config_file}: unknown setting {name!r}")
-        for f in fields(cls):
+        for f in settings_fields():
             value = env.get(ENV_PREFIX + f.name.upper())
             if value is not None:
                 raw[f.name] = value
         values: dict[str, Any] = {}
-        for f in fields(cls):
+        for f in settings_fields():
             if f.name not in raw:
                 continue
             try:
@@ -195,9 +211,13 @@ class Settings:
                 problems.append(f"{ENV_PREFIX}{f.name.upper()}: {exc}")
         if problems:
             raise SettingsError(problems)
-        settings = cls(**values)
+        settings = cls(**values, given=frozenset(values))
         settings.validate()
         return settings
+
+    def is_given(self, name: str) -> bool:
+        """Whether the setting ``name`` was set (environment or file), not left at its default."""
+        return name in self.given
 
     def validate(self) -> None:
         """Check cross-field rules; raise :class:`SettingsError` listing every problem."""
@@ -251,6 +271,8 @@ class Settings:
         problems.extend(self._push_problems())
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"{ENV_PREFIX}LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            problems.append(f"{ENV_PREFIX}EVENT_LOOP: one of auto, uvloop, asyncio")
         if self.log_format not in ("json", "text"):
             problems.append(f"{ENV_PREFIX}LOG_FORMAT: one of json, text")
         if self.metrics_token is not None and not _METRICS_TOKEN.fullmatch(self.metrics_token):
@@ -276,6 +298,11 @@ class Settings:
         if not 0 < self.push_timeout <= 60:
             problems.append(f"{ENV_PREFIX}PUSH_TIMEOUT: must be in (0, 60]")
         return problems
+
+
+def settings_fields() -> list[dataclasses.Field[Any]]:
+    """The fields that are settings (each with its ``BACKCHANNEL_*`` variable)."""
+    return [f for f in fields(Settings) if not f.metadata.get("internal")]
 
 
 # What py_vapid accepts as the VAPID "sub" claim (it refuses to sign otherwise).

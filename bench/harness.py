@@ -447,7 +447,7 @@ async def start_database(url: str | None, work_dir: Path) -> Database:
     if url:
         log("using BACKCHANNEL_DATABASE_URL (it must name a scratch database)")
         return Database(dsn=url)
-    from backchannel.embedded_postgres import start_embedded_postgres
+    from backchannel.cli.embedded_postgres import start_embedded_postgres
 
     log("starting embedded PostgreSQL")
     embedded = start_embedded_postgres(work_dir / "pgdata", cleanup="delete")

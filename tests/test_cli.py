@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
+from backchannel.cli.demo import DEMO_CLIENT_ID, DEMO_SUBJECT, ensure_demo
 from backchannel.db.listener import CONFIG_CHANNEL
-from backchannel.demo import DEMO_CLIENT_ID, DEMO_SUBJECT, ensure_demo
 from backchannel.oauth.secrets import secret_matches
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, RunningApp
@@ -255,7 +255,7 @@ async def test_a_running_server_stops_accepting_a_disabled_client(
 
 async def test_user_create_normalises_hints_and_user_list_shows_them(cli: Cli) -> None:
     created = await cli(
-        "user", "create", "--json", "--subject", "alice", "--name", "Alice Example",
+        "user", "create", "--json", "alice", "--name", "Alice Example",
         "--hint", "email:Alice@Example.COM", "--hint", "tel:+44 7700 900123",
         "--hint", "account:12345678", "--hint", "username:Alice",
     )  # fmt: skip
@@ -280,7 +280,7 @@ async def test_user_create_normalises_hints_and_user_list_shows_them(cli: Cli) -
 async def test_created_user_can_be_found_by_bc_authorize(
     cli: Cli, running: RunningApp, rp: RegisteredClient
 ) -> None:
-    await cli("user", "create", "--subject", "bob", "--hint", "mailto:Bob@Example.com")
+    await cli("user", "create", "bob", "--hint", "mailto:Bob@Example.com")
     response = await running.http.post(
         "/bc-authorize",
         data={"scope": "openid", "login_hint": "bob@example.com"},
@@ -292,9 +292,9 @@ async def test_created_user_can_be_found_by_bc_authorize(
 async def test_user_create_with_a_taken_hint_exits_2_and_creates_nothing(
     cli: Cli, db: asyncpg.Connection
 ) -> None:
-    await cli("user", "create", "--subject", "alice", "--hint", "email:alice@example.com")
+    await cli("user", "create", "alice", "--hint", "email:alice@example.com")
     taken = await cli(
-        "user", "create", "--subject", "mallory", "--hint", "username:mallory",
+        "user", "create", "mallory", "--hint", "username:mallory",
         "--hint", "email:ALICE@example.com",
     )  # fmt: skip
     assert taken.code == 2
@@ -304,13 +304,11 @@ async def test_user_create_with_a_taken_hint_exits_2_and_creates_nothing(
 
 
 async def test_user_create_refuses_a_taken_subject_and_a_repeated_hint(cli: Cli) -> None:
-    await cli("user", "create", "--subject", "alice")
-    again = await cli("user", "create", "--subject", "alice")
+    await cli("user", "create", "alice")
+    again = await cli("user", "create", "alice")
     assert again.code == 2
     assert "a user 'alice' already exists" in again.err
-    twice = await cli(
-        "user", "create", "--subject", "bob", "--hint", "email:b@x.org", "--hint", "email:B@x.org"
-    )
+    twice = await cli("user", "create", "bob", "--hint", "email:b@x.org", "--hint", "email:B@x.org")
     assert twice.code == 2
     assert "given twice" in twice.err
 
@@ -321,20 +319,46 @@ async def test_user_create_refuses_malformed_hints(cli: Cli) -> None:
         ("tel:07700 900123", "international form"),
         ("fax:123", "unknown login hint kind 'fax'"),
     ):
-        result = await cli("user", "create", "--subject", "x", "--hint", hint)
+        result = await cli("user", "create", "x", "--hint", hint)
         assert result.code == 2, hint
         assert message in result.err
 
 
 async def test_user_code_is_stored_hashed(cli: Cli, db: asyncpg.Connection) -> None:
-    created = await cli("user", "create", "--subject", "carol", "--user-code", "4711", "--json")
+    created = await cli("user", "create", "carol", "--user-code", "4711", "--json")
     assert created.json()["has_user_code"] is True
     stored = await db.fetchval("SELECT user_code_hash FROM users WHERE subject = 'carol'")
     assert stored.startswith("$argon2id$") and "4711" not in stored
 
 
+async def test_user_create_still_accepts_the_subject_as_an_option_with_a_note(cli: Cli) -> None:
+    created = await cli("user", "create", "--subject", "dave", "--json")
+    assert created.code == 0, created.err
+    assert created.json()["subject"] == "dave"
+    assert "deprecated" in created.err and "user create SUBJECT" in created.err
+    assert (await cli("user", "create", "erin")).err == ""
+    conflicting = await cli("user", "create", "frank", "--subject", "grace")
+    assert conflicting.code == 2
+    missing = await cli("user", "create", "--name", "Nobody")
+    assert missing.code == 2
+    assert "needs a SUBJECT" in missing.err
+
+
+async def test_user_enrol_warns_that_a_phone_cannot_reach_a_loopback_issuer(
+    cli: Cli, alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = await cli("user", "enrol", "alice")
+    assert local.code == 0, local.err
+    assert "loopback address that a phone cannot reach" in local.err
+    monkeypatch.setenv("BACKCHANNEL_ISSUER", "https://login.example.com")
+    public = await cli("user", "enrol", "alice", "--json")
+    assert public.code == 0, public.err
+    assert public.json()["url"].startswith("https://login.example.com/authenticator/#enrol=")
+    assert "loopback" not in public.err
+
+
 async def test_user_add_hint_attaches_a_hint_to_an_existing_user(cli: Cli) -> None:
-    await cli("user", "create", "--subject", "alice")
+    await cli("user", "create", "alice")
     added = await cli("user", "add-hint", "alice", "username:Ally", "--json")
     assert added.code == 0, added.err
     assert added.json() == {"subject": "alice", "login_hint": "username:ally"}
@@ -483,6 +507,28 @@ async def test_invalid_settings_exit_2_naming_each_bad_value(
     assert "BACKCHANNEL_POLL_INTERVAL: expected an integer" in result.err
 
 
+async def test_json_after_the_double_dash_is_still_taken_as_the_option(
+    cli: Cli, running: RunningApp, rp: RegisteredClient, alice: Any
+) -> None:
+    auth_req_id = await start_request(running, rp)
+    decided = await cli("requests", "decide", "--", auth_req_id, "approve", "--json")
+    assert decided.code == 0, decided.err
+    assert decided.json()["status"] == "approved"
+
+
+async def test_usage_errors_show_the_usage_of_the_command_given(cli: Cli) -> None:
+    unknown = await cli("client", "list", "--verbose")
+    assert unknown.code == 2
+    assert unknown.err.startswith("usage: backchannel client list")
+    assert "unrecognized arguments: --verbose" in unknown.err
+    extra = await cli("requests", "decide", "--", "some-id", "approve", "--now")
+    assert extra.code == 2
+    assert extra.err.startswith("usage: backchannel requests decide")
+    missing = await cli("user", "enrol")
+    assert missing.code == 2
+    assert missing.err.startswith("usage: backchannel user enrol")
+
+
 async def test_usage_errors_exit_2_and_help_exits_0(cli: Cli) -> None:
     assert (await cli()).code == 2
     assert (await cli("client", "frobnicate")).code == 2
@@ -532,11 +578,28 @@ async def test_without_a_database_url_commands_use_the_embedded_server_in_data_d
     data_dir = tmp_path_factory.mktemp("bc")
     monkeypatch.delenv("BACKCHANNEL_DATABASE_URL")
     monkeypatch.setenv("BACKCHANNEL_DATA_DIR", str(data_dir))
-    created = await cli("client", "create", "--name", "Local", "--client-id", "local")
+    created = await cli(
+        "client", "create", "--name", "Local", "--client-id", "local", "--create-data-dir"
+    )
     assert created.code == 0, created.err
     listed = await cli("client", "list", "--json")
     assert [c["client_id"] for c in listed.json()["clients"]] == ["local"]
     assert (data_dir / "pgdata").is_dir()
+
+
+async def test_without_a_database_url_or_embedded_database_commands_refuse_naming_the_folder(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "elsewhere"
+    monkeypatch.delenv("BACKCHANNEL_DATABASE_URL")
+    monkeypatch.setenv("BACKCHANNEL_DATA_DIR", str(data_dir))
+    for command in (("client", "list"), ("migrate",), ("user", "list", "--json")):
+        refused = await cli(*command)
+        assert refused.code == 1
+        assert refused.out == ""
+        assert f"no embedded database in {data_dir / 'pgdata'}" in refused.err
+        assert "--create-data-dir" in refused.err
+    assert not data_dir.exists()  # nothing was created on the way
 
 
 # --- the demo that `dev` sets up ------------------------------------------------------------
@@ -566,3 +629,59 @@ async def test_demo_setup_is_idempotent_and_keeps_the_secret_in_a_private_file(
     first.secret_file.unlink()
     lost = await ensure_demo(db, settings)
     assert lost.client_secret is None  # cannot be recovered from the hash
+
+
+async def test_client_update_changes_the_mode_and_endpoint_keeps_the_secret_and_audits(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    created = (await cli("client", "create", "--name", "Acme POS", "--json")).json()
+    client_id, secret = created["client_id"], created["client_secret"]
+    updated = await cli(
+        "client",
+        "update",
+        client_id,
+        "--delivery-mode",
+        "ping",
+        "--notification-endpoint",
+        "https://pos.acme.example/notify",
+        "--number-matching",
+        "--json",
+    )
+    assert updated.code == 0, updated.err
+    body = updated.json()
+    assert body["backchannel_token_delivery_mode"] == "ping"
+    assert body["backchannel_client_notification_endpoint"] == "https://pos.acme.example/notify"
+    assert body["number_matching"] is True
+    stored = await db.fetchval("SELECT secret_hash FROM clients WHERE client_id = $1", client_id)
+    assert secret_matches(secret, bytes(stored))
+    [event] = await db.fetch("SELECT detail FROM audit_events WHERE event = 'client_updated'")
+    changed = event["detail"]["changed"]
+    assert changed["backchannel_token_delivery_mode"] == {"before": "poll", "after": "ping"}
+    assert set(changed) == {
+        "backchannel_token_delivery_mode",
+        "backchannel_client_notification_endpoint",
+        "number_matching",
+    }
+
+
+async def test_client_update_is_validated_as_a_whole_and_changes_nothing_when_refused(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    client_id = (await cli("client", "create", "--name", "Acme", "--json")).json()["client_id"]
+    refused = await cli("client", "update", client_id, "--delivery-mode", "push")
+    assert refused.code == 2
+    assert "backchannel_client_notification_endpoint" in refused.err
+    private = await cli(
+        "client",
+        "update",
+        client_id,
+        "--delivery-mode",
+        "ping",
+        "--notification-endpoint",
+        "https://10.0.0.1/notify",
+    )
+    assert private.code == 2 and "not public" in private.err
+    mode = await db.fetchval("SELECT backchannel_token_delivery_mode FROM clients")
+    assert mode == "poll"
+    assert (await cli("client", "update", client_id)).code == 2  # nothing to change
+    assert (await cli("client", "update", "nobody", "--name", "x")).code != 0

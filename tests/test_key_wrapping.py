@@ -80,7 +80,11 @@ def test_key_settings_keep_their_case_and_previous_keys_need_a_current_one() -> 
         Settings.from_env({"BACKCHANNEL_KEY_ENCRYPTION_KEYS_PREVIOUS": old})
 
 
-@pytest.mark.parametrize("value", ["short", "!!!not-base64!!!", new_kek() + "AAAA"])
+@pytest.mark.parametrize(
+    "value",
+    ["short", "!!!not-base64!!!", new_kek() + "AAAA"],
+    ids=["short", "not-base64", "35-bytes"],  # stable across runs and parallel workers
+)
 def test_settings_refuse_a_key_that_is_not_32_bytes_of_base64url(value: str) -> None:
     with pytest.raises(SettingsError, match="KEY_ENCRYPTION_KEY"):
         Settings(key_encryption_key=value).validate()

@@ -17,10 +17,19 @@ from typing import IO, Any
 import asyncpg
 import httpx
 import pytest
+import uvloop
 
 from backchannel.app import create_app
 from backchannel.cli import main
-from backchannel.server import bind, hypercorn_config, serve
+from backchannel.cli.serve import dev_settings
+from backchannel.cli.server import (
+    Listening,
+    bind,
+    event_loop_factory,
+    hypercorn_config,
+    run_on_event_loop,
+    serve,
+)
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.support.postgres import with_database
@@ -52,8 +61,12 @@ def server_environment(database_url: str | None, port: int, data_dir: Path) -> d
 class Server:
     """A ``python -m backchannel`` process and the URL it serves."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path, *, derived_issuer: bool = False
+    ) -> None:
         self.url = env["BACKCHANNEL_ISSUER"]
+        if derived_issuer:  # the server derives it from the port (dev): the same URL
+            env = {k: v for k, v in env.items() if k != "BACKCHANNEL_ISSUER"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "backchannel", *args],
             env=env,
@@ -103,9 +116,11 @@ class Server:
 def spawn(tmp_path: Path) -> Iterator[Any]:
     started: list[Server] = []
 
-    def start(args: list[str], database_url: str | None, port: int | None = None) -> Server:
+    def start(
+        args: list[str], database_url: str | None, port: int | None = None, *, issuer: bool = True
+    ) -> Server:
         env = server_environment(database_url, port or free_port(), tmp_path / "data")
-        server = Server(args, env, tmp_path)
+        server = Server(args, env, tmp_path, derived_issuer=not issuer)
         started.append(server)
         return server
 
@@ -126,6 +141,23 @@ async def test_serve_answers_discovery_and_stops_cleanly_on_sigterm(
     code, seconds = await server.stop()
     assert code == 0, server.stderr()
     assert seconds < 5
+    assert "event loop: uvloop" in server.stderr()  # BACKCHANNEL_EVENT_LOOP=auto
+
+
+def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def record() -> None:
+        seen.append(asyncio.get_running_loop())
+
+    run_on_event_loop("auto", record())
+    run_on_event_loop("uvloop", record())
+    run_on_event_loop("asyncio", record())
+    assert [type(loop) for loop in seen[:2]] == [uvloop.Loop, uvloop.Loop]
+    assert not isinstance(seen[2], uvloop.Loop)
+    assert event_loop_factory("asyncio") == ("asyncio", None)
+    with pytest.raises(ValueError, match="one of auto, uvloop, asyncio"):
+        event_loop_factory("trio")
 
 
 async def test_sigterm_answers_a_held_long_poll_at_once(
@@ -205,7 +237,9 @@ def test_serve_on_a_port_in_use_fails_with_a_clear_message(
         port = taken.getsockname()[1]
         env = server_environment("postgresql://nobody@127.0.0.1:1/x", port, tmp_path)
         assert run_main(monkeypatch, env, "serve") == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "set BACKCHANNEL_PORT to a free one" in err
 
 
 def test_an_unreadable_hypercorn_config_is_a_usage_error(
@@ -260,11 +294,14 @@ async def test_stopping_releases_held_polls_before_hypercorn_shuts_down(
         assert await waiters.wait(future, 5)
 
 
-async def test_dev_serves_the_demo_flow_it_prints(spawn: Any, database_url: str) -> None:
-    server = spawn(["dev", "--json"], database_url)
+async def test_dev_serves_the_demo_flow_it_prints_at_the_port_it_listens_on(
+    spawn: Any, database_url: str
+) -> None:
+    server = spawn(["dev", "--json"], database_url, issuer=False)
     await server.wait_ready()
     instructions = read_json_object(server.process.stdout)
-    assert instructions["issuer"] == server.url
+    assert instructions["issuer"] == server.url  # from BACKCHANNEL_PORT, not :8000
+    assert f"{server.url}/bc-authorize" in instructions["bc_authorize_command"]
     assert instructions["client_id"] == "demo-client"
     assert instructions["enrolment_url"].startswith(server.url + "/authenticator/#enrol=")
     auth = (instructions["client_id"], instructions["client_secret"])
@@ -301,8 +338,30 @@ async def test_dev_serves_the_demo_flow_it_prints(spawn: Any, database_url: str)
         tokens = await asyncio.wait_for(poll, 10)
         assert tokens.status_code == 200, tokens.text
         assert "access_token" in tokens.json()
+        assert (await http.get("/healthz")).status_code == 200
     code, _ = await server.stop()
     assert code == 0
+    log = server.stderr()
+    # One text line per request in dev; health probes only at DEBUG.
+    assert "INFO backchannel.access: 127.0.0.1 POST /bc-authorize 200 " in log
+    assert "POST /token 200 " in log
+    assert "/healthz" not in log
+    assert "note: BACKCHANNEL_ISSUER" not in log
+
+
+def test_dev_derives_its_issuer_from_the_port_unless_one_is_set() -> None:
+    listening = Listening(hypercorn_config(), "127.0.0.1", 8001)
+    derived = dev_settings(Settings.from_env({"BACKCHANNEL_PORT": "8001"}), listening)
+    assert derived.issuer == "http://127.0.0.1:8001"
+    assert derived.access_log is True
+    everywhere = dev_settings(Settings(), Listening(hypercorn_config(), "0.0.0.0", 8002))
+    assert everywhere.issuer == "http://127.0.0.1:8002"
+    chosen = Settings.from_env(
+        {"BACKCHANNEL_ISSUER": "https://login.example.com", "BACKCHANNEL_ACCESS_LOG": "false"}
+    )
+    kept = dev_settings(chosen, listening)
+    assert kept.issuer == "https://login.example.com"
+    assert kept.access_log is False
 
 
 def read_json_object(stream: IO[str] | None) -> dict[str, Any]:

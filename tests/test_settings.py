@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from backchannel.settings import ENV_PREFIX, Settings, SettingsError
+from backchannel.settings import ENV_PREFIX, Settings, SettingsError, settings_fields
 
 CONFIGURATION_DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -156,7 +155,21 @@ def test_every_setting_is_documented_in_configuration_md() -> None:
     documented = CONFIGURATION_DOC.read_text()
     missing = [
         f"{ENV_PREFIX}{f.name.upper()}"
-        for f in fields(Settings)
+        for f in settings_fields()
         if f"`{ENV_PREFIX}{f.name.upper()}`" not in documented
     ]
     assert missing == [], "add these to docs/configuration.md"
+
+
+def test_settings_remember_which_values_were_given() -> None:
+    settings = Settings.from_env({"BACKCHANNEL_PORT": "9000", "BACKCHANNEL_LOG_FORMAT": "json"})
+    assert settings.is_given("port") and settings.is_given("log_format")
+    assert not settings.is_given("issuer")
+    assert settings.replace(port=9001).is_given("port")
+    assert not Settings.from_env({}).given
+
+
+def test_the_event_loop_setting_names_a_known_loop() -> None:
+    assert Settings.from_env({"BACKCHANNEL_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    [problem] = problems_of({"BACKCHANNEL_EVENT_LOOP": "trio"})
+    assert problem == "BACKCHANNEL_EVENT_LOOP: one of auto, uvloop, asyncio"

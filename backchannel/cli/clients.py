@@ -22,6 +22,7 @@ from backchannel.oauth.registration import (
     ClientRegistration,
     register_client,
     set_client_disabled,
+    update_client,
 )
 
 
@@ -92,6 +93,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="approval needs the number this client shows its user (returned by /bc-authorize)",
     )
     create.add_argument(
+        "--authorization-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="an RFC 9396 authorization_details type the client may send; repeatable",
+    )
+    create.add_argument(
         "--may-enrol-users",
         action="store_true",
         help="may obtain authenticator enrolment codes for users (POST /admin/enrolments)",
@@ -104,6 +112,44 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     show = sub.add_parser("show", parents=[common], help="show one client's metadata")
     show.add_argument("client_id", metavar="ID")
     show.set_defaults(run=database_command(show_client))
+
+    update = sub.add_parser(
+        "update",
+        parents=[common],
+        help="change a client's metadata (endpoint, delivery mode, scopes, ...)",
+        description="Change a registered client's metadata; options not given keep their "
+        "value, and the result is validated as a whole, as at registration. The client id, "
+        "secret and authentication method stay.",
+    )
+    update.add_argument("client_id", metavar="ID")
+    update.add_argument("--name")
+    update_keys = update.add_mutually_exclusive_group()
+    update_keys.add_argument("--jwks-file", type=Path)
+    update_keys.add_argument("--jwks-uri")
+    update.add_argument("--delivery-mode", choices=DELIVERY_MODES)
+    update.add_argument(
+        "--notification-endpoint", help="for ping and push; an empty value removes it"
+    )
+    update.add_argument("--scope", action="append", metavar="SCOPE")
+    update.add_argument("--grant-type", action="append", choices=GRANT_TYPES, metavar="GRANT")
+    update.add_argument("--request-signing-alg", choices=REQUEST_OBJECT_ALGS_BY_REGISTRATION)
+    update.add_argument("--id-token-alg", choices=SIGNING_ALGS)
+    update.add_argument(
+        "--authorization-type",
+        action="append",
+        metavar="TYPE",
+        help="the RFC 9396 types the client may send (replaces the list; '' for none)",
+    )
+    for flag in ("--access-token-ttl", "--refresh-token-ttl", "--max-requested-expiry"):
+        update.add_argument(flag, type=int, metavar="SECONDS")
+    for flag in (
+        "--require-signed-request",
+        "--user-code",
+        "--number-matching",
+        "--may-enrol-users",
+    ):
+        update.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+    update.set_defaults(run=database_command(update_client_command))
 
     for name, helptext in (("disable", "refuse the client from now on"), ("enable", "re-enable")):
         action = sub.add_parser(name, parents=[common], help=helptext)
@@ -135,6 +181,7 @@ def registration_from_args(args: argparse.Namespace) -> ClientRegistration:
         login_hint_token_issuers=tuple(_issuer(v) for v in args.login_hint_token_issuer),
         may_enrol_users=args.may_enrol_users,
         number_matching=args.number_matching,
+        authorization_details_types=tuple(args.authorization_type),
     )
 
 
@@ -155,7 +202,9 @@ def _read_json(path: Path, option: str) -> Any:
 
 
 async def create_client(ctx: Context, conn: asyncpg.Connection) -> None:
-    registered = await register_client(conn, registration_from_args(ctx.args), ctx.settings)
+    registered = await register_client(
+        conn, registration_from_args(ctx.args), ctx.settings, actor=ctx.actor
+    )
     client, secret = registered.client, registered.secret
 
     def text() -> str:
@@ -170,6 +219,52 @@ async def create_client(ctx: Context, conn: asyncpg.Connection) -> None:
         return "\n".join(lines)
 
     ctx.out.result({**client_json(client), "client_secret": secret}, text)
+
+
+def changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The registration fields ``client update`` was asked to change."""
+    given: dict[str, Any] = {
+        "name": args.name,
+        "jwks_uri": args.jwks_uri,
+        "backchannel_token_delivery_mode": args.delivery_mode,
+        "backchannel_authentication_request_signing_alg": args.request_signing_alg,
+        "id_token_signed_response_alg": args.id_token_alg,
+        "access_token_ttl": args.access_token_ttl,
+        "refresh_token_ttl": args.refresh_token_ttl,
+        "max_requested_expiry": args.max_requested_expiry,
+        "require_signed_request": args.require_signed_request,
+        "backchannel_user_code_parameter": args.user_code,
+        "number_matching": args.number_matching,
+        "may_enrol_users": args.may_enrol_users,
+    }
+    changes = {name: value for name, value in given.items() if value is not None}
+    if args.jwks_file is not None:
+        changes["jwks"] = _read_json(args.jwks_file, "--jwks-file")
+        changes["jwks_uri"] = None
+    elif args.jwks_uri is not None:
+        changes["jwks"] = None
+    if args.notification_endpoint is not None:
+        changes["backchannel_client_notification_endpoint"] = args.notification_endpoint or None
+    if args.scope:
+        changes["scopes"] = tuple(s for value in args.scope for s in value.split())
+    if args.grant_type:
+        changes["grant_types"] = tuple(args.grant_type)
+    if args.authorization_type is not None:
+        changes["authorization_details_types"] = tuple(t for t in args.authorization_type if t)
+    if not changes:
+        raise UsageError("nothing to change: give at least one option")
+    return changes
+
+
+async def update_client_command(ctx: Context, conn: asyncpg.Connection) -> None:
+    changes = changes_from_args(ctx.args)
+    client = await update_client(conn, ctx.args.client_id, changes, ctx.settings, actor=ctx.actor)
+    if client is None:
+        raise CommandError(f"no client {ctx.args.client_id!r}")
+    updated = client
+    ctx.out.result(
+        client_json(updated), lambda: f"updated client {updated.client_id}\n" + describe(updated)
+    )
 
 
 async def list_clients(ctx: Context, conn: asyncpg.Connection) -> None:
@@ -200,7 +295,9 @@ async def show_client(ctx: Context, conn: asyncpg.Connection) -> None:
 async def change_client(ctx: Context, conn: asyncpg.Connection) -> None:
     """Enable, or disable and revoke the client's tokens and open requests, in one go."""
     async with conn.transaction():
-        client = await set_client_disabled(conn, ctx.args.client_id, ctx.args.disable)
+        client = await set_client_disabled(
+            conn, ctx.args.client_id, ctx.args.disable, actor=ctx.actor
+        )
         if client is None:
             raise CommandError(f"no client {ctx.args.client_id!r}")
         revoked = None

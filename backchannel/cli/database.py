@@ -16,10 +16,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from backchannel.cli.embedded_postgres import (
+    EmbeddedPostgresUnavailable,
+    start_embedded_postgres,
+)
 from backchannel.cli.output import CommandError, Context
 from backchannel.db.migrate import migrate, pending_migrations
 from backchannel.db.pool import connect
-from backchannel.embedded_postgres import start_embedded_postgres
 from backchannel.settings import Settings
 
 DbHandler = Callable[[Context, asyncpg.Connection], Awaitable[None]]
@@ -37,17 +40,29 @@ class Database:
 
 
 @contextlib.contextmanager
-def open_database(settings: Settings) -> Iterator[Database]:
+def open_database(settings: Settings, *, create: bool = False) -> Iterator[Database]:
     """The configured database, or the embedded one started (and later stopped) here.
 
     The embedded server is shared: it keeps running while another process
-    (``backchannel dev``) still uses it.
+    (``backchannel dev``) still uses it. A new embedded database is made only
+    when ``create`` is true (``dev``, ``--create-data-dir``): a command run in
+    the wrong folder should say so, not work on an empty database.
     """
     if settings.database_url is not None:
         yield Database(settings.database_url, embedded=False)
         return
+    pgdata = settings.data_dir / "pgdata"
+    if not create and not pgdata.is_dir():
+        raise CommandError(
+            f"no database: BACKCHANNEL_DATABASE_URL is unset and there is no embedded database "
+            f"in {pgdata.absolute()} (BACKCHANNEL_DATA_DIR). Run this where `backchannel dev` "
+            "runs, set BACKCHANNEL_DATABASE_URL or BACKCHANNEL_DATA_DIR, or add "
+            "--create-data-dir to start a new, empty one there"
+        )
     try:
         server = start_embedded_postgres(settings.data_dir / "pgdata")
+    except EmbeddedPostgresUnavailable as exc:
+        raise CommandError(str(exc)) from None
     except Exception as exc:
         raise CommandError(
             f"cannot start the embedded PostgreSQL in {settings.data_dir / 'pgdata'}: {exc} "
@@ -98,7 +113,8 @@ def database_command(handler: DbHandler) -> Callable[[Context], None]:
             finally:
                 await conn.close()
 
-        with open_database(ctx.settings) as database:
+        create = getattr(ctx.args, "create_data_dir", False)
+        with open_database(ctx.settings, create=create) as database:
             asyncio.run(with_connection(database))
 
     return run

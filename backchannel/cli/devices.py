@@ -7,8 +7,10 @@ terminal QR code; the user opens it on the phone that becomes their device.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -71,6 +73,12 @@ async def enrol_user(ctx: Context, conn: asyncpg.Connection) -> None:
     code = await issue_enrolment_code(
         conn, user.user_id, ISSUED_BY_CLI, ttl, issuer=settings.issuer
     )
+    if is_loopback_url(settings.issuer):
+        ctx.out.note(
+            f"warning: this link points at {settings.issuer}, a loopback address that a phone "
+            "cannot reach; open it in a browser on this machine, or set BACKCHANNEL_ISSUER to "
+            "an https URL the phone can reach"
+        )
 
     def text() -> str:
         return "\n".join(
@@ -92,6 +100,17 @@ async def enrol_user(ctx: Context, conn: asyncpg.Connection) -> None:
         },
         text,
     )
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine only (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def list_devices(ctx: Context, conn: asyncpg.Connection) -> None:

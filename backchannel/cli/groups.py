@@ -52,7 +52,11 @@ async def change_membership(ctx: Context, conn: asyncpg.Connection) -> None:
                 conn,
                 "user_groups_changed",
                 user_id=user.user_id,
-                detail={"action": "add" if args.add else "remove", "group": args.group},
+                detail={
+                    "actor": ctx.actor,
+                    "action": "add" if args.add else "remove",
+                    "group": args.group,
+                },
             )
     groups = await select_user_groups(conn, user.user_id)
     verb = (

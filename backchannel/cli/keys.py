@@ -10,6 +10,7 @@ import asyncpg
 
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context, table
+from backchannel.db.audit import insert_audit_event
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.db.signing_keys import (
     lock_signing_keys,
@@ -102,12 +103,12 @@ async def list_keys(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
-    key = await generate_signing_key(conn, ctx.args.alg, _wrapper(ctx))
+    key = await generate_signing_key(conn, ctx.args.alg, _wrapper(ctx), actor=ctx.actor)
     ctx.out.result(key.to_json(), lambda: f"new active {key.alg} key {key.kid}")
 
 
 async def rotate_keys(ctx: Context, conn: asyncpg.Connection) -> None:
-    keys = await rotate_signing_keys(conn, _wrapper(ctx), ctx.args.alg)
+    keys = await rotate_signing_keys(conn, _wrapper(ctx), ctx.args.alg, actor=ctx.actor)
     _emit(ctx, keys, "new active keys (the former ones stay published until retired):")
 
 
@@ -115,7 +116,7 @@ async def retire_keys(ctx: Context, conn: asyncpg.Connection) -> None:
     older_than = ctx.args.older_than
     if older_than is None:
         older_than = ctx.settings.key_retire_after
-    keys = await retire_signing_keys(conn, older_than)
+    keys = await retire_signing_keys(conn, older_than, actor=ctx.actor)
     _emit(ctx, keys, f"retired {len(keys)} key(s):")
 
 
@@ -125,7 +126,7 @@ async def wrap_keys(ctx: Context, conn: asyncpg.Connection) -> None:
         raise CommandError(
             "set BACKCHANNEL_KEY_ENCRYPTION_KEY first (`backchannel keys new-encryption-key`)"
         )
-    counts = await wrap_stored_keys(conn, wrapper)
+    counts = await wrap_stored_keys(conn, wrapper, actor=ctx.actor)
     ctx.out.result(
         {"wrapped": counts, "kek_id": wrapper.kek_id},
         lambda: (
@@ -146,7 +147,9 @@ def print_new_kek(ctx: Context) -> None:
     )
 
 
-async def wrap_stored_keys(conn: asyncpg.Connection, wrapper: KeyWrapper) -> dict[str, int]:
+async def wrap_stored_keys(
+    conn: asyncpg.Connection, wrapper: KeyWrapper, *, actor: str = "operator"
+) -> dict[str, int]:
     """Wrap every stored private key not yet wrapped under the current key-encryption key
     (plaintext, or wrapped under a previous one); how many, per table.
 
@@ -168,4 +171,10 @@ async def wrap_stored_keys(conn: asyncpg.Connection, wrapper: KeyWrapper) -> dic
                 counts["vapid_keys"] += 1
         if counts["signing_keys"]:
             await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)
+        if any(counts.values()):
+            await insert_audit_event(
+                conn,
+                "keys_rewrapped",
+                detail={"actor": actor, "kek_id": wrapper.kek_id, "counts": counts},
+            )
     return counts

@@ -45,5 +45,6 @@ def report_migrations(ctx: Context, applied: list[str]) -> None:
 
 def run_migrate(ctx: Context) -> None:
     database: Database
-    with open_database(ctx.settings) as database:
+    create = getattr(ctx.args, "create_data_dir", False)
+    with open_database(ctx.settings, create=create) as database:
         report_migrations(ctx, asyncio.run(apply_migrations(database.dsn)))

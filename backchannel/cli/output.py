@@ -7,7 +7,9 @@ errors go to stderr, so that ``--json`` output can always be parsed.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,15 @@ class Context:
     args: argparse.Namespace
     settings: Settings
     out: Output
+
+    @property
+    def actor(self) -> str:
+        """Who made a change, for the audit trail: the command line and the OS user."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (a container, say)
+            user = str(os.getuid())
+        return f"cli:{user}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

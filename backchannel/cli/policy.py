@@ -214,7 +214,7 @@ async def add_one_rule(ctx: Context, conn: asyncpg.Connection) -> None:
         "when": parse_condition_options(args.when, "when"),
     }
     try:
-        rule = await add_rule(conn, parse_rule(document))
+        rule = await add_rule(conn, parse_rule(document), actor=ctx.actor)
     except PolicyError as exc:
         raise UsageError("invalid rule", problems=[str(p) for p in exc.problems]) from None
     ctx.out.result(rule_json(rule), lambda: f"Added rule {rule.name}\n" + describe(rule))
@@ -223,14 +223,14 @@ async def add_one_rule(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def remove_one_rule(ctx: Context, conn: asyncpg.Connection) -> None:
-    rule = await remove_rule(conn, ctx.args.name)
+    rule = await remove_rule(conn, ctx.args.name, actor=ctx.actor)
     if rule is None:
         raise CommandError(f"no rule {ctx.args.name!r}")
     ctx.out.result({"removed": rule.name}, f"removed rule {rule.name}")
 
 
 async def change_rule(ctx: Context, conn: asyncpg.Connection) -> None:
-    rule = await set_rule_enabled(conn, ctx.args.name, ctx.args.enable)
+    rule = await set_rule_enabled(conn, ctx.args.name, ctx.args.enable, actor=ctx.actor)
     if rule is None:
         raise CommandError(f"no rule {ctx.args.name!r}")
     state = "enabled" if rule.enabled else "disabled"
@@ -263,7 +263,7 @@ async def import_rules(ctx: Context, conn: asyncpg.Connection) -> None:
             data, lambda: f"{args.file} is valid ({len(rules)} rules); " + _changes(data)
         )
         return
-    summary = await replace_rules(conn, rules)
+    summary = await replace_rules(conn, rules, actor=ctx.actor)
     data = {
         "rules": len(rules),
         "added": list(summary.added),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import shlex
@@ -18,14 +19,21 @@ from hypercorn.utils import LifespanFailureError
 
 from backchannel.app import MigrationsPending, create_app
 from backchannel.cli.database import Database, check_migrated, open_database
+from backchannel.cli.demo import Demo, ensure_demo
 from backchannel.cli.migrate import apply_migrations, report_migrations
 from backchannel.cli.output import CommandError, Context, UsageError, fields
+from backchannel.cli.server import (
+    Listening,
+    bind,
+    event_loop_factory,
+    hypercorn_config,
+    run_on_event_loop,
+    serve,
+)
 from backchannel.db.clients import CIBA_GRANT
 from backchannel.db.migrate import migrate
 from backchannel.db.pool import connect
-from backchannel.demo import Demo, ensure_demo
-from backchannel.server import Listening, bind, hypercorn_config, serve
-from backchannel.settings import Settings
+from backchannel.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +102,8 @@ def run_serve(ctx: Context) -> None:
 
 def run_dev(ctx: Context) -> None:
     listening = listen(ctx, ctx.settings)
-    with open_database(ctx.settings) as database:
-        settings = ctx.settings.replace(database_url=database.dsn)
+    with open_database(ctx.settings, create=True) as database:
+        settings = dev_settings(ctx.settings, listening).replace(database_url=database.dsn)
         demo = asyncio.run(_prepare(database, settings))
         data = dev_instructions(settings, database, demo)
         ctx.out.result(data, lambda: dev_banner(data))
@@ -106,6 +114,25 @@ def run_dev(ctx: Context) -> None:
                 f"{listening.url}; set BACKCHANNEL_ISSUER to the URL clients use"
             )
         run_server(settings, listening)
+
+
+def dev_settings(settings: Settings, listening: Listening) -> Settings:
+    """``dev``'s defaults where the operator set nothing: the issuer follows the port it
+    listens on (``BACKCHANNEL_PORT=8001 backchannel dev`` prints :8001 everywhere), and
+    every request is logged."""
+    changes: dict[str, Any] = {}
+    if not settings.is_given("access_log"):
+        changes["access_log"] = True
+    if not settings.is_given("issuer"):
+        host = "127.0.0.1" if listening.host in ("0.0.0.0", "::", "") else listening.host
+        candidate = settings.replace(issuer=Listening(listening.config, host, listening.port).url)
+        try:
+            candidate.validate()
+        except SettingsError:  # an http issuer on a non-loopback address: keep the default
+            pass
+        else:
+            changes["issuer"] = candidate.issuer
+    return settings.replace(**changes)
 
 
 async def _prepare(database: Database, settings: Settings) -> Demo:
@@ -130,13 +157,25 @@ def listen(ctx: Context, settings: Settings) -> Listening:
     try:
         return bind(settings, config)
     except OSError as exc:
-        raise CommandError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (
+                "; another program uses that port: set BACKCHANNEL_PORT to a free one (0 picks one)"
+            )
+        raise CommandError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}{hint}"
+        ) from exc
 
 
 def run_server(settings: Settings, listening: Listening) -> None:
     app = create_app(settings)
     try:
-        asyncio.run(serve(app, listening.config))
+        loop, _factory = event_loop_factory(settings.event_loop)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    log.info("serving on %s (event loop: %s)", listening.url, loop)
+    try:
+        run_on_event_loop(settings.event_loop, serve(app, listening.config))
     except MigrationsPending as exc:
         raise CommandError(str(exc)) from None
     except LifespanFailureError as exc:
@@ -172,7 +211,7 @@ def dev_instructions(settings: Settings, database: Database, demo: Demo) -> dict
         f"-d binding_message={shlex.quote('Sign in to Demo? Code 4711')}"
     )
     token = (
-        f"curl -s -u {user} {settings.token_endpoint} "
+        f"curl -s -u {user} {settings.token_endpoint} -H 'Prefer: wait=25' "
         f"-d grant_type={CIBA_GRANT} -d auth_req_id=AUTH_REQ_ID"
     )
     return {
@@ -225,7 +264,9 @@ Try the CIBA poll flow:
 2. Approve it in the enrolled authenticator, or as the user would in another
    terminal in this folder:
    {data["approve_command"]}
-3. Redeem it for tokens (authorization_pending until approved; add
-   -H 'Prefer: wait=25' to wait for the decision):
+3. Redeem it for tokens. Prefer: wait=25 holds the request until the user
+   decides (up to 25 s; run it before step 2 to watch it answer). Without it,
+   poll no more often than every 5 s: an earlier poll answers slow_down and
+   raises the interval.
    {data["token_command"]}
 """

@@ -1,4 +1,8 @@
-"""``backchannel user create|list|add-hint``: the people who approve requests."""
+"""``backchannel user create|list|add-hint``: the people who approve requests.
+
+Every ``user`` command names its user positionally (``user create alice``,
+``user enrol alice``); ``user create --subject alice`` still works for now.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import asyncpg
 
 from backchannel.cli import devices, groups
 from backchannel.cli.database import database_command
-from backchannel.cli.output import Context, fields, table
+from backchannel.cli.output import Context, UsageError, fields, table
 from backchannel.db.users import LoginHint, User, select_users_with_hints
 from backchannel.oauth.provisioning import add_login_hint, create_user, describe_hint, parse_hint
 
@@ -21,7 +25,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = group.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
 
     create = sub.add_parser("create", parents=[common], help="create a user")
-    create.add_argument("--subject", required=True, help="the stable sub claim")
+    create.add_argument("subject", metavar="SUBJECT", nargs="?", help="the stable sub claim")
+    # The former spelling, still accepted for a release: `user create --subject SUBJECT`.
+    create.add_argument("--subject", dest="subject_option", help=argparse.SUPPRESS)
     create.add_argument("--name", default="", help="display name")
     create.add_argument(
         "--hint", action="append", default=[], metavar="KIND:VALUE", help=HINT_HELP + "; repeat"
@@ -54,11 +60,33 @@ def user_json(user: User, hints: list[LoginHint]) -> dict[str, Any]:
     }
 
 
+def subject_of_create(ctx: Context) -> str:
+    """``user create SUBJECT``, or the deprecated ``user create --subject SUBJECT``."""
+    positional, option = ctx.args.subject, ctx.args.subject_option
+    if positional is not None and option is not None and positional != option:
+        raise UsageError("give the subject once: `user create SUBJECT`")
+    if option is not None:
+        ctx.out.note(
+            "note: `user create --subject SUBJECT` is deprecated and will be removed; "
+            "write `user create SUBJECT`, as `user enrol` and `user add-hint` do"
+        )
+    subject: str | None = positional or option
+    if subject is None:
+        raise UsageError("user create needs a SUBJECT (the stable sub claim)")
+    return subject
+
+
 async def create_with_hints(ctx: Context, conn: asyncpg.Connection) -> None:
     args = ctx.args
+    subject = subject_of_create(ctx)
     hints = [parse_hint(h) for h in args.hint]
     user = await create_user(
-        conn, subject=args.subject, display_name=args.name, hints=hints, user_code=args.user_code
+        conn,
+        subject=subject,
+        display_name=args.name,
+        hints=hints,
+        user_code=args.user_code,
+        actor=ctx.actor,
     )
     data = user_json(user, hints)
     ctx.out.result(
@@ -89,7 +117,7 @@ async def list_users(ctx: Context, conn: asyncpg.Connection) -> None:
 
 async def add_hint_to_user(ctx: Context, conn: asyncpg.Connection) -> None:
     hint = parse_hint(ctx.args.hint)
-    user = await add_login_hint(conn, ctx.args.subject, hint)
+    user = await add_login_hint(conn, ctx.args.subject, hint, actor=ctx.actor)
     ctx.out.result(
         {"subject": user.subject, "login_hint": describe_hint(hint)},
         f"added {describe_hint(hint)} to {user.subject}",

@@ -94,7 +94,7 @@ async def generate_key(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def rotate_key(ctx: Context, conn: asyncpg.Connection) -> None:
-    key = await rotate_vapid_key(conn, KeyWrapper.from_settings(ctx.settings))
+    key = await rotate_vapid_key(conn, KeyWrapper.from_settings(ctx.settings), actor=ctx.actor)
     ctx.out.result(
         key.to_json(),
         lambda: (
@@ -107,7 +107,7 @@ async def rotate_key(ctx: Context, conn: asyncpg.Connection) -> None:
 
 async def retire_keys(ctx: Context, conn: asyncpg.Connection) -> None:
     try:
-        keys = await retire_vapid_keys(conn, ctx.args.kid, force=ctx.args.force)
+        keys = await retire_vapid_keys(conn, ctx.args.kid, force=ctx.args.force, actor=ctx.actor)
     except VapidKeyInUse as exc:
         raise CommandError(f"{exc}; use --force to retire anyway") from None
     except ValueError as exc:

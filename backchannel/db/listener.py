@@ -40,10 +40,32 @@ class PgListener:
         self._closing = False
 
     def subscribe(self, channel: str, handler: Handler) -> None:
+        """Call ``handler`` for each notification on ``channel``; a channel must be known
+        before :meth:`start`, which LISTENs on every channel subscribed so far."""
+        if channel not in self._handlers and self._conn is not None:
+            raise RuntimeError(f"subscribe to {channel} before the listener starts")
         self._handlers.setdefault(channel, []).append(handler)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         self._on_reconnect.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        """True while the LISTEN connection is open (False while it reconnects, and once closed)."""
+        conn = self._conn
+        return (
+            not self._closing
+            and conn is not None
+            and not conn.is_closed()
+            and not self._lost.is_set()
+        )
+
+    @property
+    def server_pid(self) -> int | None:
+        """The PostgreSQL backend of the LISTEN connection (operators find it in
+        ``pg_stat_activity``); None while there is none."""
+        conn = self._conn
+        return conn.get_server_pid() if conn is not None and not conn.is_closed() else None
 
     async def start(self) -> None:
         await self._connect()

@@ -1,20 +1,23 @@
 """Numbered SQL migrations, each applied once under an advisory lock.
 
-Files in ``migrations/`` named ``NNN_description.sql`` run in order, each in
-its own transaction, and are recorded in ``schema_migrations``. The
-advisory lock makes concurrent runs from several replicas safe: the second
-waits, then finds nothing left to do.
+Files in ``migrations/`` (shipped in the package: :mod:`backchannel.bundled`)
+named ``NNN_description.sql`` run in order, each in its own transaction, and
+are recorded in ``schema_migrations``. The advisory lock makes concurrent runs
+from several replicas safe: the second waits, then finds nothing left to do.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+from backchannel.bundled import bundled_dir
+
+MIGRATIONS_DIR = bundled_dir("migrations")
 _LOCK_KEY = 0x6263_6D69_6772  # "bcmigr"
 _NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
@@ -37,6 +40,27 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise ValueError(f"two migrations numbered {version}")
         found[version] = Migration(version, path.name, path.read_text())
     return [found[v] for v in sorted(found)]
+
+
+@functools.cache
+def shipped_migrations() -> tuple[Migration, ...]:
+    """The migrations this version of the package ships, read once per process."""
+    return tuple(load_migrations(MIGRATIONS_DIR))
+
+
+async def select_missing_migrations(
+    conn: asyncpg.Connection, migrations: tuple[Migration, ...]
+) -> list[str]:
+    """Names of ``migrations`` the database has not applied; one statement.
+
+    A database ahead of this version (a newer release migrated it during a
+    rolling update) is fine: only what this version needs is asked for.
+    """
+    applied = await conn.fetchval(
+        "SELECT coalesce(array_agg(version), '{}') FROM schema_migrations"
+    )
+    done = set(applied)
+    return [m.name for m in migrations if m.version not in done]
 
 
 async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:

@@ -21,6 +21,7 @@ import asyncpg
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
 
+from backchannel.db.audit import insert_audit_event
 from backchannel.db.pool import Queryable
 from backchannel.key_wrapping import NO_WRAPPING, KeyWrapper
 
@@ -125,7 +126,7 @@ async def ensure_vapid_key(conn: Queryable, wrapper: KeyWrapper = NO_WRAPPING) -
 
 
 async def rotate_vapid_key(
-    conn: asyncpg.Connection, wrapper: KeyWrapper = NO_WRAPPING
+    conn: asyncpg.Connection, wrapper: KeyWrapper = NO_WRAPPING, *, actor: str = "operator"
 ) -> VapidKeyInfo:
     """Make a new active key; the former one becomes ``previous`` and keeps signing
     for the subscriptions made with it until they are renewed."""
@@ -145,12 +146,17 @@ async def rotate_vapid_key(
             public_key,
         )
         active = await select_active_vapid_key(conn)
+        await insert_audit_event(conn, "vapid_key_rotated", detail={"actor": actor, "kid": kid})
     assert active is not None
     return active
 
 
 async def retire_vapid_keys(
-    conn: asyncpg.Connection, kids: Sequence[str] = (), *, force: bool = False
+    conn: asyncpg.Connection,
+    kids: Sequence[str] = (),
+    *,
+    force: bool = False,
+    actor: str = "operator",
 ) -> list[VapidKeyInfo]:
     """Retire previous keys and erase their private part.
 
@@ -198,6 +204,12 @@ async def retire_vapid_keys(
                 SELECT {_COLUMNS} FROM retired k ORDER BY k.created_at""",
             targets,
         )
+        if rows:
+            await insert_audit_event(
+                conn,
+                "vapid_keys_retired",
+                detail={"actor": actor, "kids": [r["kid"] for r in rows], "forced": force},
+            )
     return [_info(r) for r in rows]
 
 

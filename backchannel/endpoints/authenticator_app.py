@@ -18,7 +18,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-APP_DIR = Path(__file__).resolve().parents[2] / "authenticator_app"
+from backchannel.bundled import bundled_dir
+
+APP_DIR = bundled_dir("authenticator_app")
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (

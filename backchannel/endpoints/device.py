@@ -1,7 +1,7 @@
 """The device API the authenticator app calls (docs/device-api.md): thin handlers.
 
 Every ``POST`` carries one compact JWS as ``application/jose``; the protocol
-layer verifies it (``oauth.device_auth``) and acts. Answers are JSON and never
+layer verifies it (``authenticator.device_auth``) and acts. Answers are JSON and never
 cached.
 """
 

@@ -9,6 +9,7 @@ from backchannel.endpoints import (
     bc_authorize,
     device,
     discovery,
+    health,
     introspect,
     metrics,
     openapi,
@@ -25,6 +26,8 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/token", token.token, methods=["POST"]),
         Route("/bc-authorize", bc_authorize.bc_authorize, methods=["POST"]),
+        Route(health.LIVENESS_PATH, health.healthz, methods=["GET"]),
+        Route(health.READINESS_PATH, health.readyz, methods=["GET"]),
         Route("/.well-known/openid-configuration", discovery.openid_configuration, methods=["GET"]),
         Route("/jwks", discovery.jwks, methods=["GET"]),
         Route(openapi.OPENAPI_PATH, openapi.openapi, methods=["GET"]),

@@ -18,6 +18,16 @@ _BIDI_CONTROLS = frozenset(
 )
 
 
+def undisplayable_character(text: str) -> str | None:
+    """The first character of ``text`` that cannot be shown honestly, or None."""
+    if text.isascii() and text.isprintable():  # no control or bidi characters possible
+        return None
+    for char in text:
+        if char in _BIDI_CONTROLS or unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return char
+    return None
+
+
 def check_binding_message(value: object, max_length: int) -> str:
     """Return the message unchanged if it can be displayed; raise otherwise."""
     if not isinstance(value, str):
@@ -26,11 +36,9 @@ def check_binding_message(value: object, max_length: int) -> str:
         raise InvalidBindingMessage("binding_message is blank")
     if len(value) > max_length:
         raise InvalidBindingMessage(f"binding_message is longer than {max_length} characters")
-    if value.isascii() and value.isprintable():  # no control or bidi characters possible
-        return value
-    for char in value:
-        if char in _BIDI_CONTROLS or unicodedata.category(char) in _REFUSED_CATEGORIES:
-            raise InvalidBindingMessage(
-                f"binding_message contains a character that cannot be displayed (U+{ord(char):04X})"
-            )
+    char = undisplayable_character(value)
+    if char is not None:
+        raise InvalidBindingMessage(
+            f"binding_message contains a character that cannot be displayed (U+{ord(char):04X})"
+        )
     return value

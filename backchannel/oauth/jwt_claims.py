@@ -31,9 +31,12 @@ MIN_RSA_BITS = 2048
 MAX_JTI_LENGTH = 256
 
 
-class _Registry(JWSRegistry):
+class AllowedAlgorithms(JWSRegistry):
     """Only the algorithms named, and no SecurityWarning: joserfc flags "EdDSA" as
-    superseded by RFC 9864, yet it is what clients send and what we allow."""
+    superseded by RFC 9864, yet it is what clients send and what we allow. Headers
+    may carry a public JWK (DPoP proofs): an RSA key does not fit joserfc's 512 bytes."""
+
+    max_header_length = 4096
 
     def get_alg(self, name: str) -> JWSAlgModel:
         if name not in self.algorithms or not self.allowed or name not in self.allowed:
@@ -121,7 +124,7 @@ def verify_jws(token: str, keys: KeySet, algorithms: Collection[str]) -> dict[st
     candidates = [key for key in keys if _fits(key, alg, kid)]
     if not candidates:
         raise UnknownSigningKey("no registered key matches the JWT's kid and alg")
-    registry = _Registry(algorithms=[alg], strict_check_header=False)
+    registry = AllowedAlgorithms(algorithms=[alg], strict_check_header=False)
     for key in candidates:
         try:
             decoded = jwt.decode(token, key, registry=registry)

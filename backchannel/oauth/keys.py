@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from joserfc import jwk
 
+from backchannel.db.audit import insert_audit_event
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.db.pool import ConnectionPool
 from backchannel.db.signing_keys import (
@@ -212,9 +213,10 @@ async def ensure_active_keys(
 
 
 async def generate_signing_key(
-    conn: asyncpg.Connection, alg: str, wrapper: KeyWrapper
+    conn: asyncpg.Connection, alg: str, wrapper: KeyWrapper, *, actor: str = "operator"
 ) -> SigningKeyInfo:
-    """Make a new active key for ``alg``; the former active key becomes previous."""
+    """Make a new active key for ``alg``; the former active key becomes previous.
+    Audited ``signing_key_created``."""
     if alg not in SIGNING_ALGS:
         raise ValueError(f"unsupported signing algorithm {alg!r}")
     data = await asyncio.to_thread(new_private_jwk, alg)
@@ -223,11 +225,18 @@ async def generate_signing_key(
         await supersede_active_key(conn, alg)
         stored = await insert_active_key(conn, data["kid"], alg, wrapper.wrap_jwk(data))
         await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)
+        await insert_audit_event(
+            conn, "signing_key_created", detail={"actor": actor, "kid": stored.kid, "alg": alg}
+        )
     return SigningKeyInfo.of(stored)
 
 
 async def rotate_signing_keys(
-    conn: asyncpg.Connection, wrapper: KeyWrapper, algs: Sequence[str] | None = None
+    conn: asyncpg.Connection,
+    wrapper: KeyWrapper,
+    algs: Sequence[str] | None = None,
+    *,
+    actor: str = "operator",
 ) -> list[SigningKeyInfo]:
     """Replace the active key of each of ``algs`` (default: all), in one transaction."""
     chosen = list(SIGNING_ALGS if algs is None else algs)
@@ -235,13 +244,17 @@ async def rotate_signing_keys(
     if unknown:
         raise ValueError(f"unsupported signing algorithm(s): {', '.join(unknown)}")
     async with conn.transaction():
-        return [await generate_signing_key(conn, alg, wrapper) for alg in dict.fromkeys(chosen)]
+        return [
+            await generate_signing_key(conn, alg, wrapper, actor=actor)
+            for alg in dict.fromkeys(chosen)
+        ]
 
 
 async def retire_signing_keys(
-    conn: asyncpg.Connection, older_than_seconds: int
+    conn: asyncpg.Connection, older_than_seconds: int, *, actor: str = "operator"
 ) -> list[SigningKeyInfo]:
-    """Stop publishing previous keys superseded more than ``older_than_seconds`` ago."""
+    """Stop publishing previous keys superseded more than ``older_than_seconds`` ago.
+    Audited ``signing_keys_retired``."""
     if older_than_seconds < 0:
         raise ValueError("older_than_seconds must not be negative")
     async with conn.transaction():
@@ -249,6 +262,11 @@ async def retire_signing_keys(
         retired = await retire_previous_keys(conn, older_than_seconds)
         if retired:
             await notify(conn, CONFIG_CHANNEL, KEYS_EVENT)
+            await insert_audit_event(
+                conn,
+                "signing_keys_retired",
+                detail={"actor": actor, "kids": [k.kid for k in retired]},
+            )
     return [SigningKeyInfo.of(k) for k in retired]
 
 

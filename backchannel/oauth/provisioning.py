@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from backchannel.db.audit import insert_audit_event
 from backchannel.db.users import (
     LoginHint,
     User,
@@ -61,8 +62,9 @@ async def create_user(
     display_name: str = "",
     hints: Sequence[LoginHint] = (),
     user_code: str | None = None,
+    actor: str = "operator",
 ) -> User:
-    """Create a user with its login hints, all or nothing.
+    """Create a user with its login hints, all or nothing; audited ``user_created``.
 
     The user's ``email`` and ``phone_number`` claims come from its first email
     and phone hints.
@@ -87,16 +89,35 @@ async def create_user(
         except asyncpg.UniqueViolationError:
             raise ProvisioningError(f"subject: a user {subject!r} already exists") from None
         await _attach(conn, user, hints)
+        await insert_audit_event(
+            conn,
+            "user_created",
+            user_id=user.user_id,
+            detail={
+                "actor": actor,
+                "subject": subject,
+                "hints": [describe_hint(h) for h in hints],
+                "user_code": user_code is not None,
+            },
+        )
     return user
 
 
-async def add_login_hint(conn: asyncpg.Connection, subject: str, hint: LoginHint) -> User:
-    """Attach one more hint to the user ``subject``."""
+async def add_login_hint(
+    conn: asyncpg.Connection, subject: str, hint: LoginHint, *, actor: str = "operator"
+) -> User:
+    """Attach one more hint to the user ``subject``; audited ``login_hint_added``."""
     async with conn.transaction():
         user = await select_user_by_subject(conn, subject)
         if user is None:
             raise ProvisioningError(f"no user with subject {subject!r}")
         await _attach(conn, user, [hint])
+        await insert_audit_event(
+            conn,
+            "login_hint_added",
+            user_id=user.user_id,
+            detail={"actor": actor, "hint": describe_hint(hint)},
+        )
     return user
 
 

@@ -25,7 +25,15 @@ import asyncpg
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from backchannel.db.clients import CIBA_GRANT, Client, insert_client, update_client_disabled
+from backchannel.db.audit import insert_audit_event
+from backchannel.db.clients import (
+    CIBA_GRANT,
+    Client,
+    insert_client,
+    select_client_for_update,
+    update_client_disabled,
+    update_client_registration,
+)
 from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.oauth.algorithms import REQUEST_OBJECT_ALGS_BY_REGISTRATION, SIGNING_ALGS
 from backchannel.oauth.secrets import hash_secret, new_identifier, new_secret
@@ -46,6 +54,7 @@ DEFAULT_SCOPES: tuple[str, ...] = ("openid", "profile", "email", "phone", "offli
 # Members that only a private (or symmetric) JWK carries (RFC 7518 §6).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _PUBLIC_KTY = frozenset({"EC", "RSA", "OKP"})
+_DETAIL_TYPE = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -91,6 +100,8 @@ class ClientRegistration:
     may_enrol_users: bool = False
     # The user must pick the number this client shows (oauth/number_matching.py).
     number_matching: bool = False
+    # RFC 9396 types this client may send as authorization_details.
+    authorization_details_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,11 @@ def validate_registration(reg: ClientRegistration, settings: Settings) -> Client
     if mode in ("poll", "ping") and CIBA_GRANT not in reg.grant_types:
         problems.append(f"grant_types: {mode} mode needs {CIBA_GRANT} (CIBA §4)")
 
+    bad_types = [t for t in reg.authorization_details_types if not _DETAIL_TYPE.match(t)]
+    if bad_types:
+        problems.append(
+            "authorization_details_types: not valid type names: " + ", ".join(map(repr, bad_types))
+        )
     bad_scopes = [s for s in reg.scopes if not _SCOPE_TOKEN.match(s)]
     if bad_scopes:
         problems.append(f"scope: not valid scope tokens: {', '.join(map(repr, bad_scopes))}")
@@ -277,19 +293,28 @@ async def check_notification_host(reg: ClientRegistration, settings: Settings) -
 
 
 async def register_client(
-    conn: asyncpg.Connection, reg: ClientRegistration, settings: Settings
+    conn: asyncpg.Connection,
+    reg: ClientRegistration,
+    settings: Settings,
+    *,
+    actor: str = "operator",
 ) -> RegisteredClient:
     """Validate and store a new client; the secret (if any) is returned only here."""
     reg = validate_registration(reg, settings)
     await check_notification_host(reg, settings)
     secret = new_secret() if reg.token_endpoint_auth_method in SECRET_AUTH_METHODS else None
-    return await store_client(conn, reg, secret)
+    return await store_client(conn, reg, secret, actor=actor)
 
 
 async def store_client(
-    conn: asyncpg.Connection, reg: ClientRegistration, secret: str | None
+    conn: asyncpg.Connection,
+    reg: ClientRegistration,
+    secret: str | None,
+    *,
+    actor: str = "operator",
 ) -> RegisteredClient:
-    """Insert an already validated registration with the given secret, and announce it."""
+    """Insert an already validated registration with the given secret, and announce it;
+    audited ``client_created`` with its metadata (never the secret)."""
     client_id = reg.client_id or new_identifier()
     client = Client(
         client_id=client_id,
@@ -314,22 +339,155 @@ async def store_client(
         login_hint_token_issuers=tuple(dict(i) for i in reg.login_hint_token_issuers),
         may_enrol_users=reg.may_enrol_users,
         number_matching=reg.number_matching,
+        authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
     )
     try:
         async with conn.transaction():
             stored = await insert_client(conn, client)
             await notify(conn, CONFIG_CHANNEL, f"client:{client_id}")
+            await insert_audit_event(
+                conn,
+                "client_created",
+                client_id=client_id,
+                detail={"actor": actor, "metadata": stored.public_metadata()},
+            )
     except asyncpg.UniqueViolationError:
         raise RegistrationError([f"client_id: {client_id} is already registered"]) from None
     return RegisteredClient(stored, secret)
 
 
-async def set_client_disabled(
-    conn: asyncpg.Connection, client_id: str, disabled: bool
+# What `client update` may change, as ClientRegistration fields.
+UPDATABLE = (
+    "name",
+    "jwks",
+    "jwks_uri",
+    "backchannel_token_delivery_mode",
+    "backchannel_client_notification_endpoint",
+    "scopes",
+    "grant_types",
+    "backchannel_authentication_request_signing_alg",
+    "require_signed_request",
+    "backchannel_user_code_parameter",
+    "id_token_signed_response_alg",
+    "access_token_ttl",
+    "refresh_token_ttl",
+    "max_requested_expiry",
+    "login_hint_token_issuers",
+    "may_enrol_users",
+    "number_matching",
+    "authorization_details_types",
+)
+
+
+def registration_of(client: Client) -> ClientRegistration:
+    """A stored client's metadata as a registration, to validate a change against."""
+    return ClientRegistration(
+        name=client.name,
+        client_id=client.client_id,
+        token_endpoint_auth_method=client.token_endpoint_auth_method,
+        jwks=client.jwks,
+        jwks_uri=client.jwks_uri,
+        backchannel_token_delivery_mode=client.backchannel_token_delivery_mode,
+        backchannel_client_notification_endpoint=client.backchannel_client_notification_endpoint,
+        scopes=client.scopes,
+        grant_types=client.grant_types,
+        backchannel_authentication_request_signing_alg=(
+            client.backchannel_authentication_request_signing_alg
+        ),
+        require_signed_request=client.require_signed_request,
+        backchannel_user_code_parameter=client.backchannel_user_code_parameter,
+        id_token_signed_response_alg=client.id_token_signed_response_alg,
+        access_token_ttl=client.access_token_ttl,
+        refresh_token_ttl=client.refresh_token_ttl,
+        max_requested_expiry=client.max_requested_expiry,
+        login_hint_token_issuers=client.login_hint_token_issuers,
+        may_enrol_users=client.may_enrol_users,
+        number_matching=client.number_matching,
+        authorization_details_types=client.authorization_details_types,
+    )
+
+
+async def update_client(
+    conn: asyncpg.Connection,
+    client_id: str,
+    changes: Mapping[str, Any],
+    settings: Settings,
+    *,
+    actor: str = "operator",
 ) -> Client | None:
-    """Disable or re-enable a client; ``None`` if there is no such client."""
+    """Change a client's metadata, validated as a whole as at registration; ``None`` if
+    there is no such client. Every replica drops its cached copy; audited
+    ``client_updated`` with each changed field's value before and after."""
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise RegistrationError([f"{name}: cannot be changed" for name in unknown])
+    async with conn.transaction():
+        current = await select_client_for_update(conn, client_id)
+        if current is None:
+            return None
+        before = registration_of(current)
+        reg = validate_registration(dataclasses.replace(before, **changes), settings)
+        await check_notification_host(reg, settings)
+        changed = {
+            name: {
+                "before": _audit_value(getattr(before, name)),
+                "after": _audit_value(getattr(reg, name)),
+            }
+            for name in UPDATABLE
+            if getattr(before, name) != getattr(reg, name)
+        }
+        updated = await update_client_registration(conn, _client_of(reg, current))
+        assert updated is not None
+        await notify(conn, CONFIG_CHANNEL, f"client:{client_id}")
+        await insert_audit_event(
+            conn, "client_updated", client_id=client_id, detail={"actor": actor, "changed": changed}
+        )
+    return updated
+
+
+def _client_of(reg: ClientRegistration, current: Client) -> Client:
+    return dataclasses.replace(
+        current,
+        name=reg.name.strip(),
+        jwks=dict(reg.jwks) if reg.jwks is not None else None,
+        jwks_uri=reg.jwks_uri,
+        grant_types=tuple(dict.fromkeys(reg.grant_types)),
+        scopes=tuple(dict.fromkeys(reg.scopes)),
+        backchannel_token_delivery_mode=reg.backchannel_token_delivery_mode,
+        backchannel_client_notification_endpoint=reg.backchannel_client_notification_endpoint,
+        backchannel_authentication_request_signing_alg=(
+            reg.backchannel_authentication_request_signing_alg
+        ),
+        require_signed_request=reg.require_signed_request,
+        backchannel_user_code_parameter=reg.backchannel_user_code_parameter,
+        id_token_signed_response_alg=reg.id_token_signed_response_alg,
+        access_token_ttl=reg.access_token_ttl,
+        refresh_token_ttl=reg.refresh_token_ttl,
+        max_requested_expiry=reg.max_requested_expiry,
+        login_hint_token_issuers=tuple(dict(i) for i in reg.login_hint_token_issuers),
+        may_enrol_users=reg.may_enrol_users,
+        number_matching=reg.number_matching,
+        authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
+    )
+
+
+def _audit_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_audit_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+async def set_client_disabled(
+    conn: asyncpg.Connection, client_id: str, disabled: bool, *, actor: str = "operator"
+) -> Client | None:
+    """Disable or re-enable a client; ``None`` if there is no such client. Audited
+    ``client_disabled`` / ``client_enabled``."""
     async with conn.transaction():
         client = await update_client_disabled(conn, client_id, disabled)
         if client is not None:
             await notify(conn, CONFIG_CHANNEL, f"client:{client_id}")
+            event = "client_disabled" if disabled else "client_enabled"
+            await insert_audit_event(conn, event, client_id=client_id, detail={"actor": actor})
     return client

@@ -36,3 +36,5 @@ class Services:
     prompts: PromptComposer  # how a new request reaches the user's devices
     wrapper: KeyWrapper  # seals what is stored to be sent back (notification tokens)
     metrics: Metrics = field(default_factory=Metrics)
+    # Set when shutdown begins: /readyz answers 503 from then on (endpoints/health.py).
+    draining: bool = False

@@ -12,13 +12,20 @@ route matched), status class and outcome: the OAuth error code that
 :class:`ObservedStarlette` installs the middleware outside Starlette's own
 ``ServerErrorMiddleware``, so that an unexpected error's 500 answer carries
 the id too and its log line has it.
+
+With ``BACKCHANNEL_ACCESS_LOG`` on, each request also gets one line on the
+``backchannel.access`` logger: client address, method, path (never the query
+string), status and duration, with the request id. Health probes are logged
+at DEBUG, so that load balancers polling them do not fill the log.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
+from collections.abc import Collection
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,6 +35,8 @@ from backchannel.observability.logging import REQUEST_ID
 from backchannel.observability.metrics import Metrics
 
 __all__ = ["REQUEST_ID_HEADER", "ObservedStarlette", "RequestObservability", "new_request_id"]
+
+access_log = logging.getLogger("backchannel.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
@@ -68,9 +77,18 @@ def route_template(scope: Scope) -> str:
 class RequestObservability:
     """Assigns request ids and records every HTTP request in :class:`Metrics`."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        *,
+        log_requests: bool = False,
+        quiet_paths: Collection[str] = (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.log_requests = log_requests
+        self.quiet_paths = frozenset(quiet_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,21 +119,65 @@ class RequestObservability:
                 outcome = "cancelled"
             raise
         finally:
+            seconds = time.perf_counter() - started
             self.metrics.record_request(
                 route_template(scope),
                 _STATUS_CLASSES[status // 100 - 1] if 100 <= status < 600 else "none",
                 outcome or outcome_of(status, scope),
-                time.perf_counter() - started,
+                seconds,
             )
+            if self.log_requests:
+                self._log(scope, status, seconds)
             REQUEST_ID.reset(token)
+
+    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+        path: str = scope["path"]
+        level = logging.DEBUG if path in self.quiet_paths else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        client = scope.get("client")
+        address = client[0] if client else "-"
+        method: str = scope["method"]
+        answered = str(status) if status else "-"  # "-": no answer (client gone, shutdown)
+        milliseconds = round(seconds * 1000, 1)
+        access_log.log(
+            level,
+            "%s %s %s %s %.1f ms",
+            address,
+            method,
+            path,
+            answered,
+            milliseconds,
+            extra={
+                "client": address,
+                "method": method,
+                "path": path,
+                "status": status or None,
+                "duration_ms": milliseconds,
+            },
+        )
 
 
 class ObservedStarlette(Starlette):
     """Starlette with :class:`RequestObservability` outermost, around even the 500 handler."""
 
-    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        log_requests: bool = False,
+        quiet_paths: Collection[str] = (),
+        **kwargs: Any,
+    ) -> None:
         self.metrics = metrics
+        self.log_requests = log_requests
+        self.quiet_paths = quiet_paths
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestObservability(super().build_middleware_stack(), self.metrics)
+        return RequestObservability(
+            super().build_middleware_stack(),
+            self.metrics,
+            log_requests=self.log_requests,
+            quiet_paths=self.quiet_paths,
+        )

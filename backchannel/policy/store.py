@@ -167,38 +167,44 @@ class ImportSummary:
     unchanged: tuple[str, ...]
 
 
-async def add_rule(conn: asyncpg.Connection, rule: Rule) -> Rule:
+async def add_rule(conn: asyncpg.Connection, rule: Rule, *, actor: str = "operator") -> Rule:
     """Store a new rule; :class:`PolicyError` if its name is taken."""
     try:
         async with conn.transaction():
             stored = _rule(await insert_rule(conn, _row(rule)))
-            await _announce(conn, "add", {"rule": stored.to_json()})
+            await _announce(conn, "add", {"rule": stored.to_json()}, actor)
     except asyncpg.UniqueViolationError:
         raise PolicyError([Problem(("name",), f"a rule named {rule.name!r} exists")]) from None
     return stored
 
 
-async def remove_rule(conn: asyncpg.Connection, name: str) -> Rule | None:
+async def remove_rule(
+    conn: asyncpg.Connection, name: str, *, actor: str = "operator"
+) -> Rule | None:
     """Delete a rule; ``None`` if there is none by that name."""
     async with conn.transaction():
         row = await delete_rule(conn, name)
         removed = _rule(row) if row is not None else None
         if removed is not None:
-            await _announce(conn, "remove", {"rule": removed.to_json()})
+            await _announce(conn, "remove", {"rule": removed.to_json()}, actor)
     return removed
 
 
-async def set_rule_enabled(conn: asyncpg.Connection, name: str, enabled: bool) -> Rule | None:
+async def set_rule_enabled(
+    conn: asyncpg.Connection, name: str, enabled: bool, *, actor: str = "operator"
+) -> Rule | None:
     """Enable or disable a rule; ``None`` if there is none by that name."""
     async with conn.transaction():
         row = await update_rule_enabled(conn, name, enabled)
         rule = _rule(row) if row is not None else None
         if rule is not None:
-            await _announce(conn, "enable" if enabled else "disable", {"name": name})
+            await _announce(conn, "enable" if enabled else "disable", {"name": name}, actor)
     return rule
 
 
-async def replace_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> ImportSummary:
+async def replace_rules(
+    conn: asyncpg.Connection, rules: Sequence[Rule], *, actor: str = "operator"
+) -> ImportSummary:
     """Make ``rules`` the whole policy, atomically; unchanged rules keep their ids."""
     async with conn.transaction():
         # One import at a time; evaluation keeps reading the old rules until commit.
@@ -216,10 +222,15 @@ async def replace_rules(conn: asyncpg.Connection, rules: Sequence[Rule]) -> Impo
                 conn,
                 "import",
                 {"added": list(added), "changed": list(changed), "removed": list(removed)},
+                actor,
             )
     return summary
 
 
-async def _announce(conn: asyncpg.Connection, action: str, detail: dict[str, object]) -> None:
-    await insert_audit_event(conn, "policy_changed", detail={"action": action, **detail})
+async def _announce(
+    conn: asyncpg.Connection, action: str, detail: dict[str, object], actor: str
+) -> None:
+    await insert_audit_event(
+        conn, "policy_changed", detail={"actor": actor, "action": action, **detail}
+    )
     await notify(conn, CONFIG_CHANNEL, POLICY_EVENT)

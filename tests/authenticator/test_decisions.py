@@ -14,7 +14,7 @@ import pytest
 
 from backchannel.db.users import User
 from backchannel.settings import Settings
-from tests.conftest import RegisteredClient, start_app
+from tests.conftest import RegisteredClient, RunningApp, start_app
 from tests.support import factories
 from tests.support.ciba import (
     audit_events,
@@ -25,6 +25,7 @@ from tests.support.ciba import (
     start_request,
 )
 from tests.support.device import Phone, enrolled_phone, ref_of, shown
+from tests.support.waiting import eventually
 
 DECISION = "/device/decision"
 
@@ -135,15 +136,22 @@ async def test_approval_on_the_phone_gives_the_relying_party_its_tokens(
 
 
 async def test_a_held_long_poll_is_answered_by_the_phones_approval(
-    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+    running: RunningApp, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:
+    http = running.http
     phone = await enrolled_phone(http, db, alice.user_id)
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
     entry = await _pending_entry(http, phone, auth_req_id)
-    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.3)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+
+    async def holding() -> bool:
+        polled = await db.fetchval("SELECT poll_count FROM auth_requests")
+        return bool(polled == 1) and running.services.waiters.held == 1
+
+    await eventually(holding)
     assert (await phone.decide(http, entry, "approve")).status_code == 200
-    response = await asyncio.wait_for(held, 5)
+    # Long before the 25 s wait ends: the approval woke it.
+    response = await asyncio.wait_for(held, 12)
     assert response.status_code == 200, response.text
 
 

@@ -312,14 +312,15 @@ async def test_admin_enrolment_api_needs_a_known_user(
 # --- backchannel user enrol -----------------------------------------------------------------
 
 
-def run_cli(*argv: str) -> tuple[int, str]:
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of one command."""
     import contextlib
     import io
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(argv))
-    return code, out.getvalue() + err.getvalue()
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -335,17 +336,20 @@ def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 async def test_cli_user_enrol_prints_a_link_that_enrols_a_phone(
     http: httpx.AsyncClient, db: asyncpg.Connection, alice: User
 ) -> None:
-    code, output = await asyncio.to_thread(run_cli, "user", "enrol", "alice", "--json")
-    assert code == 0, output
+    code, output, errors = await asyncio.to_thread(run_cli, "user", "enrol", "alice", "--json")
+    assert code == 0, errors
     body = json.loads(output)
+    assert "a phone cannot reach" in errors  # the issuer is a loopback address
     assert body["url"] == "http://127.0.0.1:8000/authenticator/#enrol=" + body["code"]
     assert body["expires_in"] == 600
     assert (await Phone().enrol(http, body["code"])).status_code == 201
     [event] = await audit_events(db, "enrolment_code_issued")
     assert event["client_id"] is None and event["detail"] is not None
 
-    code, output = await asyncio.to_thread(run_cli, "user", "enrol", "alice", "--ttl", "120")
-    assert code == 0, output
+    code, output, errors = await asyncio.to_thread(
+        run_cli, "user", "enrol", "alice", "--ttl", "120"
+    )
+    assert code == 0, errors
     assert "http://127.0.0.1:8000/authenticator/#enrol=" in output
     assert "█" in output or "▀" in output  # the terminal QR code
     expires = await db.fetchval(
@@ -357,10 +361,10 @@ async def test_cli_user_enrol_prints_a_link_that_enrols_a_phone(
 
 @pytest.mark.usefixtures("cli_env")
 async def test_cli_user_enrol_refuses_unknown_users_and_bad_ttls(alice: User) -> None:
-    code, output = await asyncio.to_thread(run_cli, "user", "enrol", "nobody")
-    assert code == 2 and "nobody" in output
-    code, output = await asyncio.to_thread(run_cli, "user", "enrol", "alice", "--ttl", "5")
-    assert code == 2 and "--ttl" in output
+    code, _, errors = await asyncio.to_thread(run_cli, "user", "enrol", "nobody")
+    assert code == 2 and "nobody" in errors
+    code, _, errors = await asyncio.to_thread(run_cli, "user", "enrol", "alice", "--ttl", "5")
+    assert code == 2 and "--ttl" in errors
 
 
 async def test_enrolment_with_a_push_service_off_the_allow_list_is_refused_in_plain_words(

@@ -35,8 +35,8 @@ from starlette.applications import Starlette
 
 from backchannel.app import create_app
 from backchannel.authenticator.enrolment import issue_enrolment_code
+from backchannel.cli.server import bind, hypercorn_config, serve
 from backchannel.db.users import User
-from backchannel.server import bind, hypercorn_config, serve
 from backchannel.settings import Settings
 from tests.support.push_service import LocalPushService, TestSubscription, run_push_service
 

@@ -346,3 +346,51 @@ async def test_the_revoke_cli_revokes_a_user_by_subject(
     await assert_dead(http, rp, tokens)
     for argv in (("user", "nobody"), ("device", "nothing"), ("client", "nobody")):
         assert await run_cli(monkeypatch, tmp_path, database_url, "revoke", *argv) == 2
+
+
+async def test_a_redemption_racing_a_revocation_either_loses_or_has_its_tokens_revoked(
+    settings: Any, db: asyncpg.Connection, rp: RegisteredClient, alice: User, database_url: str
+) -> None:
+    """Both start together, queued behind a lock on the request's row, over many trials."""
+    from backchannel.db.pool import connect
+    from tests.conftest import start_app
+
+    revoker = await connect(database_url)
+    uncapped = settings.replace(fatigue_max_pending=0, fatigue_max_prompts=0)
+    try:
+        async for app in start_app(uncapped):
+            outcomes = set()
+            for _ in range(12):
+                auth_req_id = await start_auth_req_id(app.http, rp.basic_auth())
+                await decide(db, auth_req_id, "approved")
+                async with db.transaction():
+                    await db.execute(
+                        "SELECT 1 FROM auth_requests WHERE id_hash = $1 FOR UPDATE",
+                        hash_secret(auth_req_id),
+                    )
+                    redemption = asyncio.create_task(poll(app.http, rp.basic_auth(), auth_req_id))
+                    revocation = asyncio.create_task(
+                        revoke_user(revoker, alice.user_id, actor="test")
+                    )
+                    await eventually(lambda: _lock_waiters(db, 2), within=15)
+                answer = await redemption
+                await revocation
+                live = await db.fetchval(
+                    """SELECT count(*) FROM access_tokens a JOIN auth_requests r
+                           ON r.id = a.auth_request_id
+                        WHERE r.id_hash = $1 AND a.revoked_at IS NULL""",
+                    hash_secret(auth_req_id),
+                )
+                assert live == 0, "a redemption kept tokens the revocation should have killed"
+                outcomes.add(answer.status_code)
+            assert outcomes <= {200, 400}
+    finally:
+        await revoker.close()
+
+
+async def _lock_waiters(db: asyncpg.Connection, count: int) -> bool:
+    waiting = await db.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+    )
+    return bool(waiting >= count)

@@ -221,7 +221,7 @@ async def test_two_apps_in_one_process_keep_separate_registries(settings: Settin
     async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as http:
         for _ in range(3):
             assert (await http.get("/no-such-page")).status_code == 404
-    labels = {"route": "unmatched", "status": "4xx", "outcome": "client_error"}
+    labels = {"route": "unmatched", "status": "4xx", "outcome": "not_found"}
     name = "backchannel_http_requests_total"
     first_metrics: Metrics = first.metrics  # type: ignore[attr-defined]
     second_metrics: Metrics = second.metrics  # type: ignore[attr-defined]

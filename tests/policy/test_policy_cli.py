@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 from pathlib import Path
 
@@ -47,6 +48,9 @@ mode = "enforce"
 enabled = false
 when = { expiry_over = 120, ip_not_in = ["10.0.0.0/8", "2001:db8::/32"] }
 """
+
+# Who the audit trail says made a change from the command line.
+CLI_ACTOR = f"cli:{getpass.getuser()}"
 
 
 async def test_add_show_disable_enable_and_remove_a_rule(cli: Cli, db: asyncpg.Connection) -> None:
@@ -164,7 +168,11 @@ async def test_import_replaces_the_rule_set_and_keeps_ids_of_rules_it_keeps(
     assert await policy_ids(db) == ids
     [*_, last] = await audit_events(db, "policy_changed")
     assert last["detail"] == {
-        "action": "import", "added": [], "changed": ["office-hours"], "removed": []
+        "actor": CLI_ACTOR,
+        "action": "import",
+        "added": [],
+        "changed": ["office-hours"],
+        "removed": [],
     }  # fmt: skip
 
 
@@ -267,9 +275,9 @@ async def test_user_groups_are_added_listed_and_removed(
     assert (await cli("user", "groups", "alice", "--json")).json()["groups"] == ["staff"]
     changes = [r["detail"] for r in await audit_events(db, "user_groups_changed")]
     assert changes == [
-        {"action": "add", "group": "retail"},
-        {"action": "add", "group": "staff"},
-        {"action": "remove", "group": "retail"},
+        {"actor": CLI_ACTOR, "action": "add", "group": "retail"},
+        {"actor": CLI_ACTOR, "action": "add", "group": "staff"},
+        {"actor": CLI_ACTOR, "action": "remove", "group": "retail"},
     ]
 
 

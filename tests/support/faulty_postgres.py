@@ -18,8 +18,8 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from backchannel.cli.embedded_postgres import EmbeddedPostgres
 from backchannel.db.migrate import migrate
-from backchannel.embedded_postgres import EmbeddedPostgres
 from tests.support.postgres import with_database
 
 

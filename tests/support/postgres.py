@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from backchannel.cli.embedded_postgres import EmbeddedPostgres
 from backchannel.db.migrate import migrate
-from backchannel.embedded_postgres import EmbeddedPostgres
 
 TEMPLATE = "backchannel_test_template"
 _counter = itertools.count()

@@ -2,7 +2,9 @@
 
 Uses the server bundled by the ``pgserver`` package (it runs the server under a
 dedicated system user when started as root). The data directory persists
-between runs, so the demo's clients and users survive a restart.
+between runs, so the demo's clients and users survive a restart. ``pgserver``
+comes with the ``dev`` extra (``pip install 'backchannel[dev]'``), not with
+the production install.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+INSTALL_HINT = "pip install 'backchannel[dev]'"
+
+
+class EmbeddedPostgresUnavailable(RuntimeError):
+    """The ``pgserver`` package is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the embedded PostgreSQL needs the pgserver package, which production installs "
+            f"leave out; install it with `{INSTALL_HINT}` (or `./scripts/setup` in a checkout), "
+            "or set BACKCHANNEL_DATABASE_URL to use your own PostgreSQL"
+        )
+
 
 class EmbeddedPostgres:
     """A running private server; ``dsn`` connects to its ``postgres`` database."""
@@ -21,7 +36,10 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, cleanup: str | None = "stop") -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver
+            try:
+                import pgserver
+            except ImportError:
+                raise EmbeddedPostgresUnavailable() from None
 
             data_dir = data_dir.resolve()
             data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,15 @@
 """Run the app under hypercorn, with a shutdown that answers held long polls first.
 
-On SIGINT or SIGTERM the shutdown trigger releases every held token poll
-(``DecisionWaiters.release_all``), so clients get their answer at once
-instead of a dropped connection; then hypercorn stops accepting, lets
-in-flight requests finish within ``graceful_timeout``, and runs the
-lifespan shutdown, which closes the pool.
+On SIGINT or SIGTERM the shutdown trigger first turns ``/readyz`` unready
+(``Services.draining``), so load balancers stop routing here; waits
+``BACKCHANNEL_SHUTDOWN_DELAY`` seconds for them to notice (0 by default);
+then releases every held token poll (``DecisionWaiters.release_all``), so
+clients get their answer at once instead of a dropped connection; then
+hypercorn stops accepting, lets in-flight requests finish within
+``graceful_timeout``, and runs the lifespan shutdown, which closes the pool.
+
+The event loop is uvloop where it is installed (``BACKCHANNEL_EVENT_LOOP``,
+``auto`` by default), else asyncio's own: bench/README.md has the figures.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import signal
 import socket
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +28,44 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
+from backchannel.oauth.services import Services
 from backchannel.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+
+
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def event_loop_factory(choice: str) -> tuple[str, LoopFactory | None]:
+    """The event loop to serve on: its name, and its factory (None: asyncio's default).
+
+    ``auto`` takes uvloop when it can be imported (it is a dependency wherever it
+    builds) and falls back to asyncio's loop; ``uvloop`` insists on it.
+    """
+    if choice not in EVENT_LOOPS:
+        raise ValueError(f"unknown event loop {choice!r}; one of {', '.join(EVENT_LOOPS)}")
+    if choice == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ValueError("BACKCHANNEL_EVENT_LOOP=uvloop, but uvloop is not installed") from None
+        return "asyncio", None
+    factory: LoopFactory = uvloop.new_event_loop
+    return "uvloop", factory
+
+
+def run_on_event_loop(choice: str, main: Coroutine[object, object, None]) -> None:
+    """``asyncio.run(main)`` on the chosen event loop."""
+    name, factory = event_loop_factory(choice)
+    log.debug("event loop: %s", name)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 @dataclass(frozen=True)
@@ -118,10 +156,16 @@ async def serve(app: Starlette, config: Config, *, stop: asyncio.Event | None = 
 
     async def shutdown_trigger() -> None:
         await stop.wait()
+        services: Services | None = getattr(app.state, "services", None)
+        if services is None:
+            return
+        services.draining = True
+        delay = services.settings.shutdown_delay
+        if delay:
+            log.info("shutting down: unready now, answering held polls in %g s", delay)
+            await asyncio.sleep(delay)
         log.info("shutting down: answering held polls, finishing in-flight requests")
-        services = getattr(app.state, "services", None)
-        if services is not None:
-            services.waiters.release_all()
+        services.waiters.release_all()
 
     with _stop_on_signals(stop):
         await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]

@@ -79,7 +79,7 @@ async def ensure_demo(conn: asyncpg.Connection, settings: Settings) -> Demo:
         if secret != kept:
             _write_secret(secret_file, secret)
         reg = validate_registration(demo_registration(), settings)
-        await store_client(conn, reg, secret)
+        await store_client(conn, reg, secret, actor="dev")
         created.append("client")
     else:
         secret = kept if kept and secret_matches(kept, client.secret_hash) else None
@@ -91,6 +91,7 @@ async def ensure_demo(conn: asyncpg.Connection, settings: Settings) -> Demo:
             subject=DEMO_SUBJECT,
             display_name=DEMO_USER_NAME,
             hints=[LoginHint("email", DEMO_EMAIL), LoginHint("username", DEMO_USERNAME)],
+            actor="dev",
         )
         created.append("user")
         user = await select_user_by_subject(conn, DEMO_SUBJECT)
