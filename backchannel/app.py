@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from backchannel.audit.sealer import AuditSealer
 from backchannel.authenticator.prompts import compose_prompt
@@ -30,10 +32,12 @@ from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
 from backchannel.endpoints.health import HEALTH_PATHS
 from backchannel.endpoints.routes import routes
+from backchannel.endpoints.unread_body import DrainUnreadBody
 from backchannel.errors import (
     DATABASE_UNAVAILABLE,
     UNSTORABLE_INPUT,
     OAuthError,
+    render_client_gone,
     render_http_error,
     render_oauth_error,
     render_unavailable,
@@ -161,9 +165,12 @@ def create_app(settings: Settings) -> Starlette:
         log_requests=settings.access_log,
         quiet_paths=HEALTH_PATHS,
         routes=routes(),
+        # Around the routes, inside the error renderers: every answer drains the body first.
+        middleware=[Middleware(DrainUnreadBody)],
         lifespan=lifespan,
         exception_handlers={
             OAuthError: render_oauth_error,
+            ClientDisconnect: render_client_gone,
             HTTPException: render_http_error,
             **dict.fromkeys(DATABASE_UNAVAILABLE, render_unavailable),
             **dict.fromkeys(UNSTORABLE_INPUT, render_unstorable_input),

@@ -8,14 +8,16 @@ was checked (``pinned_post``) and redirects are not followed. Answers:
 - 2xx: delivered (any body is ignored);
 - 408, 425, 429 and 5xx, timeouts and connection errors: try again later,
   honouring ``Retry-After``;
-- a redirect, any other 4xx (401 and 403 included), or an endpoint the SSRF
-  guard refuses: failed for good, never retried.
+- a redirect, any other 4xx (401 and 403 included), an endpoint the SSRF
+  guard refuses, or a notification token that cannot travel in a header:
+  failed for good, never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +28,8 @@ from backchannel.delivery.retry import parse_retry_after
 from backchannel.url_guard import UnsafeURL, check_outbound_url
 
 Outcome = Literal["sent", "retry", "failed"]
+# RFC 6750 §2.1 b64token: what /bc-authorize accepts as client_notification_token.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ async def post_notification(
         check_outbound_url(endpoint, allow_insecure=allow_insecure)
     except UnsafeURL as exc:
         return NotificationResult("failed", error=f"endpoint refused: {exc}")
+    if not _B64TOKEN.fullmatch(bearer):
+        # Stored before /bc-authorize refused it: a line break would not even fit in a header.
+        return NotificationResult("failed", error="the client_notification_token is malformed")
     headers = {
         "Authorization": f"Bearer {bearer}",
         "Content-Type": "application/json",

@@ -38,7 +38,9 @@ def requested_wait(prefer: str | None, limit: int) -> int:
         if name.strip().lower() == "wait":
             value = value.strip().strip('"')
             if value.isascii() and value.isdigit():
-                return min(int(value[:6]), limit)
+                # Leading zeros do not count; more than six digits is more than any limit.
+                digits = value.lstrip("0") or "0"
+                return min(int(digits) if len(digits) <= 6 else limit, limit)
     return 0
 
 

@@ -35,8 +35,9 @@ REQUEST_PARAMS = frozenset(
 )
 
 # RFC 6750 §2.1 b64token, for client_notification_token.
-_BEARER_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+# Matched with fullmatch: "$" would also match before a final line break.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 MAX_HINT_LENGTH = 8192
 MAX_NOTIFICATION_TOKEN_LENGTH = 1024
 SUPPORTED_DELIVERY_MODES = frozenset({"poll", "ping", "push"})
@@ -110,7 +111,7 @@ def _scope(value: object, client: Client) -> tuple[str, ...]:
     for item in value.split(" "):
         if not item:
             continue
-        if not _SCOPE_TOKEN.match(item):
+        if not _SCOPE_TOKEN.fullmatch(item):
             raise InvalidScope("scope contains characters RFC 6749 does not allow")
         if item not in scopes:
             scopes.append(item)
@@ -175,7 +176,7 @@ def _notification_token(params: Mapping[str, Any], client: Client) -> str | None
         return None
     if value is None:
         raise InvalidRequest("client_notification_token is required for ping and push clients")
-    if not isinstance(value, str) or not _BEARER_TOKEN.match(value):
+    if not isinstance(value, str) or not _BEARER_TOKEN.fullmatch(value):
         raise InvalidRequest("client_notification_token must have bearer token syntax")
     if len(value) > MAX_NOTIFICATION_TOKEN_LENGTH:
         raise InvalidRequest("client_notification_token is longer than 1024 characters")

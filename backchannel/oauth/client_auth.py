@@ -14,7 +14,6 @@ that profile allows.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -132,7 +131,7 @@ def parse_basic_credentials(authorization: str) -> tuple[str, str]:
     _scheme, _, encoded = authorization.strip().partition(" ")
     try:
         raw = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or non-ASCII header text
         raise InvalidClient("malformed Basic credentials") from None
     user, sep, password = raw.partition(":")
     if not sep:

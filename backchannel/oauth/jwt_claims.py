@@ -142,9 +142,15 @@ def number_claim(claims: Mapping[str, Any], name: str, *, required: bool) -> flo
         if required:
             raise JWTRejected(f"the {name} claim is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise JWTRejected(f"the {name} claim must be a number")
-    return float(value)
+    try:
+        number = float(value)  # an int beyond a float's range overflows
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise JWTRejected(f"the {name} claim must be a number")
+    return number
 
 
 def string_claim(claims: Mapping[str, Any], name: str, *, max_length: int = 1024) -> str:

@@ -57,6 +57,16 @@ async def test_a_basic_client_id_with_nul_or_a_lone_surrogate_is_invalid_client(
     assert_error(response, 401, "invalid_client")
 
 
+@pytest.mark.parametrize(("path", "form"), CLIENT_AUTH_ENDPOINTS)
+@pytest.mark.parametrize("credentials", [b"\xe9", b"Zm9v\xff", b"\xc3\xa9OmI="])
+async def test_a_basic_header_with_non_ascii_text_is_invalid_client(
+    path: str, form: dict[str, str], credentials: bytes, http: httpx.AsyncClient
+) -> None:
+    response = await http.post(path, data=form, headers={"Authorization": b"Basic " + credentials})
+    assert_error(response, 401, "invalid_client")
+    assert response.headers["www-authenticate"].startswith("Basic")
+
+
 @pytest.mark.parametrize("sub", ["\x00", "a\ud800b"])
 async def test_a_client_assertion_whose_sub_holds_nul_or_a_surrogate_is_invalid_client(
     sub: str, http: httpx.AsyncClient, make_client: Any

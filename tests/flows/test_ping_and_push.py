@@ -183,7 +183,7 @@ async def test_a_ping_client_may_still_poll_with_the_same_pacing(
     assert (await poll(app.http, pinger.basic_auth(), auth_req_id)).json()["error"] == "slow_down"
 
 
-@pytest.mark.parametrize("token", [None, "", "bad token", "x" * 1025])
+@pytest.mark.parametrize("token", [None, "", "bad token", "x" * 1025, "abc\n", "abc\r\n"])
 async def test_a_ping_request_needs_a_bearer_shaped_notification_token(
     token: str | None,
     app: RunningApp,
