@@ -13,7 +13,9 @@ request and decide whether approving it needs user verification.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from backchannel.db.audit import insert_audit_event
@@ -26,6 +28,7 @@ from backchannel.oauth.authentication_request import AuthenticationRequest
 from backchannel.oauth.services import Services
 from backchannel.policy.evaluate import PolicyDecision, RequestFacts, evaluate, parse_caller_ip
 from backchannel.policy.fatigue import FatigueLimits, fatigue_refusal
+from backchannel.policy.rules import parse_amount
 from backchannel.settings import Settings
 
 POLICY_DENIED = "the request is not allowed by this server's policy"
@@ -65,6 +68,7 @@ async def admit_request(
         expires_in=request.expires_in,
         caller_ip=parse_caller_ip(caller_ip),
         now=services.policy.clock(),
+        amounts=instructed_amounts(request.authorization_details),
     )
     decision = evaluate(rules.rules, facts)
     services.metrics.record_policy_decision(
@@ -86,6 +90,21 @@ async def admit_request(
     if decision.would_require_uv:
         added["would_require_uv"] = [r.name for r in decision.would_require_uv]
     return Admission({"policy": added} if added else {}, decision.user_verification)
+
+
+def instructed_amounts(
+    details: Sequence[Mapping[str, Any]] | None,
+) -> tuple[tuple[str, Decimal], ...]:
+    """The ``instructedAmount`` of each authorization details entry that has one (the
+    built-in ``payment_initiation`` type, and registered types that reuse the member)."""
+    amounts = []
+    for entry in details or ():
+        instructed = entry.get("instructedAmount")
+        if isinstance(instructed, Mapping):
+            amount = parse_amount(instructed.get("currency"), instructed.get("amount"))
+            if amount is not None:
+                amounts.append(amount)
+    return tuple(amounts)
 
 
 _caps: tuple[Settings, FatigueLimits, PromptCaps] | None = None
@@ -137,6 +156,8 @@ def _decision_detail(decision: PolicyDecision, facts: RequestFacts) -> dict[str,
         "caller_ip": str(facts.caller_ip) if facts.caller_ip is not None else None,
         "at": facts.now.isoformat(),
     }
+    if facts.amounts:
+        request["amounts"] = [{"currency": c, "value": str(v)} for c, v in facts.amounts]
     if not decision.allowed:
         detail: dict[str, Any] = {
             "outcome": "deny",

@@ -21,9 +21,10 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
-from backchannel.policy.rules import REQUIRE_UV, Conditions, Network, Rule
+from backchannel.policy.rules import REQUIRE_UV, AmountOver, Conditions, Network, Rule
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Reason = Literal["no_rule", "allowed_by_rule", "denied_by_rule", "not_allow_listed"]
@@ -41,6 +42,8 @@ class RequestFacts:
     expires_in: int
     caller_ip: IPAddress | None
     now: datetime
+    # The (currency, amount) pairs the request's authorization details carry.
+    amounts: tuple[tuple[str, Decimal], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,12 @@ def holds(c: Conditions, facts: RequestFacts) -> bool:
         and (c.ip_not_in is None or not _in_networks(facts.caller_ip, c.ip_not_in))
         and (c.during is None or c.during.contains(facts.now))
         and (c.outside is None or not c.outside.contains(facts.now))
+        and (c.amount_over is None or _over(facts.amounts, c.amount_over))
     )
+
+
+def _over(amounts: tuple[tuple[str, Decimal], ...], limit: AmountOver) -> bool:
+    return any(currency == limit.currency and value > limit.value for currency, value in amounts)
 
 
 def _member(value: str, some: frozenset[str] | None, none: frozenset[str] | None) -> bool:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, time
+from decimal import Decimal
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,6 +41,8 @@ RULE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+CURRENCY = re.compile(r"[A-Z]{3}")
+DECIMAL_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,14})(\.[0-9]{1,5})?")
 MAX_LIST = 1000
 MAX_DESCRIPTION = 500
 MAX_EXPIRY = 86400
@@ -104,6 +107,18 @@ class TimeWindow:
 
 
 @dataclass(frozen=True)
+class AmountOver:
+    """Holds for a request carrying an amount above ``value`` in ``currency`` (a payment's
+    ``instructedAmount``); amounts in other currencies never match."""
+
+    currency: str
+    value: Decimal
+
+    def to_json(self) -> dict[str, Any]:
+        return {"currency": self.currency, "value": str(self.value)}
+
+
+@dataclass(frozen=True)
 class Conditions:
     """Facts a request must show; ``None`` means "not constrained"."""
 
@@ -122,6 +137,7 @@ class Conditions:
     ip_not_in: tuple[Network, ...] | None = None  # in none of them (or unknown)
     during: TimeWindow | None = None
     outside: TimeWindow | None = None
+    amount_over: AmountOver | None = None
 
     @property
     def uses_groups(self) -> bool:
@@ -137,7 +153,7 @@ class Conditions:
                 data[f.name] = sorted(value)
             elif isinstance(value, tuple):
                 data[f.name] = [str(n) for n in value]
-            elif isinstance(value, TimeWindow):
+            elif isinstance(value, TimeWindow | AmountOver):
                 data[f.name] = value.to_json()
             else:
                 data[f.name] = value
@@ -145,6 +161,16 @@ class Conditions:
 
 
 CONDITION_KEYS = tuple(f.name for f in fields(Conditions))
+
+
+def parse_amount(currency: object, value: object) -> tuple[str, Decimal] | None:
+    """An ISO 4217 currency code and a decimal string (``"80.00"``), or None if either
+    is malformed: amounts are compared as decimals, never as binary floats."""
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
+        return None
+    if not isinstance(value, str) or not DECIMAL_AMOUNT.fullmatch(value):
+        return None
+    return currency, Decimal(value)
 
 
 @dataclass(frozen=True)
@@ -275,6 +301,8 @@ def _conditions(data: object, path: Path, problems: list[Problem]) -> Conditions
             values[key] = _seconds(raw, where, problems)
         elif key in ("ip_in", "ip_not_in"):
             values[key] = _networks(raw, where, problems)
+        elif key == "amount_over":
+            values[key] = _amount_over(raw, where, problems)
         else:
             values[key] = _time_window(raw, where, problems)
     return Conditions(**{k: v for k, v in values.items() if v is not None})
@@ -352,6 +380,26 @@ def _networks(value: object, path: Path, problems: list[Problem]) -> tuple[Netwo
             problems.append(Problem((*path, index), f"{item!r} is not a network: {exc}{hint}"))
             return None
     return tuple(networks)
+
+
+def _amount_over(value: object, path: Path, problems: list[Problem]) -> AmountOver | None:
+    if not isinstance(value, Mapping):
+        problems.append(Problem(path, 'expected {currency = "EUR", value = "30.00"}'))
+        return None
+    before = len(problems)
+    _unknown_keys(value, ("currency", "value"), path, problems)
+    amount = parse_amount(value.get("currency"), value.get("value"))
+    if amount is None:
+        problems.append(
+            Problem(
+                path,
+                "required: currency, three capital letters, and value, a decimal "
+                f'string such as "30.00"; got {dict(value)!r}',
+            )
+        )
+    if len(problems) > before or amount is None:
+        return None
+    return AmountOver(*amount)
 
 
 def _time_window(value: object, path: Path, problems: list[Problem]) -> TimeWindow | None:

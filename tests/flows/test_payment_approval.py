@@ -15,9 +15,12 @@ import pytest
 
 from backchannel.authenticator.messages import PUSH_PAYLOAD_BUDGET
 from backchannel.db.users import User
+from backchannel.policy.rules import parse_rule
+from backchannel.policy.store import add_rule
 from tests.conftest import ISSUER, RegisteredClient, RunningApp
 from tests.support.ciba import audit_events, poll, start_request
 from tests.support.device import Phone, enrolled_phone, ref_of
+from tests.support.user_verification import rules_in_force
 
 PAYMENT: dict[str, Any] = {
     "type": "payment_initiation",
@@ -244,3 +247,29 @@ async def test_discovery_lists_the_built_in_and_the_operators_types(
     metadata = (await running.http.get("/.well-known/openid-configuration")).json()
     assert metadata["issuer"] == ISSUER
     assert metadata["authorization_details_types_supported"] == ["payment_initiation", "loyalty"]
+
+
+async def test_a_payment_over_the_policy_amount_needs_the_users_fingerprint_face_or_pin(
+    running: RunningApp, db: asyncpg.Connection, bank: RegisteredClient, alice: User
+) -> None:
+    await add_rule(
+        db,
+        parse_rule(
+            {
+                "name": "payments-over-50-eur",
+                "effect": "require-uv",
+                "mode": "enforce",
+                "when": {"amount_over": {"currency": "EUR", "value": "50.00"}},
+            }
+        ),
+    )
+    await rules_in_force(running, "payments-over-50-eur")
+    small = {**PAYMENT, "instructedAmount": {"currency": "EUR", "amount": "50.00"}}
+    foreign = {**PAYMENT, "instructedAmount": {"currency": "GBP", "amount": "900.00"}}
+    for details in ([PAYMENT], [small], [foreign]):
+        started = await start_payment(running.http, bank, details)
+        assert started.status_code == 200, started.text
+    rows = await db.fetch("SELECT user_verification FROM auth_requests ORDER BY id")
+    assert [r["user_verification"] for r in rows] == ["required", None, None]
+    [issued, *_] = await audit_events(db, "auth_request_issued")
+    assert issued["detail"]["policy"]["require_uv"] == ["payments-over-50-eur"]

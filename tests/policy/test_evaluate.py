@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -185,3 +186,21 @@ def test_require_uv_rules_neither_allow_nor_deny_and_enforced_ones_outrank_repor
     assert evaluate([uv_desk], facts(client_id="desk")).enforced.reason == "no_rule"
     disabled = dataclasses.replace(uv_everything, enabled=False)
     assert evaluate([disabled], FACTS).user_verification is None
+
+
+@pytest.mark.parametrize(
+    ("amounts", "holds_"),
+    [
+        ((), False),
+        ((("EUR", Decimal("30.00")),), False),
+        ((("EUR", Decimal("30.01")),), True),
+        ((("USD", Decimal("5000")),), False),
+        ((("USD", Decimal("5000")), ("EUR", Decimal("31"))), True),
+    ],
+    ids=["no amount", "exactly the limit", "a cent over", "another currency", "any entry over"],
+)
+def test_amount_over_holds_for_an_amount_above_the_limit_in_its_currency(
+    amounts: tuple[tuple[str, Decimal], ...], holds_: bool
+) -> None:
+    over = parse_conditions({"amount_over": {"currency": "EUR", "value": "30.00"}})
+    assert holds(over, facts(amounts=amounts)) is holds_

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from backchannel.policy.rules import (
+    AmountOver,
     Conditions,
     PolicyError,
     Rule,
@@ -156,3 +158,44 @@ def test_a_set_must_be_a_list_of_tables() -> None:
     assert problems_of(["a"], many=True) == [
         "rules[0]: expected a table (object) describing a rule"
     ]
+
+
+def test_an_amount_condition_reads_a_currency_and_a_decimal_string() -> None:
+    rule = parse_rule(
+        {
+            "name": "big-payments",
+            "effect": "require-uv",
+            "when": {"amount_over": {"currency": "EUR", "value": "30.00"}},
+        }
+    )
+    assert rule.when.amount_over == AmountOver("EUR", Decimal("30.00"))
+    assert rule.to_json()["when"] == {"amount_over": {"currency": "EUR", "value": "30.00"}}
+    assert parse_rule(rule.to_json()) == rule
+
+
+@pytest.mark.parametrize(
+    "amount_over",
+    [
+        {"currency": "eur", "value": "30"},
+        {"currency": "EUR", "value": 30},
+        {"currency": "EUR", "value": "30.0000001"},
+        {"currency": "EUR", "value": "1e3"},
+        {"value": "30"},
+        "30 EUR",
+    ],
+)
+def test_an_amount_condition_refuses_numbers_and_malformed_currencies(amount_over: Any) -> None:
+    rule = {"name": "x", "effect": "require-uv", "when": {"amount_over": amount_over}}
+    [problem] = problems_of(rule)
+    assert problem.startswith("when.amount_over: ")
+
+
+def test_an_amount_condition_names_an_unknown_member() -> None:
+    problems = problems_of(
+        {
+            "name": "x",
+            "effect": "require-uv",
+            "when": {"amount_over": {"currency": "EUR", "value": "30", "curency": "EUR"}},
+        }
+    )
+    assert problems == ["when.amount_over.curency: unknown key (did you mean 'currency'?)"]
