@@ -78,7 +78,11 @@ def create_app(settings: Settings) -> Starlette:
         # Every resource is released in reverse order, also when a later one fails to start.
         async with contextlib.AsyncExitStack() as stack:
             pool = await create_pool(
-                dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+                dsn,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                acquire_timeout=settings.db_acquire_timeout,
+                command_timeout=settings.db_statement_timeout,
             )
             stack.push_async_callback(pool.close)
             async with pool.acquire() as conn:

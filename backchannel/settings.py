@@ -48,6 +48,10 @@ class Settings:
     data_dir: Path = Path(".backchannel")
     db_pool_min: int = field(default=2, metadata=_bounded(1, 1000))
     db_pool_max: int = field(default=10, metadata=_bounded(1, 1000))
+    # Seconds a request waits for a pooled connection, and for one statement's answer,
+    # before it is answered 503 (a frozen or overloaded database).
+    db_acquire_timeout: float = field(default=5.0, metadata=_bounded(1, 300))
+    db_statement_timeout: float = field(default=10.0, metadata=_bounded(1, 300))
     # Seconds between /readyz turning unready at shutdown and held polls being answered.
     shutdown_delay: int = field(default=0, metadata=_bounded(0, 60))
     # serve and dev: "auto" (uvloop when installed, else asyncio), "uvloop" or "asyncio".

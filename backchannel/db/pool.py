@@ -11,7 +11,8 @@
   is a no-op instead of asyncpg's reset query, which would double the round
   trips of a token poll. asyncpg still rolls back a transaction left open and
   waits out a statement cut short by cancellation before reuse;
-- a checkout waits at most ``acquire_timeout`` seconds (``TimeoutError``);
+- a checkout waits at most ``acquire_timeout`` seconds (``TimeoutError``), opening a
+  connection included, and a statement at most ``command_timeout`` seconds;
 - a connection used after its ``async with`` block raises ``InterfaceError``
   (asyncpg hands out a proxy that is cut off on release);
 - a connection idle for ``max_inactive`` seconds is closed, and every
@@ -83,6 +84,7 @@ class ConnectionPool:
         max_age: float = MAX_AGE,
         max_inactive: float = MAX_INACTIVE,
         acquire_timeout: float = ACQUIRE_TIMEOUT,
+        command_timeout: float = COMMAND_TIMEOUT,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
@@ -94,7 +96,7 @@ class ConnectionPool:
             init=_init_connection,
             reset=_keep_session,
             server_settings=SERVER_SETTINGS,
-            command_timeout=COMMAND_TIMEOUT,
+            command_timeout=command_timeout,
         )
         self._max_age = max_age
         self._acquire_timeout = acquire_timeout

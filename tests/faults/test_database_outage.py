@@ -157,3 +157,71 @@ async def _redeemed(http: httpx.AsyncClient, auth: dict[str, str], auth_req_id: 
         "/token", data={"grant_type": CIBA_GRANT, "auth_req_id": auth_req_id}, headers=auth
     )
     return response.status_code == 200
+
+
+FROZEN_TIMEOUT = 1.0  # seconds: the checkout wait and the statement timeout
+
+
+@pytest.fixture
+async def impatient_app(outage_settings: Settings) -> AsyncIterator[RunningApp]:
+    settings = outage_settings.replace(
+        db_acquire_timeout=FROZEN_TIMEOUT, db_statement_timeout=FROZEN_TIMEOUT
+    )
+    async for app in start_app(settings):
+        yield app
+
+
+async def test_a_frozen_database_answers_503_within_the_timeouts_and_loses_nothing(
+    faulty_postgres: FaultyPostgres,
+    impatient_app: RunningApp,
+    outage_settings: Settings,
+    outage_rp: RegisteredClient,
+    outage_db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    http, auth = impatient_app.http, outage_rp.basic_auth()
+    before = await start_auth_req_id(http, auth)
+    await decide(outage_db, before, "approved")
+    await outage_db.close()  # the test's own connection would hang in the freeze too
+
+    faulty_postgres.freeze()
+    try:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # A statement in flight (the poll) and checkouts beyond the pool: all
+            # answered, none held until the database answers again.
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    poll(http, auth, before),
+                    *(start_request(http, auth) for _ in range(outage_settings.db_pool_max + 2)),
+                ),
+                30,
+            )
+            took = loop.time() - started
+        for answer in answers:
+            assert_temporarily_unavailable(answer)
+        # Each waited for a checkout and at most one statement, not for the database
+        # (2 s here; the defaults, 5 s and 10 s, would take 15 s).
+        assert took < 2 * FROZEN_TIMEOUT + 3, took
+        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    finally:
+        faulty_postgres.thaw()
+
+    # Recovery unaided: the approved request is redeemed once, its tokens issued.
+    async def redeemed() -> bool:
+        response = await poll(http, auth, before)
+        assert response.status_code in (200, 503), response.text
+        return response.status_code == 200
+
+    await eventually(redeemed, within=20)
+    assert outage_settings.database_url is not None
+    conn = await connect(outage_settings.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM access_tokens") == 1
+        await seal_pending(conn)
+        report = await verify_chain(conn)
+        assert report.intact, report.problems
+    finally:
+        await conn.close()
