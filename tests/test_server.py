@@ -112,6 +112,12 @@ class Server:
                 stream.close()
 
 
+def assert_quiet_shutdown(log: str) -> None:
+    """A clean stop logs no traceback, no cancelled callback and nothing at ERROR."""
+    for sign in ("Traceback", "CancelledError", "Exception in callback", " ERROR "):
+        assert sign not in log, log
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Any]:
     started: list[Server] = []
@@ -142,6 +148,7 @@ async def test_serve_answers_discovery_and_stops_cleanly_on_sigterm(
     assert code == 0, server.stderr()
     assert seconds < 5
     assert "event loop: uvloop" in server.stderr()  # BACKCHANNEL_EVENT_LOOP=auto
+    assert_quiet_shutdown(server.stderr())
 
 
 def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
@@ -186,6 +193,7 @@ async def test_sigterm_answers_a_held_long_poll_at_once(
     assert seconds < 5
     assert response.status_code in (400, 503)
     assert response.json()["error"] in ("authorization_pending", "temporarily_unavailable")
+    assert_quiet_shutdown(server.stderr())
 
 
 async def test_serve_migrate_applies_migrations_before_serving(
