@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from backchannel.authenticator.webauthn_registration import b64url
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.central_revocation import RevocationSummary
 from backchannel.db.devices import (
@@ -33,6 +34,7 @@ from backchannel.db.devices import (
 )
 from backchannel.db.pool import Queryable
 from backchannel.db.push_outbox import DISMISS_GRACE_SECONDS
+from backchannel.db.webauthn import WebAuthnCredential, delete_credential
 from backchannel.delivery.webpush import check_push_endpoint
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.central_revocation import revoke_device_grants
@@ -157,3 +159,26 @@ async def revoke_device(
             return None
         # Already removed: revoke its grants anyway (idempotent; counts what was left).
         return await revoke_device_grants(conn, device, actor=actor)
+
+
+async def remove_credential(
+    conn: asyncpg.Connection, credential_id: bytes, *, actor: str
+) -> WebAuthnCredential | None:
+    """Remove one WebAuthn key from its device (lost, or registered by mistake), audited.
+
+    The device stays enrolled; requests that need the fingerprint, face or PIN check
+    can no longer be approved on it until another key is registered. Receipts already
+    issued keep the public key they were checked with, so they stay verifiable.
+    """
+    async with conn.transaction():
+        credential = await delete_credential(conn, credential_id)
+        if credential is None:
+            return None
+        await insert_audit_event(
+            conn,
+            "webauthn_credential_removed",
+            user_id=credential.user_id,
+            device_id=credential.device_id,
+            detail={"credential_id": b64url(credential.credential_id), "by": actor},
+        )
+    return credential

@@ -1,4 +1,5 @@
-"""``backchannel user enrol`` and ``backchannel device list|remove``: users' authenticator phones.
+"""``backchannel user enrol`` and ``backchannel device list|remove|keys|remove-key``: users'
+authenticator phones and the WebAuthn keys on them.
 
 ``user enrol`` issues a one-time enrolment code and shows it as a link and a
 terminal QR code; the user opens it on the phone that becomes their device.
@@ -7,6 +8,8 @@ terminal QR code; the user opens it on the phone that becomes their device.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import ipaddress
 from datetime import datetime
 from typing import Any
@@ -14,12 +17,14 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from backchannel.authenticator.device_management import remove_device
+from backchannel.authenticator.device_management import remove_credential, remove_device
 from backchannel.authenticator.enrolment import ISSUED_BY_CLI, issue_enrolment_code
+from backchannel.authenticator.webauthn_registration import b64url
 from backchannel.cli.database import database_command
 from backchannel.cli.output import CommandError, Context, UsageError, table
 from backchannel.db.devices import Device, select_active_devices
 from backchannel.db.users import select_user_by_subject
+from backchannel.db.webauthn import WebAuthnCredential, select_user_credentials
 
 # The bounds of the enrolment_code_ttl setting.
 MIN_TTL, MAX_TTL = 60, 86400
@@ -41,6 +46,20 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     remove.add_argument("device_id", metavar="DEVICE_ID")
     remove.set_defaults(run=database_command(remove_one_device))
+
+    keys = sub.add_parser(
+        "keys", parents=[common], help="list the WebAuthn keys (fingerprint, face or PIN)"
+    )
+    keys.add_argument("--user", metavar="SUBJECT", help="only this user's keys")
+    keys.set_defaults(run=database_command(list_keys))
+
+    remove_key = sub.add_parser(
+        "remove-key",
+        parents=[common],
+        help="remove a WebAuthn key from its device (the device stays enrolled)",
+    )
+    remove_key.add_argument("credential_id", metavar="CREDENTIAL_ID")
+    remove_key.set_defaults(run=database_command(remove_one_key))
 
 
 def add_enrol_parser(user_commands: Any, common: argparse.ArgumentParser) -> None:
@@ -139,6 +158,63 @@ async def remove_one_device(ctx: Context, conn: asyncpg.Connection) -> None:
         {"device_id": device.device_id, "removed": True},
         f"removed device {device.device_id} ({device.name})",
     )
+
+
+async def list_keys(ctx: Context, conn: asyncpg.Connection) -> None:
+    user_id = None
+    if ctx.args.user is not None:
+        user = await select_user_by_subject(conn, ctx.args.user)
+        if user is None:
+            raise CommandError(f"no user {ctx.args.user!r}", exit_code=2)
+        user_id = user.user_id
+    credentials = await select_user_credentials(conn, user_id)
+    found = [key_json(c) for c in credentials]
+    rows = [
+        [
+            k["credential_id"],
+            k["device_id"],
+            k["aaguid"],
+            "yes" if k["attested"] else "no",
+            _when(c.created_at),
+            _when(c.last_used_at),
+        ]
+        for k, c in zip(found, credentials, strict=True)
+    ]
+    ctx.out.result(
+        {"keys": found},
+        lambda: table(
+            ["CREDENTIAL_ID", "DEVICE_ID", "AAGUID", "ATTESTED", "REGISTERED", "LAST USED"], rows
+        ),
+    )
+
+
+async def remove_one_key(ctx: Context, conn: asyncpg.Connection) -> None:
+    text = ctx.args.credential_id
+    try:
+        credential_id = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise UsageError("CREDENTIAL_ID is the base64url id `device keys` lists") from None
+    removed = await remove_credential(conn, credential_id, actor=ctx.actor)
+    if removed is None:
+        raise CommandError(f"no WebAuthn key {text!r}")
+    ctx.out.result(
+        {"credential_id": text, "device_id": removed.device_id, "removed": True},
+        f"removed WebAuthn key {text} from device {removed.device_id}",
+    )
+
+
+def key_json(credential: WebAuthnCredential) -> dict[str, Any]:
+    return {
+        "credential_id": b64url(credential.credential_id),
+        "device_id": credential.device_id,
+        "aaguid": str(credential.aaguid),
+        "attestation_format": credential.attestation_format,
+        "attested": credential.attested,
+        "backed_up": credential.backed_up,
+        "transports": list(credential.transports),
+        "created_at": credential.created_at.isoformat(),
+        "last_used_at": credential.last_used_at.isoformat() if credential.last_used_at else None,
+    }
 
 
 def device_json(device: Device, subject: str) -> dict[str, Any]:

@@ -155,6 +155,29 @@ async def select_device_credentials(conn: Queryable, device_id: str) -> list[Web
     return [_credential(r) for r in rows]
 
 
+async def select_user_credentials(
+    conn: Queryable, user_id: int | None = None
+) -> list[WebAuthnCredential]:
+    """Credentials on active devices (of one user, or of everyone), by device and age."""
+    rows = await conn.fetch(
+        f"""SELECT {", ".join("c." + c.strip() for c in _COLUMNS.split(","))}
+              FROM webauthn_credentials c JOIN devices d USING (device_id)
+             WHERE d.removed_at IS NULL AND ($1::bigint IS NULL OR c.user_id = $1)
+             ORDER BY c.user_id, c.device_id, c.created_at, c.credential_id""",
+        user_id,
+    )
+    return [_credential(r) for r in rows]
+
+
+async def delete_credential(conn: Queryable, credential_id: bytes) -> WebAuthnCredential | None:
+    """Remove one credential; None if there was none. Its device stays enrolled."""
+    row = await conn.fetchrow(
+        f"DELETE FROM webauthn_credentials WHERE credential_id = $1 RETURNING {_COLUMNS}",
+        credential_id,
+    )
+    return _credential(row) if row else None
+
+
 async def select_credential_counts(conn: Queryable, device_ids: Sequence[str]) -> dict[str, int]:
     """How many credentials each of these devices holds (devices with none are left out)."""
     rows = await conn.fetch(

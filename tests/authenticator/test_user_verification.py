@@ -24,6 +24,7 @@ from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, RunningApp
 from tests.support import factories
 from tests.support.ciba import audit_events, decide, poll, start_auth_req_id, start_request
+from tests.support.cli import Cli
 from tests.support.user_verification import require_uv, rules_in_force, uv_phone, uv_settings
 
 ACR_DEVICE = "urn:backchannel:acr:device"
@@ -359,3 +360,34 @@ async def test_discovery_lists_the_acr_values(http: httpx.AsyncClient) -> None:
     metadata = (await http.get("/.well-known/openid-configuration")).json()
     assert metadata["acr_values_supported"] == [ACR_DEVICE, ACR_SCA]
     assert {"acr", "amr"} <= set(metadata["claims_supported"])
+
+
+async def test_an_operator_lists_and_removes_a_lost_webauthn_key_and_approvals_need_a_new_one(
+    running: RunningApp, db: asyncpg.Connection, rp: RegisteredClient, alice: User, cli: Cli
+) -> None:
+    http = running.http
+    await require_uv(running, db)
+    phone = await uv_phone(http, db, alice.user_id)
+    await factories.create_user(db, subject="bob", email="bob@example.com")
+
+    listed = await cli("device", "keys", "--user", "alice", "--json")
+    assert listed.code == 0, listed.err
+    [key] = listed.json()["keys"]
+    assert key["device_id"] == phone.device_id
+    assert (await cli("device", "keys", "--user", "bob", "--json")).json() == {"keys": []}
+
+    removed = await cli("device", "remove-key", key["credential_id"])
+    assert removed.code == 0, removed.err
+    [event] = await audit_events(db, "webauthn_credential_removed")
+    assert event["device_id"] == phone.device_id
+    assert event["detail"]["credential_id"] == key["credential_id"]
+    assert event["detail"]["by"].startswith("cli:")
+    again = await cli("device", "remove-key", key["credential_id"])
+    assert again.code == 1 and "no WebAuthn key" in again.err
+
+    # The device stays enrolled, but the removed key no longer approves.
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    response = await phone.approve_with_uv(http, await phone.entry(http, auth_req_id))
+    assert response.status_code == 403
+    assert response.json()["error"] == "user_verification_failed"
+    assert await state_of(db, auth_req_id) == "pending"
