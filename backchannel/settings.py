@@ -154,7 +154,7 @@ class Settings:
     # A notification still failing this long after its request ended is given up.
     notification_give_up_after: int = field(default=600, metadata=_bounded(10, 86400))
     # Notifications one replica sends to one client at a time, so a slow client waits alone.
-    notification_per_client: int = field(default=4, metadata=_bounded(1, 100))
+    notification_per_client: int = field(default=16, metadata=_bounded(1, 100))
     notification_batch_size: int = field(default=50, metadata=_bounded(1, 1000))
 
     # How often the push and notification workers look for due messages unwoken; a
