@@ -133,12 +133,7 @@ def is_loopback_url(url: str) -> bool:
 
 
 async def list_devices(ctx: Context, conn: asyncpg.Connection) -> None:
-    user_id = None
-    if ctx.args.user is not None:
-        user = await select_user_by_subject(conn, ctx.args.user)
-        if user is None:
-            raise CommandError(f"no user {ctx.args.user!r}", exit_code=2)
-        user_id = user.user_id
+    user_id = await _user_id_of(conn, ctx.args.user)
     devices = await select_active_devices(conn, user_id=user_id)
     rows = [
         [d.device_id, subject, d.name, _when(d.created_at), _when(d.last_seen_at)]
@@ -161,12 +156,7 @@ async def remove_one_device(ctx: Context, conn: asyncpg.Connection) -> None:
 
 
 async def list_keys(ctx: Context, conn: asyncpg.Connection) -> None:
-    user_id = None
-    if ctx.args.user is not None:
-        user = await select_user_by_subject(conn, ctx.args.user)
-        if user is None:
-            raise CommandError(f"no user {ctx.args.user!r}", exit_code=2)
-        user_id = user.user_id
+    user_id = await _user_id_of(conn, ctx.args.user)
     credentials = await select_user_credentials(conn, user_id)
     found = [key_json(c) for c in credentials]
     rows = [
@@ -201,6 +191,16 @@ async def remove_one_key(ctx: Context, conn: asyncpg.Connection) -> None:
         {"credential_id": text, "device_id": removed.device_id, "removed": True},
         f"removed WebAuthn key {text} from device {removed.device_id}",
     )
+
+
+async def _user_id_of(conn: asyncpg.Connection, subject: str | None) -> int | None:
+    """The user ``--user SUBJECT`` names (None without the option); exit 2 for nobody."""
+    if subject is None:
+        return None
+    user = await select_user_by_subject(conn, subject)
+    if user is None:
+        raise CommandError(f"no user {subject!r}", exit_code=2)
+    return user.user_id
 
 
 def key_json(credential: WebAuthnCredential) -> dict[str, Any]:

@@ -20,16 +20,8 @@ from backchannel.policy.store import add_rule
 from tests.conftest import ISSUER, RegisteredClient, RunningApp
 from tests.support.ciba import audit_events, poll, start_request
 from tests.support.device import Phone, enrolled_phone, ref_of
+from tests.support.payments import PAYMENT
 from tests.support.user_verification import rules_in_force
-
-PAYMENT: dict[str, Any] = {
-    "type": "payment_initiation",
-    "actions": ["initiate"],
-    "instructedAmount": {"currency": "EUR", "amount": "80.00"},
-    "creditorName": "Acme Coffee",
-    "creditorAccount": {"iban": "DE89370400440532013000"},
-    "remittanceInformationUnstructured": "Order 4711",
-}
 
 
 @pytest.fixture

@@ -18,15 +18,8 @@ from backchannel.oauth.authorization_details import (
     remove_authorization_type,
 )
 from tests.support import factories
+from tests.support.payments import PAYMENT
 
-PAYMENT: dict[str, Any] = {
-    "type": "payment_initiation",
-    "actions": ["initiate"],
-    "instructedAmount": {"currency": "EUR", "amount": "80.00"},
-    "creditorName": "Acme Coffee",
-    "creditorAccount": {"iban": "DE89370400440532013000"},
-    "remittanceInformationUnstructured": "Order 4711",
-}
 LOYALTY_SCHEMA = {
     "type": "object",
     "required": ["type", "points"],
