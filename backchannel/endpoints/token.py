@@ -6,6 +6,8 @@ tokens issued; see ``oauth/sender_constraint.py``.
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -68,14 +70,16 @@ async def token(request: Request) -> Response:
         wait = requested_wait(request.headers.get("prefer"), settings.long_poll_max)
         if wait:
             headers["Preference-Applied"] = f"wait={wait}"
-        answer = await poll_for_tokens(
-            services,
-            client,
-            auth_req_id,
-            wait=wait,
-            client_gone=request.is_disconnected if wait else None,
-            binding=binding,
-        )
+        if wait:
+            gone = asyncio.ensure_future(_disconnect(request))
+            try:
+                answer = await poll_for_tokens(
+                    services, client, auth_req_id, wait=wait, client_gone=gone, binding=binding
+                )
+            finally:
+                gone.cancel()
+        else:
+            answer = await poll_for_tokens(services, client, auth_req_id, binding=binding)
         if isinstance(answer, OAuthError):
             return oauth_error_response(request, answer, headers)
         body = answer
@@ -84,6 +88,12 @@ async def token(request: Request) -> Response:
         headers.update(binding.headers())
         body = await refresh_grant(services, client, form, binding)
     return JSONResponse(body, headers=headers)
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client closes the connection (its body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _binding(request: Request, client: Client) -> TokenBinding:

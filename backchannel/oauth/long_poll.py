@@ -59,10 +59,19 @@ class DecisionWaiters:
         self.wake_all()
 
     @staticmethod
-    async def wait(future: asyncio.Future[None], seconds: float) -> bool:
-        """True if woken, False if ``seconds`` passed first."""
-        try:
-            await asyncio.wait_for(asyncio.shield(future), seconds)
-        except TimeoutError:
-            return False
-        return True
+    async def wait(
+        future: asyncio.Future[None],
+        seconds: float,
+        interrupt: asyncio.Future[None] | None = None,
+    ) -> bool:
+        """True if woken or ``interrupt`` resolved, False if ``seconds`` passed first."""
+        if interrupt is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(future), seconds)
+            except TimeoutError:
+                return False
+            return True
+        done, _ = await asyncio.wait(
+            (future, interrupt), timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        return bool(done)

@@ -7,10 +7,10 @@ notification arrives, re-reads the state without counting it as a new poll.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, assert_never
 
 from backchannel.db.auth_requests import (
@@ -69,7 +69,7 @@ async def poll_for_tokens(
     auth_req_id: str,
     *,
     wait: float = 0.0,
-    client_gone: Callable[[], Awaitable[bool]] | None = None,
+    client_gone: asyncio.Future[None] | None = None,
     binding: TokenBinding = UNBOUND,
 ) -> dict[str, Any] | OAuthError:
     """Answer one poll: the token response, or the §11 error that applies.
@@ -77,9 +77,9 @@ async def poll_for_tokens(
     The expected answers (pending, slow_down, denied, expired, ...) are
     returned rather than raised: most polls are pending, and the hot path
     skips the exception machinery. ``wait`` > 0 holds the poll up to that
-    many seconds while the request is pending. A held poll whose client went
-    away meanwhile (``client_gone``) does not spend the request: its tokens
-    would reach nobody, and the client's next poll collects them. ``binding``
+    many seconds while the request is pending. ``client_gone`` resolves when the
+    client goes away: a held poll then ends at once, and never spends the
+    request (its tokens would reach nobody; the client's next poll collects them). ``binding``
     is what the tokens are bound to (the refresh token family keeps a DPoP key
     for good).
     """
@@ -101,12 +101,14 @@ async def poll_for_tokens(
             if result.verdict is not PollVerdict.PENDING or woken is None or waiters.released:
                 break
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await waiters.wait(woken, remaining):
+            if remaining <= 0 or not await waiters.wait(woken, remaining, client_gone):
                 break
+            if client_gone is not None and client_gone.done():
+                return AuthorizationPending("the client went away while its poll was held")
         counts_as_poll = False
     services.metrics.record_poll(result.verdict)
     if result.verdict is PollVerdict.APPROVED:
-        if not counts_as_poll and client_gone is not None and await client_gone():
+        if not counts_as_poll and client_gone is not None and client_gone.done():
             return AuthorizationPending("the client went away before the tokens were issued")
         return await _redeem(services, client, result, auth_req_id, binding)
     return _error_for(result)
