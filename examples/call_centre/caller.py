@@ -35,9 +35,6 @@ class CallerId:
     def kind_label(self) -> str:
         return _KINDS[self.kind][0]
 
-    def __str__(self) -> str:
-        return f"{self.kind_label} {self.value}"
-
 
 def parse_caller(text: str) -> CallerId:
     """The caller's identifier; ValueError with a message for the agent if it is none."""

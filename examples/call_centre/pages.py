@@ -218,7 +218,7 @@ Ask them to read you the code before they approve.</p>
         id=attempt.id,
         status=attempt.status.value,
         reason=reason_label(attempt),
-        caller=str(attempt.caller),
+        caller=attempt.caller.value,
         code=attempt.code,
         started=_time(attempt.started_at),
         expiry_hidden=attribute_if(attempt.status.final or attempt.expires_at is None, "hidden"),
@@ -280,7 +280,7 @@ def _row(attempt: Attempt, is_current: bool) -> Html:
     return html(
         """<tr data-attempt="{id}"{current}>
 <td>{started}</td>
-<td><a href="/attempts/{id}">{caller}</a></td>
+<td><a href="/attempts/{id}">{caller}</a> <span class="kind">{kind}</span></td>
 <td>{reason}</td>
 <td><span class="code small">{code}</span></td>
 <td class="outcome"><span class="badge" data-status="{status}">{label}</span>{done}</td>
@@ -288,7 +288,8 @@ def _row(attempt: Attempt, is_current: bool) -> Html:
         id=attempt.id,
         current=Html(' aria-current="true"') if is_current else Html(""),
         started=_time(attempt.started_at),
-        caller=str(attempt.caller),
+        caller=attempt.caller.value,
+        kind=attempt.caller.kind_label,
         reason=reason_label(attempt),
         code=attempt.code,
         status=attempt.status.value,

@@ -135,7 +135,7 @@ async def test_every_answer_carries_a_strict_content_security_policy(
         assert "default-src 'none'" in csp and "script-src 'self'" in csp, path
         assert "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
         assert answer.headers["x-content-type-options"] == "nosniff"
-        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["referrer-policy"] == "same-origin"
     page = (await visitor.get("/login")).text
     assert "<script>" not in page and "style=" not in page and "http" not in page.split("<body>")[1]
     assert (await visitor.get("/login")).headers["cache-control"] == "no-store"
