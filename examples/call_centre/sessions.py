@@ -60,17 +60,20 @@ class SessionStore:
         """The live session the request's cookie names; it counts as activity."""
         session_id = request.cookies.get(COOKIE)
         session = self._sessions.get(session_id) if session_id else None
-        if session is None:
+        if session is None or not self.is_live(session):
             return None
-        now = self._clock()
-        if now - session.seen > self.idle or now - session.started > self.lifetime:
-            self.end(session)
-            return None
-        session.seen = now
+        session.seen = self._clock()
         return session
 
     def is_live(self, session: Session) -> bool:
-        return self._sessions.get(session.id) is session
+        """Whether the session still counts (not ended, not idle or old too long)."""
+        if self._sessions.get(session.id) is not session:
+            return False
+        now = self._clock()
+        if now - session.seen > self.idle or now - session.started > self.lifetime:
+            self.end(session)
+            return False
+        return True
 
     def sign_in(self, anonymous: Session | None, agent: Agent) -> Session:
         """A new session for ``agent``, replacing the anonymous one the login form had."""
@@ -104,6 +107,5 @@ class SessionStore:
             if not expired and len(self._sessions) < MAX_SESSIONS:
                 break
             self._sessions.popitem(last=False)
-        stale = [s for s in self._sessions.values() if now - s.seen > self.idle]
-        for session in stale[:100]:  # a few per call keeps each call cheap
+        for session in [s for s in self._sessions.values() if now - s.seen > self.idle]:
             self.end(session)

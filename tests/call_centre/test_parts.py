@@ -1,4 +1,5 @@
-"""The panel's small parts on their own: caller identifiers, binding messages, markup."""
+"""The panel's small parts on their own: caller identifiers, binding messages, markup,
+sessions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from examples.call_centre.binding import CODE_ALPHABET, binding_message, readback_code
 from examples.call_centre.caller import parse_caller
 from examples.call_centre.markup import Html, html
+from examples.call_centre.sessions import SessionStore
 
 
 @pytest.mark.parametrize(
@@ -42,3 +44,18 @@ def test_the_binding_message_names_the_agent_the_reason_and_a_code_easy_to_read_
 def test_markup_escapes_every_value_but_markup() -> None:
     made = html('<a title="{t}">{b}</a>', t='"><script>', b=Html("<b>ok</b>"))
     assert made == '<a title="&quot;&gt;&lt;script&gt;"><b>ok</b></a>'
+
+
+def test_a_session_ends_when_idle_or_old_and_an_ended_one_stays_ended() -> None:
+    now = [0.0]
+    store = SessionStore(idle=60, lifetime=600, secure=False, clock=lambda: now[0])
+    idle, busy, ended = store.start(), store.start(), store.start()
+    store.end(ended)
+    assert not store.is_live(ended)
+    for _ in range(11):
+        now[0] += 50
+        assert store.is_live(busy)
+        busy.seen = now[0]  # a request, as SessionStore.of records it
+    assert not store.is_live(idle)
+    now[0] = 601
+    assert not store.is_live(busy)  # over 600 s since it started, however busy
