@@ -92,6 +92,19 @@ class AccessDenied(OAuthError):
     status_code = 403
 
 
+# access_denied's error_description for a request that ended denied: a relying party
+# can tell "this wasn't me" (the user reported the request as not theirs) from a plain
+# denial by this exact text, at /token and in a pushed error (docs/relying-parties.md).
+DENIED_DESCRIPTION = "the request was denied"
+NOT_ME_DESCRIPTION = "the user reported this request as not theirs"
+_NOT_ME_REASON = "not_me"  # the denial_reason a "this wasn't me" decision records
+
+
+def denial_description(denial_reason: str | None) -> str:
+    """What access_denied says about a denied request, from its ``denial_reason``."""
+    return NOT_ME_DESCRIPTION if denial_reason == _NOT_ME_REASON else DENIED_DESCRIPTION
+
+
 class ExpiredLoginHintToken(OAuthError):
     error = "expired_login_hint_token"
 

@@ -119,6 +119,7 @@ class PollResult:
     user_id: int
     poll_interval: int
     retry_after: int
+    denial_reason: str | None = None  # why a denied request was denied (not_me, user, ...)
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ UPDATE auth_requests
    AND (locked_until IS NULL OR locked_until <= now() + make_interval(secs => $3 / 1000.0))
    AND (last_polled_at IS NULL
         OR now() - last_polled_at >= make_interval(secs => poll_interval - $3 / 1000.0))
-RETURNING status AS verdict, id, user_id, poll_interval,
+RETURNING status AS verdict, id, user_id, poll_interval, denial_reason,
           greatest(1, ceil(extract(epoch FROM greatest(
               locked_until, now() + make_interval(secs => poll_interval)) - now())))::int
               AS retry_after,
@@ -303,7 +304,7 @@ RETURNING status AS verdict, id, user_id, poll_interval,
 # waits it out (RFC 9110 §10.2.3) is therefore never struck again.
 _POLL = """
 WITH cur AS (
-    SELECT id, user_id, status, expires_at, poll_interval, last_polled_at,
+    SELECT id, user_id, status, denial_reason, expires_at, poll_interval, last_polled_at,
            poll_strikes, locked_until, now() AS t
       FROM auth_requests
      WHERE id_hash = $1 AND client_id = $2
@@ -364,7 +365,7 @@ WITH cur AS (
     SELECT pg_notify('bc_decision', encode($1, 'hex'))
       FROM judged WHERE verdict = 'abuse_denied'
 )
-SELECT j.verdict, j.id, j.user_id,
+SELECT j.verdict, j.id, j.user_id, j.denial_reason,
        coalesce(u.poll_interval, j.poll_interval) AS poll_interval,
        greatest(1, ceil(extract(epoch FROM greatest(
            coalesce(u.locked_until, j.locked_until),
@@ -401,7 +402,12 @@ async def poll_auth_request(
         return None
     retry_after = row["retry_after"] if row["retry_after"] is not None else 1
     return PollResult(
-        _VERDICTS[row["verdict"]], row["id"], row["user_id"], row["poll_interval"], retry_after
+        _VERDICTS[row["verdict"]],
+        row["id"],
+        row["user_id"],
+        row["poll_interval"],
+        retry_after,
+        row["denial_reason"],
     )
 
 

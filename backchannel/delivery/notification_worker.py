@@ -43,6 +43,7 @@ from backchannel.db.client_notifications import (
 from backchannel.db.pool import ConnectionPool
 from backchannel.delivery.notifications import NotificationResult, post_notification
 from backchannel.delivery.retry import retry_delay
+from backchannel.errors import denial_description
 from backchannel.key_wrapping import KeyWrapError, KeyWrapper
 from backchannel.observability.metrics import Metrics
 from backchannel.periodic import DB_ERRORS, Periodic
@@ -56,11 +57,7 @@ SWEEP_BATCH = 100
 # stored sealed with the job; None when the job's lease was lost meanwhile.
 PushMinter = Callable[[NotificationJob, str], Awaitable[dict[str, Any] | None]]
 
-# The §12 error of a push whose request did not end approved.
-_PUSH_ERRORS = {
-    "denied": ("access_denied", "the request was denied"),
-    "expired": ("expired_token", "the request expired before the user decided"),
-}
+EXPIRED_DESCRIPTION = "the request expired before the user decided"
 
 
 class Unsendable(Exception):
@@ -176,7 +173,12 @@ class NotificationWorker(Periodic):
         if job.mode == "ping":
             return {"auth_req_id": auth_req_id}
         if job.outcome != "approved":
-            error, description = _PUSH_ERRORS[job.outcome]
+            # The §12 error of a push whose request did not end approved.
+            error, description = (
+                ("access_denied", denial_description(job.denial_reason))
+                if job.outcome == "denied"
+                else ("expired_token", EXPIRED_DESCRIPTION)
+            )
             return {"auth_req_id": auth_req_id, "error": error, "error_description": description}
         if job.response_sealed is not None:
             stored: dict[str, Any] = self._unseal(job, "response", job.response_sealed)

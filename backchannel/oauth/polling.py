@@ -29,6 +29,7 @@ from backchannel.errors import (
     OAuthError,
     SlowDown,
     TemporarilyUnavailable,
+    denial_description,
 )
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
@@ -142,7 +143,7 @@ def _error_for(result: PollResult) -> OAuthError:
         case PollVerdict.ABUSE_DENIED:
             return AccessDenied("the request was ended after repeated polling", status_code=400)
         case PollVerdict.DENIED:
-            return AccessDenied("the request was denied", status_code=400)
+            return AccessDenied(denial_description(result.denial_reason), status_code=400)
         case PollVerdict.EXPIRED:
             return ExpiredToken("the request has expired")
         case PollVerdict.SPENT:

@@ -9,6 +9,7 @@
     ├── InvalidIdToken      an ID token failed verification (OIDC Core §3.1.3.7, CIBA §10.3.1)
     └── OAuthError          the server answered with an OAuth error (RFC 6749 §5.2, CIBA §13)
         ├── AccessDenied        access_denied: the user or the server said no
+        │   └── ReportedNotMe   the user said the request was not theirs ("this wasn't me")
         ├── ExpiredToken        expired_token: the request expired before the user decided
         ├── TransactionFailed   transaction_failed (CIBA §12, push mode)
         ├── InvalidGrant        invalid_grant: unknown, spent or foreign auth_req_id / refresh token
@@ -16,7 +17,8 @@
 
 Like the server's own errors, each :class:`OAuthError` class names its wire code
 in the class attribute ``error``; any other code arrives as a plain
-:class:`OAuthError` whose instance carries it.
+:class:`OAuthError` whose instance carries it. A class that also names a
+``description`` stands for that code with exactly that ``error_description``.
 """
 
 from __future__ import annotations
@@ -61,11 +63,17 @@ class OAuthError(RPError):
     """
 
     error: str = "oauth_error"
+    # Set on a class that refines its code by one exact error_description.
+    description: ClassVar[str | None] = None
     _by_code: ClassVar[dict[str, type[OAuthError]]] = {}
+    _by_description: ClassVar[dict[tuple[str, str], type[OAuthError]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        OAuthError._by_code[cls.error] = cls
+        if cls.description is not None:
+            OAuthError._by_description[(cls.error, cls.description)] = cls
+        else:
+            OAuthError._by_code[cls.error] = cls
 
     def __init__(
         self,
@@ -95,8 +103,11 @@ class OAuthError(RPError):
         error_uri: str | None = None,
         retry_after: float | None = None,
     ) -> OAuthError:
-        """The instance of the class registered for ``error`` (plain OAuthError if none)."""
-        error_class = OAuthError._by_code.get(error, OAuthError)
+        """The instance of the class registered for ``error`` and ``error_description``,
+        else for ``error`` alone (plain OAuthError if none)."""
+        error_class = OAuthError._by_description.get((error, error_description or "")) or (
+            OAuthError._by_code.get(error, OAuthError)
+        )
         return error_class(
             error_description,
             error=error,
@@ -108,6 +119,17 @@ class OAuthError(RPError):
 
 class AccessDenied(OAuthError):
     error = "access_denied"
+
+
+class ReportedNotMe(AccessDenied):
+    """The user answered "this wasn't me": they say they did not make this request.
+
+    A denial that may mean someone else is using the user's identity (the
+    server answers ``access_denied`` with this exact ``error_description``);
+    still an :class:`AccessDenied` for code that needs no distinction.
+    """
+
+    description = "the user reported this request as not theirs"
 
 
 class ExpiredToken(OAuthError):

@@ -169,7 +169,10 @@ async def test_denial_on_the_phone_answers_access_denied(
     assert response.json() == {"ref": ref_of(auth_req_id), "status": "denied"}
     polled = await poll(http, rp.basic_auth(), auth_req_id)
     assert polled.status_code == 400
-    assert polled.json()["error"] == "access_denied"
+    assert polled.json() == {
+        "error": "access_denied",
+        "error_description": "the request was denied",
+    }
     assert await db.fetchval("SELECT denial_reason FROM auth_requests") == "user"
 
 
@@ -182,7 +185,12 @@ async def test_not_me_denies_and_is_audited_as_a_report(
     response = await phone.decide(http, entry, "not_me")
     assert response.json() == {"ref": ref_of(auth_req_id), "status": "denied"}
     polled = await poll(http, rp.basic_auth(), auth_req_id)
-    assert polled.json()["error"] == "access_denied"
+    # The relying party can tell the report from a plain denial (docs/relying-parties.md).
+    assert polled.status_code == 400
+    assert polled.json() == {
+        "error": "access_denied",
+        "error_description": "the user reported this request as not theirs",
+    }
     assert await db.fetchval("SELECT denial_reason FROM auth_requests") == "not_me"
     [event] = await audit_events(db, "auth_request_decided")
     assert event["detail"]["reason"] == "not_me"

@@ -245,11 +245,17 @@ async def test_a_push_clients_auth_req_id_is_not_redeemable_at_the_token_endpoin
 
 
 @pytest.mark.parametrize(
-    ("end", "error"), [("denied", "access_denied"), ("expired", "expired_token")]
+    ("end", "error", "description"),
+    [
+        ("denied", "access_denied", "the request was denied"),
+        ("not_me", "access_denied", "the user reported this request as not theirs"),
+        ("expired", "expired_token", "the request expired before the user decided"),
+    ],
 )
 async def test_push_sends_the_error_when_the_request_does_not_end_approved(
     end: str,
     error: str,
+    description: str,
     app: RunningApp,
     pusher: RegisteredClient,
     receiver: NotificationReceiver,
@@ -259,11 +265,14 @@ async def test_push_sends_the_error_when_the_request_does_not_end_approved(
     auth_req_id = await start(app.http, pusher)
     if end == "denied":
         await decide(db, auth_req_id, "denied")
+    elif end == "not_me":
+        await decide(db, auth_req_id, "denied", reason="not_me")
     else:
         await rewind(db, auth_req_id, 301)
     [push] = await receiver.wait_for_count(1)
     assert push.body["auth_req_id"] == auth_req_id
     assert push.body["error"] == error
+    assert push.body["error_description"] == description
     assert "access_token" not in push.body
     assert await db.fetchval("SELECT count(*) FROM access_tokens") == 0
 

@@ -20,6 +20,7 @@ from backchannel.rp import (
     PingNotification,
     PushedError,
     PushedTokens,
+    ReportedNotMe,
     aiohttp_notification_handler,
 )
 from backchannel.settings import Settings
@@ -118,4 +119,20 @@ async def test_a_pushed_denial_reaches_the_receiver_as_access_denied(
         await decide(db, started.auth_req_id, "denied")
         notification = await endpoint.next()
         assert isinstance(notification, PushedError)
-        assert isinstance(notification.error, AccessDenied)
+        assert type(notification.error) is AccessDenied
+
+
+async def test_a_pushed_not_me_report_reaches_the_receiver_as_reported_not_me(
+    make_rp_client: MakeClient, make_client: Any, db: asyncpg.Connection, alice: User
+) -> None:
+    async with notification_endpoint("push") as endpoint:
+        registered = await make_client(
+            backchannel_token_delivery_mode="push",
+            backchannel_client_notification_endpoint=endpoint.url,
+        )
+        client = endpoint.client = await make_rp_client(basic(registered))
+        started = await client.start(login_hint="alice@example.com", client_notification_token="t")
+        await decide(db, started.auth_req_id, "denied", reason="not_me")
+        notification = await endpoint.next()
+        assert isinstance(notification, PushedError)
+        assert isinstance(notification.error, ReportedNotMe)

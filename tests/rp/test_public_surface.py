@@ -37,6 +37,7 @@ INTENDED = {
     "InvalidIdToken",
     "OAuthError",
     "AccessDenied",
+    "ReportedNotMe",
     "ExpiredToken",
     "TransactionFailed",
     "InvalidGrant",
@@ -70,6 +71,20 @@ def test_every_error_is_an_rp_error_and_oauth_errors_carry_their_wire_code() -> 
         assert (made.error, made.error_description, made.status) == (code, "why", 400)
     other = rp.OAuthError.from_code("unknown_user_id", status=400)
     assert type(other) is rp.OAuthError and other.error == "unknown_user_id"
+
+
+def test_a_not_me_report_is_an_access_denied_told_apart_by_its_exact_description() -> None:
+    rp = backchannel.rp
+    report = rp.OAuthError.from_code(
+        "access_denied", "the user reported this request as not theirs", status=400
+    )
+    assert type(report) is rp.ReportedNotMe
+    assert isinstance(report, rp.AccessDenied) and report.error == "access_denied"
+    for description in ("the request was denied", "The user reported this", None):
+        assert type(rp.OAuthError.from_code("access_denied", description)) is rp.AccessDenied
+    # Only access_denied carries it: the same text under another code is that code's error.
+    expired = rp.OAuthError.from_code("expired_token", rp.ReportedNotMe.description)
+    assert type(expired) is rp.ExpiredToken
 
 
 # Modules loaded by a bare `import aiohttp, joserfc` count as theirs; everything else

@@ -15,7 +15,8 @@ import asyncpg
 import httpx
 import pytest
 
-from backchannel.rp import AccessDenied, CibaClient, ExpiredToken, InvalidGrant
+from backchannel.errors import NOT_ME_DESCRIPTION
+from backchannel.rp import AccessDenied, CibaClient, ExpiredToken, InvalidGrant, ReportedNotMe
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.rp.conftest import MakeClient, NewClient, basic
@@ -255,6 +256,20 @@ async def test_denied_request_raises_access_denied(
     with pytest.raises(AccessDenied) as caught:
         await client.wait(started)
     assert caught.value.status == 400
+    assert type(caught.value) is AccessDenied
+
+
+async def test_request_the_user_reported_as_not_theirs_raises_reported_not_me(
+    client: CibaClient, db: asyncpg.Connection
+) -> None:
+    started = await client.start(login_hint="alice@example.com")
+    await decide(db, started.auth_req_id, "denied", reason="not_me")
+    with pytest.raises(ReportedNotMe) as caught:
+        await client.wait(started)
+    assert isinstance(caught.value, AccessDenied)  # code that needs no distinction is unchanged
+    assert (caught.value.error, caught.value.status) == ("access_denied", 400)
+    # The library's description is the server's, word for word.
+    assert caught.value.error_description == NOT_ME_DESCRIPTION == ReportedNotMe.description
 
 
 async def test_request_the_server_has_expired_raises_expired_token(

@@ -1,0 +1,1 @@
+"""Example applications built on backchannel's relying-party library (``backchannel.rp``)."""
