@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -30,6 +30,7 @@ from examples.call_centre.csrf import post_is_genuine
 from examples.call_centre.forms import BadForm, read_form
 from examples.call_centre.live import HEADERS as EVENT_HEADERS
 from examples.call_centre.live import attempt_events
+from examples.call_centre.login_throttle import LoginThrottle
 from examples.call_centre.pages import desk_page, login_page, message_page
 from examples.call_centre.security_headers import SecurityHeaders
 from examples.call_centre.sessions import Session, SessionStore
@@ -37,6 +38,14 @@ from examples.call_centre.verification import Verifier
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOGIN_FAILED = "Wrong login name or password."
+
+
+def login_locked(seconds: int) -> str:
+    minutes = max(1, -(-seconds // 60))
+    return (
+        "Too many wrong passwords for this login name. "
+        f"Try again in {minutes} minute{'s' if minutes != 1 else ''}, or ask your team lead."
+    )
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Panel:
     sessions: SessionStore
     book: AttemptBook
     verifier: Verifier | None = None  # set while the lifespan runs
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def _panel(request: Request) -> Panel:
@@ -103,9 +113,16 @@ async def log_in(request: Request) -> Response:
     if form is None or session is None:
         return _forbidden()
     login, password = form.get("login", ""), form.get("password", "")
+    wait = panel.throttle.locked_for(login)
+    if wait:
+        page = login_page(session, login=login, error=login_locked(wait))
+        return HTMLResponse(page, status_code=429, headers={"Retry-After": str(wait)})
     agent = await panel.config.agents.authenticate(login, password) if login and password else None
     if agent is None:
+        if login:
+            panel.throttle.failed(login)
         return HTMLResponse(login_page(session, login=login, error=LOGIN_FAILED), status_code=401)
+    panel.throttle.succeeded(login)
     signed_in = panel.sessions.sign_in(session, agent)
     response = _see_other("/")
     panel.sessions.set_cookie(response, signed_in)

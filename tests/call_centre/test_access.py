@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from examples.call_centre.login_throttle import LOCK_SECONDS, MAX_FAILURES, LoginThrottle
 from examples.call_centre.sessions import COOKIE
 from tests.support.call_centre import (
     AGENT_PASSWORD,
@@ -139,3 +140,39 @@ async def test_every_answer_carries_a_strict_content_security_policy(
     page = (await visitor.get("/login")).text
     assert "<script>" not in page and "style=" not in page and "http" not in page.split("<body>")[1]
     assert (await visitor.get("/login")).headers["cache-control"] == "no-store"
+
+
+async def test_repeated_wrong_passwords_lock_the_login_name_even_for_the_right_one(
+    visitor: httpx.AsyncClient,
+) -> None:
+    desk = Desk(visitor)
+    for _ in range(MAX_FAILURES):
+        assert (await desk.log_in("agent42", "guess")).status_code == 401
+    locked = await desk.log_in("agent42", AGENT_PASSWORD)
+    assert locked.status_code == 429
+    assert 0 < int(locked.headers["retry-after"]) <= LOCK_SECONDS
+    assert "Too many wrong passwords" in locked.text
+    assert (await visitor.get("/")).status_code == 303  # still not logged in
+    # Another agent's name is not locked by them.
+    assert (await desk.log_in("nobody", "guess")).status_code == 401
+
+
+def test_a_lock_ends_after_its_time_and_a_success_clears_the_count() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(max_failures=3, window=60, lock=300, clock=lambda: now[0])
+    throttle.failed("Agent42")
+    throttle.failed("agent42 ")
+    throttle.succeeded("agent42")
+    throttle.failed("agent42")
+    throttle.failed("agent42")
+    assert throttle.locked_for("agent42") == 0  # the success reset the count
+    now[0] += 61  # the window passed: old failures no longer count
+    throttle.failed("agent42")
+    assert throttle.locked_for("agent42") == 0
+    throttle.failed("agent42")
+    throttle.failed("agent42")
+    assert throttle.locked_for("AGENT42") == 300
+    now[0] += 299.5
+    assert throttle.locked_for("agent42") == 1
+    now[0] += 0.5
+    assert throttle.locked_for("agent42") == 0
