@@ -23,7 +23,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import secrets
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
 from backchannel.settings import Settings
 from tests.support import factories
-from tests.support.device import Phone, enrolment_code
+from tests.support.device import Phone, enrolment_code, sign_jws
 from tests.support.postgres import TestPostgres
 from tests.support.served import free_port
 
@@ -237,6 +239,15 @@ class FuzzServer:
                     assert response.status_code == 200, response.text
 
     def device_jws(self, path: str, payload: dict[str, Any]) -> str:
-        """A call to ``path`` signed by alice's phone; ``payload`` overrides the claims."""
-        assert self.phone is not None
-        return self.phone.call_jws(path, **payload)
+        """A call to ``path`` signed by alice's phone; ``payload`` overrides the claims
+        (whatever their names), and a ``None`` value removes one."""
+        assert self.phone is not None and self.phone.device_id is not None
+        claims = {
+            "htm": "POST",
+            "htu": self.url + path,
+            "iat": int(time.time()),
+            "jti": secrets.token_urlsafe(16),
+            **payload,
+        }
+        header = {"alg": "ES256", "typ": "bc-device+jwt", "kid": self.phone.device_id}
+        return sign_jws(header, {k: v for k, v in claims.items() if v is not None}, self.phone.key)
