@@ -5,13 +5,21 @@ It runs on its own event loop in a background thread, so that schemathesis
 that generated requests reach deep code, not only the 401 path:
 
 - ``fuzz-client``, client_secret_basic with a known secret, poll mode, CIBA
-  and refresh grants, every scope, allowed to enrol users;
+  and refresh grants, every scope, ``payment_initiation`` authorization
+  details, allowed to enrol users;
 - ``fuzz-post-client``, client_secret_post;
 - three users (:data:`USERS`), named by the login hints in :data:`LOGIN_HINTS`:
   ``alice``'s requests are approved at once on her enrolled phone through
-  the device API (so receipts exist), ``bob``'s are approved at once without
-  a device, ``carol``'s are left pending;
-- alice's phone, subscribed to a push service the tests make up.
+  the device API (so receipts exist; with her fingerprint, that is a WebAuthn
+  assertion, when the request needs user verification), ``bob``'s are
+  approved at once without a device (but for those that need user
+  verification, which nobody can approve in his place), ``carol``'s are
+  left pending;
+- alice's phone, subscribed to a push service the tests make up, with a
+  WebAuthn credential of a software authenticator.
+
+The issuer is ``http://localhost:<port>`` (an IP address has no WebAuthn RP ID,
+and user verification would be unavailable); requests go to 127.0.0.1.
 
 Every log record the process writes while the fuzzing runs is kept in
 :attr:`FuzzServer.records`.
@@ -22,8 +30,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
+import secrets
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,9 +51,12 @@ from backchannel.oauth.decision_recording import record_decision
 from backchannel.oauth.secrets import hash_secret
 from backchannel.settings import Settings
 from tests.support import factories
-from tests.support.device import Phone, enrolment_code
+from tests.support.device import enrolment_code, sign_jws
+from tests.support.dpop import DPoPKey
 from tests.support.postgres import TestPostgres
 from tests.support.served import free_port
+from tests.support.user_verification import UVPhone
+from tests.support.webauthn import SoftAuthenticator, uv_challenge
 
 T = TypeVar("T")
 
@@ -88,10 +102,13 @@ class RecordKeeper(logging.Handler):
 @dataclass
 class FuzzServer:
     test_postgres: TestPostgres
-    url: str = ""
+    url: str = ""  # where requests go
+    issuer: str = ""  # what the server calls itself
     secret: str = ""
     post_secret: str = ""
-    phone: Phone | None = None
+    phone: UVPhone | None = None
+    # The relying party's DPoP key: tokens requested with its proofs are bound to it.
+    dpop_key: DPoPKey = field(default_factory=DPoPKey)
     users: dict[str, int] = field(default_factory=dict)
     keeper: RecordKeeper = field(default_factory=RecordKeeper)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -155,16 +172,20 @@ class FuzzServer:
     async def _serve(self, dsn: str, ready: Future[None]) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
+        self.issuer = f"http://localhost:{port}"
         settings = Settings(
-            issuer=self.url,
+            issuer=self.issuer,
             port=port,
             database_url=dsn,
             db_pool_min=1,
             db_pool_max=10,
             poll_interval=1,
-            # Generated requests come fast and for three users only: no push-fatigue limits.
+            # Generated requests come fast and for three users only: no push-fatigue limits,
+            # and a generated "this wasn't me" neither mutes the client nor suspends alice.
             fatigue_max_pending=0,
             fatigue_max_prompts=0,
+            not_me_mute=0,
+            not_me_suspend_after=0,
             # The phone's push service (tests/support/device.py); nothing is delivered there.
             push_allowed_hosts=(*Settings().push_allowed_hosts, "push.example.net"),
         )
@@ -194,7 +215,11 @@ class FuzzServer:
 
     async def _seed(self, db: asyncpg.Connection) -> None:
         _, secret = await factories.create_client(
-            db, client_id=CLIENT_ID, name="Fuzz Client", may_enrol_users=True
+            db,
+            client_id=CLIENT_ID,
+            name="Fuzz Client",
+            may_enrol_users=True,
+            authorization_details_types=("payment_initiation",),
         )
         assert secret is not None
         self.secret = secret
@@ -210,10 +235,11 @@ class FuzzServer:
             self.users[subject] = user.user_id
 
     async def _enrol_phone(self, http: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-        phone = Phone(name="Alice's phone", issuer=self.url)
+        phone = UVPhone(name="Alice's phone", issuer=self.issuer)
         code = await enrolment_code(db, self.users["alice"])
         response = await phone.enrol(http, code)
         assert response.status_code == 201, response.text
+        await phone.register(http, SoftAuthenticator(origin=self.issuer))
         self.phone = phone
 
     # --- deciding -----------------------------------------------------------------------------
@@ -225,18 +251,78 @@ class FuzzServer:
     async def _decide(self, auth_req_id: str) -> None:
         assert self._db is not None and self._http is not None and self.phone is not None
         id_hash = hash_secret(auth_req_id)
-        user_id = await self._db.fetchval(
-            "SELECT user_id FROM auth_requests WHERE id_hash = $1", id_hash
+        row = await self._db.fetchrow(
+            "SELECT user_id, user_verification FROM auth_requests WHERE id_hash = $1", id_hash
         )
-        if user_id == self.users["bob"]:
+        if row is None:
+            return
+        user_id = row["user_id"]
+        if user_id == self.users["bob"] and row["user_verification"] != "required":
             await record_decision(self._db, id_hash, "approved")
         elif user_id == self.users["alice"]:
             for entry in await self.phone.pending(self._http):
                 if entry["ref"] == id_hash.hex():
-                    response = await self.phone.decide(self._http, entry, "approve")
+                    extra = {}
+                    if entry["user_verification"] == "required":
+                        challenge = uv_challenge(
+                            entry, authorization_details=entry.get("authorization_details")
+                        )
+                        extra["webauthn"] = self.phone.authenticator.get(challenge)
+                    response = await self.phone.decide(self._http, entry, "approve", **extra)
                     assert response.status_code == 200, response.text
 
     def device_jws(self, path: str, payload: dict[str, Any]) -> str:
-        """A call to ``path`` signed by alice's phone; ``payload`` overrides the claims."""
-        assert self.phone is not None
-        return self.phone.call_jws(path, **payload)
+        """A call to ``path`` signed by alice's phone; ``payload`` overrides the claims
+        (whatever their names), and a ``None`` value removes one."""
+        assert self.phone is not None and self.phone.device_id is not None
+        claims = {
+            "htm": "POST",
+            "htu": self.issuer + path,
+            "iat": int(time.time()),
+            "jti": secrets.token_urlsafe(16),
+            **payload,
+        }
+        header = {"alg": "ES256", "typ": "bc-device+jwt", "kid": self.phone.device_id}
+        return sign_jws(header, {k: v for k, v in claims.items() if v is not None}, self.phone.key)
+
+    def registration_options(self) -> dict[str, Any] | None:
+        """Fresh WebAuthn creation options for alice's phone (a challenge it may spend).
+        When the phone holds as many credentials as it may, those registered by generated
+        requests are deleted first, so that registrations keep reaching the checks."""
+        return self.run(self._registration_options)
+
+    async def _registration_options(self) -> dict[str, Any] | None:
+        assert self._http is not None and self._db is not None and self.phone is not None
+        response = await self.phone.call(self._http, "/device/webauthn/register-options")
+        if response.status_code == 409:
+            await self._db.execute(
+                "DELETE FROM webauthn_credentials WHERE device_id = $1 AND credential_id <> $2",
+                self.phone.device_id,
+                self.phone.authenticator.credential_id,
+            )
+            response = await self.phone.call(self._http, "/device/webauthn/register-options")
+        return response.json()["publicKey"] if response.status_code == 200 else None
+
+    def fresh_prompt(self, form: dict[str, str]) -> dict[str, Any] | None:
+        """A new request for alice (``form`` adds to its scope and login hint) as her phone
+        lists it, left pending for a generated decision; None if it was refused."""
+        return self.run(lambda: self._fresh_prompt(form))
+
+    async def _fresh_prompt(self, form: dict[str, str]) -> dict[str, Any] | None:
+        assert self._http is not None and self.phone is not None
+        response = await self._http.post(
+            "/bc-authorize",
+            data={"scope": "openid", "login_hint": "alice@example.com", **form},
+            headers={"Authorization": self.basic_auth()},
+        )
+        if response.status_code != 200:
+            return None
+        ref = hashlib.sha256(response.json()["auth_req_id"].encode()).hexdigest()
+        for entry in await self.phone.pending(self._http):
+            if entry["ref"] == ref:
+                return entry
+        return None
+
+    def dpop_proof(self, path: str) -> str:
+        """A DPoP proof of the relying party's key for ``POST path``."""
+        return self.dpop_key.proof("POST", self.issuer + path)

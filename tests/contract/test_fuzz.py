@@ -28,7 +28,6 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import hypothesis
@@ -45,7 +44,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from backchannel.endpoints.openapi import openapi_document
 from tests.contract.fuzz_server import FuzzServer
 from tests.contract.generation import (
+    AS_GENERATED,
     REALISTIC_FORMS,
+    dpop_header,
+    made,
     mostly,
     realistic_body,
     signed_device_body,
@@ -124,26 +126,39 @@ schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
 _running: list[FuzzServer] = []
 
 
+def _server() -> FuzzServer | None:
+    return _running[0] if _running else None
+
+
 @schema.hook("flatmap_case")
 def _realistic(context: schemathesis.HookContext, case: Case) -> Any:
-    """Three positive cases in four get a realistic body; negative ones stay as generated."""
+    """Three positive cases in four get a realistic body, and a token request a DPoP proof
+    (or none) two in three; negative ones stay as generated."""
     meta = case.meta
     if meta is not None and meta.generation.mode.is_negative:
         return st.just(case)
     path = case.operation.path
     if path.startswith("/device/"):
-        body = signed_device_body(lambda: _running[0] if _running else None, path)
+        body = signed_device_body(_server, path)
     elif path in REALISTIC_FORMS:
         body = realistic_body(path, case.body)
     else:
         return st.just(case)
-    return mostly(body, st.none()).map(partial(_with_body, case))
+    body = mostly(body, st.none())
+    dpop = dpop_header(_server) if path == "/token" else st.just(AS_GENERATED)
+    return st.tuples(body, dpop).map(lambda drawn: _with(case, *drawn))
 
 
-def _with_body(case: Case, body: Any) -> Case:
+def _with(case: Case, body: Any, dpop: str | None) -> Case:
     # Before the server runs (explicit examples are made while collecting) nothing changes.
-    if body is not None and _running:
+    if not _running:
+        return case
+    if body is not None:
         case.body = body
+    if dpop != AS_GENERATED:
+        case.headers.pop("DPoP", None)  # case-insensitive
+        if dpop is not None:
+            case.headers["DPoP"] = dpop
     return case
 
 
@@ -181,6 +196,13 @@ HOSTILE_BEARER = itertools.cycle(
     ["Bearer \xe9", "Bearer a b", "Bearer", "Bearer " + "A" * 6000, "Basic eDp5", "bearer ="]
 )
 _calls = itertools.count()
+
+
+def send(case: Case, server: FuzzServer, session: requests.Session, **kwargs: Any) -> Response:
+    """Authenticate ``case`` (:func:`authenticate`), make a deferred body, and send it."""
+    authenticate(case, server)
+    case.body = made(case.body)
+    return case.call(base_url=server.url, session=session, timeout=40, **kwargs)
 
 
 def authenticate(case: Case, server: FuzzServer) -> None:
@@ -247,9 +269,8 @@ def _traceback(record: logging.LogRecord) -> str:
 def generated_requests_get_documented_answers(
     case: Case, fuzz_server: FuzzServer, http_session: requests.Session
 ) -> None:
-    authenticate(case, fuzz_server)
     ran.add(case.operation.label)
-    response = case.call(base_url=fuzz_server.url, session=http_session, timeout=40)
+    response = send(case, fuzz_server, http_session)
     case.validate_response(response, **CHECKS)
     assert_log_is_clean(fuzz_server)
 
@@ -283,8 +304,7 @@ def test_stateful_sequences_get_documented_answers(
 
     class Machine(machine):  # type: ignore[misc, valid-type]
         def call(self, case: Case, **kwargs: Any) -> Response:
-            authenticate(case, fuzz_server)
-            return case.call(base_url=fuzz_server.url, session=http_session, timeout=40, **kwargs)
+            return send(case, fuzz_server, http_session, **kwargs)
 
         def validate_response(self, response: Response, case: Case, **kwargs: Any) -> None:
             case.validate_response(response, **CHECKS, **kwargs)
