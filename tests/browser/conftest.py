@@ -7,10 +7,11 @@ service worker through CDP (``ServiceWorker.deliverPushMessage``), which runs
 the worker's real ``push`` handler.
 
 The stub can also fail as browsers do (``AppPhone.set_push_mode``): ``hang`` (a
-subscribe() that never settles, as where no push service is reachable) or
-``fail`` (an AbortError). Without the stub (``make_phone(stub_push=False)``)
-Chromium's own subscribe() runs: in these incognito-like contexts it rejects
-with "Registration failed - permission denied", as in a private window.
+subscribe() that never settles, as where no push service is reachable),
+``fail`` (an AbortError) or ``foreign`` (a push service the server refuses).
+Without the stub (``make_phone(stub_push=False)``) Chromium's own subscribe()
+runs: in these incognito-like contexts it rejects with "Registration failed -
+permission denied", as in a private window.
 """
 
 from __future__ import annotations
@@ -79,12 +80,16 @@ PUSH_STUB = """
   };
   const encode = (bytes) => btoa(String.fromCharCode(...bytes))
     .replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+  // "foreign": a push service the server does not allow (not on its host list).
+  const endpoint = () => localStorage.getItem("test-push-mode") === "foreign"
+    ? "https://push.elsewhere.example/push/" + subscription.endpoint.split("/").pop()
+    : subscription.endpoint;
   const make = (serverKey) => ({
-    endpoint: subscription.endpoint,
+    endpoint: endpoint(),
     expirationTime: null,
     options: { userVisibleOnly: true, applicationServerKey: decode(serverKey).buffer },
     getKey: (name) => decode(subscription.keys[name]).buffer,
-    toJSON: () => JSON.parse(JSON.stringify(subscription)),
+    toJSON: () => ({ ...JSON.parse(JSON.stringify(subscription)), endpoint: endpoint() }),
     unsubscribe: async () => {
       localStorage.removeItem(STORAGE);
       return true;
@@ -327,7 +332,8 @@ class AppPhone:
         return shown
 
     async def set_push_mode(self, mode: str | None) -> None:
-        """How the stubbed push service answers subscribe(): None (it works), "hang", "fail"."""
+        """How the stubbed push service answers subscribe(): None (it works), "hang",
+        "fail", or "foreign" (a subscription on a push service the server refuses)."""
         if not self.page.url.startswith(self.server.url):
             await self.open()
         await self.page.evaluate(

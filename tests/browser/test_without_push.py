@@ -281,6 +281,22 @@ async def test_a_browser_that_keeps_nothing_is_told_before_the_link_is_spent(
     assert not await code_spent(db, enrol_url)
 
 
+async def test_a_push_service_the_server_refuses_enrols_without_push_on_the_same_link(
+    phone: AppPhone, enrol_url: str, db: asyncpg.Connection
+) -> None:
+    await phone.set_push_mode("foreign")
+    await phone.enrol(enrol_url)
+    await expect_enrolled_without_push(
+        phone,
+        "The server doesn't accept this browser's notification service.",
+        "Another browser may get notifications.",
+    )
+    # The refused attempt left the link unspent; the second one used it.
+    assert await db.fetchval("SELECT count(*) FROM devices") == 1
+    assert await push_endpoint(db) is None
+    assert await code_spent(db, enrol_url)
+
+
 async def test_push_is_turned_on_later_from_the_devices_screen(
     phone: AppPhone, enrol_url: str, relying_party: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
