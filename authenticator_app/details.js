@@ -14,12 +14,31 @@ export function groupedIban(iban) {
   return String(iban).replace(/(.{4})(?=.)/g, "$1 ");
 }
 
+/**
+ * An IBAN with only its first four and last four characters showing, grouped as printed:
+ * "DE89 •••• •••• •••• ••30 00". Enough to check against an invoice, not enough for anyone
+ * looking over a shoulder to copy. What is approved (and signed) is the full IBAN.
+ */
+export function maskedIban(iban) {
+  const compact = String(iban).replace(/\s+/g, "");
+  if (compact.length <= 8) return groupedIban(compact);
+  const hidden = "\u2022".repeat(compact.length - 8);
+  return groupedIban(compact.slice(0, 4) + hidden + compact.slice(-4));
+}
+
 function account(creditorAccount = {}) {
-  if (creditorAccount.iban) return groupedIban(creditorAccount.iban);
+  if (creditorAccount.iban) return maskedIban(creditorAccount.iban);
   const parts = [];
   if (creditorAccount.sortCode) parts.push(`Sort code ${creditorAccount.sortCode}`);
   if (creditorAccount.accountNumber) parts.push(`Account ${creditorAccount.accountNumber}`);
   return parts.join(" · ");
+}
+
+/** What a screen reader says for a masked IBAN, instead of a run of bullets. */
+function ibanLabel(iban) {
+  const compact = String(iban).replace(/\s+/g, "");
+  if (compact.length <= 8) return null;
+  return `IBAN starting ${compact.slice(0, 4)}, ending ${compact.slice(-4)}`;
 }
 
 function row(label, value, extra = {}) {
@@ -43,7 +62,10 @@ function paymentCard(payment) {
       "dl",
       {},
       row("To", creditorName, { class: "payee" }),
-      row("Account", account(creditorAccount), { class: "account" }),
+      row("Account", account(creditorAccount), {
+        class: "account",
+        "aria-label": creditorAccount?.iban ? ibanLabel(creditorAccount.iban) : null,
+      }),
       row("BIC", creditorAccount?.bic),
       row("Reference", payment.remittanceInformationUnstructured, { class: "reference" }),
     ),

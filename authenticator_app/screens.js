@@ -1,7 +1,7 @@
 // The screens: functions from data (and callbacks) to DOM. No fetching, no state.
 import { detailCards, detailSummary } from "./details.js";
 import { h } from "./dom.js";
-import { clock, decisionWords, scopeWords, when } from "./words.js";
+import { ago, clock, decisionWords, hue, initials, scopeWords, when } from "./words.js";
 
 // Under this many seconds left, the countdown turns urgent.
 const SOON = 30;
@@ -15,8 +15,30 @@ function countdown(request) {
   );
 }
 
-/** Update countdowns under `root`; return the refs whose time ran out. */
+/** A `<time>` reading "2 min ago", with the full date as its title; tick() keeps it current. */
+function since(isoTime, prefix = "") {
+  return h(
+    "time",
+    { datetime: isoTime, title: when(isoTime), dataset: { ago: isoTime, prefix } },
+    `${prefix}${ago(isoTime)}`,
+  );
+}
+
+/** The round initials badge of a service or account; hidden from screen readers (the name is there). */
+export function avatar(name, extraClass = "") {
+  return h(
+    "span",
+    { class: `avatar hue-${hue(name)} ${extraClass}`.trim(), "aria-hidden": "true" },
+    initials(name),
+  );
+}
+
+/** Update countdowns and relative times under `root`; return the refs whose time ran out. */
 export function tick(root, now = Date.now()) {
+  for (const element of root.querySelectorAll("time[data-ago]")) {
+    const text = `${element.dataset.prefix ?? ""}${ago(element.dataset.ago, now)}`;
+    if (element.textContent !== text) element.textContent = text;
+  }
   const expired = new Set();
   for (const element of root.querySelectorAll("[data-deadline]")) {
     const seconds = (Number(element.dataset.deadline) - now) / 1000;
@@ -32,10 +54,43 @@ export function notice(text, kind = "info") {
   return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
 
-function message(request) {
+/** The binding message; `tag` "span" where only phrasing content is allowed (in a button). */
+function message(request, tag = "p") {
   return request.binding_message
-    ? h("p", { class: "message" }, request.binding_message)
-    : h("p", { class: "message none" }, "No message with this request");
+    ? h(tag, { class: "message" }, request.binding_message)
+    : h(tag, { class: "message none" }, "No message with this request");
+}
+
+const PUSH_WORDS = { on: "Notifications on", off: "Notifications off", blocked: "Notifications blocked" };
+
+/** Whose phone this is: name, masked email and whether notifications reach it. */
+export function accountCard(account, push) {
+  if (!account) return null;
+  return h(
+    "section",
+    { class: "account-card", "aria-label": "Account" },
+    avatar(account.display_name, "large"),
+    h(
+      "div",
+      { class: "account-text" },
+      h("p", { class: "account-name" }, account.display_name),
+      account.masked_email && h("p", { class: "account-email" }, account.masked_email),
+      push && h("p", { class: `push-state ${push}` }, PUSH_WORDS[push]),
+    ),
+  );
+}
+
+/** What the home screen says when requests only arrive while the app is open. */
+function pushOffNote(push) {
+  if (push === "on" || !push) return null;
+  return h(
+    "p",
+    { class: "notice warn push-note" },
+    push === "blocked"
+      ? "Notifications are blocked, so new requests show up only while this app is open. "
+      : "Notifications are off on this phone: new requests show up here while the app is open. ",
+    h("a", { href: "#devices" }, "Turn on notifications"),
+  );
 }
 
 export function notEnrolledScreen() {
@@ -79,7 +134,12 @@ export function enrolScreen({ defaultName, replacing, onSubmit }) {
     replacing && notice(`This phone is set up for ${replacing}. Continuing replaces that.`, "warn"),
     h("label", { for: "device-name" }, "Name this phone"),
     name,
-    h("p", { class: "small" }, "You'll be asked to allow notifications: requests arrive as notifications."),
+    h(
+      "p",
+      { class: "small" },
+      "You'll be asked to allow notifications, so requests reach you even when the app is " +
+        "closed. Without them, requests show up while the app is open.",
+    ),
     button,
     status,
   );
@@ -125,23 +185,54 @@ function uvSetupNotice(uv, onSetUp) {
   return null;
 }
 
-export function enrolledScreen({ displayName, uv, onSetUp, onContinue }) {
+/** `pushProblem`: null when notifications are on, else the plain words of why not. */
+export function enrolledScreen({ account, uv, onSetUp, onContinue, pushProblem = null }) {
   return h(
     "section",
     { class: "card center ready" },
     h("p", { class: "big-mark", "aria-hidden": "true" }, "✓"),
     h("h2", {}, "This phone is ready"),
-    h("p", {}, "Requests to approve for ", h("strong", { class: "user" }, displayName), " will appear here."),
+    h(
+      "p",
+      {},
+      "Requests to approve for ",
+      h("strong", { class: "user" }, account.display_name),
+      account.masked_email && [" (", h("span", { class: "email" }, account.masked_email), ")"],
+      " will appear here.",
+    ),
+    pushProblem
+      ? h(
+          "div",
+          { class: "push-status off" },
+          notice(`Notifications are off. ${pushProblem}`, "warn"),
+        )
+      : h(
+          "div",
+          { class: "push-status on" },
+          notice("Notifications are on: requests reach this phone even when the app is closed."),
+        ),
     uvSetupNotice(uv, onSetUp),
     h("button", { class: "primary", type: "button", onclick: onContinue }, "Done"),
   );
 }
 
-export function requestListScreen(requests, { onOpen }) {
+/** An inline SVG icon from the page's <template id="icons"> (drawn in the text colour). */
+function icon(name) {
+  const template = document.getElementById("icons");
+  return template.content.querySelector(`[data-icon="${name}"]`).cloneNode(true);
+}
+
+/**
+ * The home screen: whose phone this is, then the waiting requests. Each request is one
+ * button holding only phrasing content (spans), so the markup stays valid.
+ */
+export function requestListScreen(requests, { onOpen, account = null, push = null }) {
+  const header = [accountCard(account, push), pushOffNote(push)];
   if (requests.length === 0) {
     return h(
       "section",
       { class: "requests empty" },
+      header,
       h("h2", {}, "No requests waiting"),
       h("p", { class: "muted" }, "When a service asks you to approve something, it shows up here."),
     );
@@ -149,6 +240,7 @@ export function requestListScreen(requests, { onOpen }) {
   return h(
     "section",
     { class: "requests" },
+    header,
     h("h2", {}, requests.length === 1 ? "1 request waiting" : `${requests.length} requests waiting`),
     h(
       "ul",
@@ -160,10 +252,16 @@ export function requestListScreen(requests, { onOpen }) {
           h(
             "button",
             { class: "request", type: "button", onclick: () => onOpen(request.ref) },
-            h("span", { class: "client" }, request.client_name),
-            detailSummary(request.authorization_details),
-            message(request),
-            countdown(request),
+            avatar(request.client_name),
+            h(
+              "span",
+              { class: "request-text" },
+              h("span", { class: "client" }, request.client_name),
+              detailSummary(request.authorization_details),
+              message(request, "span"),
+              countdown(request),
+            ),
+            icon("chevron"),
           ),
         ),
       ),
@@ -206,7 +304,7 @@ function uvNotice(uv, onSetUp) {
  * user must first pick the number the relying party's screen shows; Approve waits for it.
  * A request that needs user verification can only be approved once this phone can do it.
  */
-export function approvalScreen(request, { onDecide, uv = null, onSetUp = null }) {
+export function approvalScreen(request, { onDecide, onBack, uv = null, onSetUp = null }) {
   const choice = (decision, style, label) =>
     h("button", { class: style, type: "button", dataset: { decision } }, label);
   const buttons = [
@@ -221,8 +319,18 @@ export function approvalScreen(request, { onDecide, uv = null, onSetUp = null })
     h("button", { class: "number", type: "button", "aria-pressed": "false" }, number),
   );
   const blocked = uv === "missing" || uv === "unavailable";
+  // Why Approve is disabled, said beside it and tied to it (aria-describedby).
+  const why = h("p", { class: "why", id: `approve-why-${request.ref.slice(0, 12)}` });
+  approve.setAttribute("aria-describedby", why.id);
   const settle = () => {
-    approve.disabled = blocked || (choices.length > 0 && picked === null);
+    const needsNumber = choices.length > 0 && picked === null;
+    approve.disabled = blocked || needsNumber;
+    why.textContent = blocked
+      ? "Approve is unavailable: see above."
+      : needsNumber
+        ? `Pick the number ${request.client_name} shows to approve.`
+        : "";
+    why.hidden = !approve.disabled;
   };
   for (const button of numbers) {
     button.addEventListener("click", () => {
@@ -247,8 +355,23 @@ export function approvalScreen(request, { onDecide, uv = null, onSetUp = null })
   return h(
     "section",
     { class: "approval", dataset: { ref: request.ref } },
-    h("p", { class: "eyebrow" }, "Request from"),
-    h("h2", { class: "client" }, request.client_name),
+    h(
+      "button",
+      { class: "back", type: "button", onclick: onBack },
+      icon("back"),
+      "Back to requests",
+    ),
+    h(
+      "div",
+      { class: "rp" },
+      avatar(request.client_name, "large"),
+      h(
+        "div",
+        { class: "rp-text" },
+        h("p", { class: "eyebrow" }, "Request from"),
+        h("h2", { class: "client" }, request.client_name),
+      ),
+    ),
     detailCards(request.authorization_details),
     h("div", { class: "binding" }, message(request)),
     h("p", { class: "hint" }, "Approve only if this matches the screen where you started."),
@@ -273,7 +396,7 @@ export function approvalScreen(request, { onDecide, uv = null, onSetUp = null })
       }),
     ),
     uvNotice(uv, onSetUp),
-    h("div", { class: "actions" }, buttons),
+    h("div", { class: "actions" }, buttons[0], why, buttons.slice(1)),
     h("p", { class: "small" }, "“This wasn't me” denies it and reports that you didn't ask."),
   );
 }
@@ -322,17 +445,34 @@ export function historyScreen(decisions) {
         h(
           "li",
           { class: `entry ${String(item.decision).replace("_", "-")}`, dataset: { ref: item.ref } },
-          h("span", { class: "client" }, item.client_name),
-          message(item),
-          h("span", { class: "decision" }, decisionWords(item.decision)),
-          h("span", { class: "meta" }, when(item.decided_at)),
+          avatar(item.client_name),
+          h(
+            "div",
+            { class: "entry-text" },
+            h("span", { class: "client" }, item.client_name),
+            message(item),
+            h(
+              "span",
+              { class: "entry-foot" },
+              h("span", { class: "decision" }, decisionWords(item.decision)),
+              h("span", { class: "meta" }, since(item.decided_at)),
+            ),
+          ),
         ),
       ),
     ),
   );
 }
 
-export function devicesScreen(devices, { onRemove, onSetUp = null }) {
+/**
+ * The user's devices. `push` describes this phone: "on", "off" or "blocked"; `onPushOn`
+ * (this phone only, when notifications are not on) turns them on; `pushNote` says why
+ * they are off, when known.
+ */
+export function devicesScreen(
+  devices,
+  { onRemove, onSetUp = null, onPushOn = null, pushNote = null, push = null },
+) {
   return h(
     "section",
     { class: "devices" },
@@ -341,12 +481,19 @@ export function devicesScreen(devices, { onRemove, onSetUp = null }) {
       "ul",
       { class: "list" },
       devices.map((device) => {
-        const remove = h("button", { class: "danger small-button", type: "button" }, "Remove");
+        // "Remove" says which device to a screen reader: "Remove Work phone".
+        const hiddenName = () => h("span", { class: "vh" }, ` ${device.name}`);
+        const remove = h(
+          "button",
+          { class: "danger small-button", type: "button" },
+          "Remove",
+          hiddenName(),
+        );
         let armed = false;
         remove.addEventListener("click", async () => {
           if (!armed) {
             armed = true;
-            remove.textContent = "Tap again to remove";
+            remove.replaceChildren("Tap again to remove", hiddenName());
             return;
           }
           remove.disabled = true;
@@ -356,29 +503,46 @@ export function devicesScreen(devices, { onRemove, onSetUp = null }) {
             remove.disabled = false;
           }
         });
+        const mine = device.this_device;
+        const pushOn = mine ? push === "on" : device.push;
         return h(
           "li",
           { class: "entry device", dataset: { deviceId: device.device_id } },
           h(
-            "span",
-            { class: "client" },
-            device.name,
-            device.this_device && h("span", { class: "badge" }, "This phone"),
+            "div",
+            { class: "entry-text" },
+            h(
+              "span",
+              { class: "client" },
+              device.name,
+              mine && h("span", { class: "badge" }, "This phone"),
+            ),
+            h("span", { class: "meta" }, since(device.created_at, "Added ")),
+            device.last_seen_at &&
+              h("span", { class: "meta" }, since(device.last_seen_at, "Last used ")),
+            h(
+              "span",
+              { class: `meta push ${pushOn ? "on" : "off"}` },
+              pushOn ? "Notifications: on" : "Notifications: off",
+            ),
+            h(
+              "span",
+              { class: "meta uv" },
+              device.user_verification_keys > 0
+                ? "Fingerprint, face or PIN: on"
+                : "Fingerprint, face or PIN: not set up",
+            ),
+            mine && !pushOn && pushNote && notice(pushNote, "warn"),
+            mine &&
+              !pushOn &&
+              onPushOn &&
+              actionButton("Turn on notifications", "primary small-button", onPushOn),
+            mine &&
+              device.user_verification_keys === 0 &&
+              onSetUp &&
+              actionButton(SET_UP_UV, "secondary small-button", onSetUp),
+            remove,
           ),
-          h("span", { class: "meta" }, `Added ${when(device.created_at)}`),
-          device.last_seen_at && h("span", { class: "meta" }, `Last used ${when(device.last_seen_at)}`),
-          h(
-            "span",
-            { class: "meta uv" },
-            device.user_verification_keys > 0
-              ? "Fingerprint, face or PIN: on"
-              : "Fingerprint, face or PIN: not set up",
-          ),
-          device.this_device &&
-            device.user_verification_keys === 0 &&
-            onSetUp &&
-            actionButton(SET_UP_UV, "secondary small-button", onSetUp),
-          remove,
         );
       }),
     ),

@@ -42,7 +42,11 @@ async function run(mode, action) {
   });
 }
 
-/** The enrolled device: {deviceId, name, displayName, issuer, keyPair, vapidKey} or undefined. */
+/**
+ * The enrolled device or undefined: {deviceId, name, displayName, account, issuer, keyPair,
+ * endpoint, vapidKey, pushProblem}. `endpoint` is null when this phone has no push
+ * subscription (`pushProblem` then says why, when known).
+ */
 export function loadDevice() {
   return run("readonly", (store) => store.get(DEVICE));
 }
@@ -53,4 +57,16 @@ export function saveDevice(device) {
 
 export function forgetDevice() {
   return run("readwrite", (store) => store.delete(DEVICE));
+}
+
+/** Whether this browser keeps what the app stores (some private windows keep nothing). */
+export async function storageWorks() {
+  if (!globalThis.indexedDB) return false;
+  try {
+    await run("readwrite", (store) => store.put(Date.now(), "probe"));
+    await run("readwrite", (store) => store.delete("probe"));
+    return true;
+  } catch {
+    return false;
+  }
 }

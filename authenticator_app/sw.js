@@ -4,10 +4,12 @@
 import { ApiError, decide, getConfig } from "./api.js";
 import { summaryText } from "./details.js";
 import { syncSubscription } from "./push.js";
-import { loadDevice } from "./store.js";
+import { loadDevice, saveDevice } from "./store.js";
 
 const APP_URL = new URL("./", self.location.href).href;
 const ICON = new URL("icons/icon-192.png", APP_URL).href;
+// Monochrome (white on transparent): Android draws it in the status bar.
+const BADGE = new URL("icons/badge-96.png", APP_URL).href;
 
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
@@ -47,6 +49,7 @@ async function showPrompt(prompt) {
     tag: prompt.ref,
     requireInteraction: true,
     icon: ICON,
+    badge: BADGE,
     data: { prompt },
     actions: prompt.authorization_details_omitted
       ? []
@@ -85,15 +88,30 @@ self.addEventListener("notificationclick", (event) => {
   }
 });
 
-/** Focus an open app window (and point it at the request), or open a new one. */
+/**
+ * Focus an open app window (and point it at the request), or open a new one at the
+ * request. A fresh window lists the pending requests itself, so even a browser that opens
+ * start_url instead (iOS) shows the request.
+ */
 async function openApp(ref) {
   const url = ref ? `${APP_URL}#request=${encodeURIComponent(ref)}` : APP_URL;
   const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
   const open = windows.find((page) => page.url.startsWith(APP_URL));
-  if (!open) return self.clients.openWindow(url);
+  if (!open) {
+    try {
+      return await self.clients.openWindow(url);
+    } catch {
+      return null; // the browser refused a window: the notification is gone, the app lists it
+    }
+  }
   // Point the page at the request first: focusing may be refused, navigating is not.
   if (ref) open.postMessage({ type: "open", ref });
-  await open.focus();
+  try {
+    await open.focus();
+  } catch {
+    // Not allowed to take the focus: the page shows the request when the user comes back.
+  }
+  return open;
 }
 
 async function answer(prompt, decision) {
@@ -110,18 +128,30 @@ async function answer(prompt, decision) {
       body: `Open the app to answer ${prompt.client_name}.`,
       tag: prompt.ref,
       icon: ICON,
+      badge: BADGE,
       data: { prompt },
     });
   }
 }
 
+// The push service replaced or ended the subscription. Firefox hands over the new one;
+// Chromium gives none (newSubscription null), so the worker subscribes again itself.
 self.addEventListener("pushsubscriptionchange", (event) => {
-  event.waitUntil(renewSubscription(event.newSubscription));
+  event.waitUntil(renewSubscription(event.newSubscription ?? null));
 });
 
 async function renewSubscription(renewed) {
   const device = await loadDevice();
-  if (!device) return;
-  const { vapid_public_key: vapidKey } = await getConfig();
-  await syncSubscription(self.registration, device, vapidKey, renewed);
+  if (!device?.endpoint) return; // push is off on this phone: nothing to renew
+  let updated;
+  try {
+    const { vapid_public_key: vapidKey } = await getConfig();
+    if (!vapidKey) throw new Error("no VAPID key");
+    updated = await syncSubscription(self.registration, device, vapidKey, renewed);
+  } catch {
+    // Not renewed: the app says notifications stopped, and offers to turn them on again.
+    updated = { ...device, endpoint: null, vapidKey: null, pushProblem: "push_lost" };
+    await saveDevice(updated);
+  }
+  await tellPages({ type: "subscription", push: Boolean(updated.endpoint) });
 }

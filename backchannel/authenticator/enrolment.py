@@ -5,6 +5,11 @@ proves possession of its new key (a self-signed JWS, see ``device_auth``) and
 spends the code. Spending the code, storing the device and the audit row are
 one transaction, so a code enrols at most one device and a refused enrolment
 leaves it unspent.
+
+The push subscription is optional: a browser that cannot subscribe (no
+reachable push service, notifications blocked, a private window) still enrols,
+and the app fetches its pending requests itself until push is turned on
+(``POST /device/subscription``).
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class EnrolledDevice:
     user_id: int
     display_name: str
     vapid_public_key: str | None
+    email: str | None = None
+    push: bool = True  # False: enrolled without a push subscription
 
 
 async def issue_enrolment_code(
@@ -93,7 +100,10 @@ async def enrol_device(
     if not isinstance(code, str) or not code or len(code) > MAX_CODE_LENGTH:
         raise InvalidRequest("code is required")
     name = device_name(payload.get("name"))
-    subscription = parse_subscription(payload.get("subscription"), settings)
+    raw_subscription = payload.get("subscription")
+    subscription = (
+        None if raw_subscription is None else parse_subscription(raw_subscription, settings)
+    )
     device_id = new_identifier()
     async with conn.transaction():
         spent = await spend_enrolment_code(conn, hash_secret(code), device_id)
@@ -113,9 +123,20 @@ async def enrol_device(
             client_id=None if spent.issued_by == ISSUED_BY_CLI else spent.issued_by,
             user_id=spent.user_id,
             device_id=device_id,
-            detail={"name": name, "jwk_thumbprint": proof.thumbprint},
+            detail={
+                "name": name,
+                "jwk_thumbprint": proof.thumbprint,
+                "push": subscription is not None,
+            },
         )
-    return EnrolledDevice(device_id, spent.user_id, spent.display_name, vapid[1] if vapid else None)
+    return EnrolledDevice(
+        device_id,
+        spent.user_id,
+        spent.display_name,
+        vapid[1] if vapid else None,
+        spent.email,
+        push=subscription is not None,
+    )
 
 
 def device_name(value: object) -> str:

@@ -1,8 +1,10 @@
 """The ``devices`` table, and what a device reads: its user's pending requests and its history.
 
-A device is a phone holding a non-extractable P-256 key (``public_jwk``) and a
-Web Push subscription. Removal sets ``removed_at``; the row stays so that a
-``dismiss`` can still reach the phone and the audit trail keeps its name.
+A device is a phone holding a non-extractable P-256 key (``public_jwk``) and,
+when its browser could subscribe, a Web Push subscription (``push_endpoint`` is
+NULL otherwise: the phone then fetches its pending requests itself). Removal
+sets ``removed_at``; the row stays so that a ``dismiss`` can still reach the
+phone and the audit trail keeps its name.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class NewDevice:
     name: str
     public_jwk: dict[str, Any]
     jwk_thumbprint: str
-    subscription: Subscription
+    subscription: Subscription | None  # None: enrolled without push
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def _device(row: asyncpg.Record) -> Device:
 
 async def insert_device(conn: asyncpg.Connection, device: NewDevice, vapid_kid: str | None) -> None:
     """Store a new device; ``UniqueViolationError`` if its key is enrolled already."""
+    subscription = device.subscription
     await conn.execute(
         """INSERT INTO devices (device_id, user_id, name, public_jwk, jwk_thumbprint,
                                 push_endpoint, push_p256dh, push_auth, vapid_kid, last_seen_at)
@@ -122,10 +125,10 @@ async def insert_device(conn: asyncpg.Connection, device: NewDevice, vapid_kid: 
         device.name,
         device.public_jwk,
         device.jwk_thumbprint,
-        device.subscription.endpoint,
-        device.subscription.p256dh,
-        device.subscription.auth,
-        vapid_kid,
+        subscription.endpoint if subscription else None,
+        subscription.p256dh if subscription else None,
+        subscription.auth if subscription else None,
+        vapid_kid if subscription else None,
     )
 
 

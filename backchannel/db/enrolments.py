@@ -25,6 +25,7 @@ class SpentCode:
     user_id: int
     display_name: str
     issued_by: str
+    email: str | None = None
 
 
 async def insert_enrolment_code(
@@ -55,7 +56,7 @@ async def spend_enrolment_code(
              FROM users u
             WHERE e.code_hash = $1 AND e.used_at IS NULL AND e.expires_at > now()
               AND u.user_id = e.user_id AND u.disabled_at IS NULL
-        RETURNING e.user_id, u.display_name, e.issued_by""",
+        RETURNING e.user_id, u.display_name, e.issued_by, u.email""",
         code_hash,
         device_id,
     )

@@ -11,7 +11,8 @@ its audit row.
 
 Statuses: ``queued``; ``sent``; ``failed`` (refused endpoint, dead
 subscription, permanent error, attempts exhausted); ``dropped`` (worthless
-now: its ``deliver_before`` passed, or its prompt was withdrawn first).
+now: its ``deliver_before`` passed, its prompt was withdrawn first, or its
+device has no push subscription, having enrolled without one or lost it).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ WITH due AS (
            CASE WHEN o.deliver_before < now() + interval '1 second' THEN 'expired'
                 WHEN o.kind = 'prompt' AND r.prompts_withdrawn_at IS NOT NULL THEN 'withdrawn'
                 WHEN o.kind = 'prompt' AND d.removed_at IS NOT NULL THEN 'device_removed'
+                WHEN d.push_endpoint IS NULL THEN 'no_subscription'
            END AS drop_reason
       FROM due
       JOIN push_outbox o ON o.id = due.id
@@ -146,7 +148,8 @@ async def claim_due_messages(
 
     Due messages that became worthless are settled on the way: past their
     ``deliver_before`` (dropped, audited ``delivery_failed``), prompts of
-    withdrawn requests or to removed devices (dropped).
+    withdrawn requests or to removed devices, and messages to devices without a
+    push subscription (dropped: such a phone fetches its requests itself).
     """
     rows = await conn.fetch(_CLAIM, limit, float(lease_seconds))
     return [OutboxMessage(**dict(r)) for r in rows]

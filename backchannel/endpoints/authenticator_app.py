@@ -48,8 +48,10 @@ SECURITY_HEADERS = {
 _NOT_SERVED = frozenset({"tools"})
 
 MANIFEST_TYPE = "application/manifest+json"
-# Icons change rarely and are not code: a day of caching is harmless.
+# Icons and the manifest's screenshots change rarely and are not code: a day of caching
+# is harmless.
 ICON_CACHE = "public, max-age=86400"
+_IMAGE_DIRS = ("icons", "screenshots")
 
 
 class AuthenticatorFiles(StaticFiles):
@@ -68,7 +70,7 @@ class AuthenticatorFiles(StaticFiles):
         response.headers.update(SECURITY_HEADERS)
         if path.endswith(".webmanifest") and response.status_code == 200:
             response.headers["Content-Type"] = MANIFEST_TYPE
-        if path.startswith("icons" + os.sep) and response.status_code in (200, 304):
+        if path.split(os.sep)[0] in _IMAGE_DIRS and response.status_code in (200, 304):
             response.headers["Cache-Control"] = ICON_CACHE
         else:
             response.headers["Cache-Control"] = "no-cache"

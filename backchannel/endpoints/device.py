@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from backchannel.authenticator.account import account_fields, device_account
 from backchannel.authenticator.decisions import (
     HISTORY_LIMIT,
     decide_on_device,
@@ -114,7 +115,8 @@ async def device_enrol(request: Request) -> Response:
     return _json(
         {
             "device_id": enrolled.device_id,
-            "user": {"display_name": enrolled.display_name},
+            "user": account_fields(enrolled.display_name, enrolled.email),
+            "push": enrolled.push,
             "vapid_public_key": enrolled.vapid_public_key,
         },
         status_code=201,
@@ -145,10 +147,13 @@ async def device_requests(request: Request) -> Response:
     services, call = await _device_call(request, REQUESTS_PATH)
     async with services.pool.acquire() as conn:
         pending = await pending_requests(conn, call.device.user_id)
+        account = await device_account(conn, call.device.user_id)
     return _json(
         {
             "requests": [_pending_json(r) for r in pending],
             "webauthn": await webauthn_state(services, call.device),
+            "account": account,
+            "push": call.device.push_endpoint is not None,
         }
     )
 
@@ -202,6 +207,7 @@ async def device_devices(request: Request) -> Response:
                     ),
                     "this_device": device.device_id == call.device.device_id,
                     "user_verification_keys": keys.get(device.device_id, 0),
+                    "push": device.push_endpoint is not None,
                 }
                 for device, _subject in devices
             ]

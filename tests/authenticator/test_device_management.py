@@ -47,8 +47,10 @@ async def test_devices_lists_the_users_active_devices(
         "last_seen_at",
         "this_device",
         "user_verification_keys",
+        "push",
     }
     assert devices[0]["user_verification_keys"] == 0
+    assert devices[0]["push"] is True
     assert devices[0]["created_at"].endswith("Z") and devices[0]["last_seen_at"].endswith("Z")
 
 

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 
+from backchannel.authenticator.account import masked_email
 from backchannel.cli import main
 from backchannel.db.users import User
 from backchannel.oauth.secrets import hash_secret
 from tests.conftest import RegisteredClient
-from tests.support.ciba import audit_events
+from tests.support.ciba import audit_events, poll, start_auth_req_id
 from tests.support.device import Phone, enrolment_code, new_subscription, post_jose, sign_jws
 
 
@@ -30,8 +31,9 @@ async def test_enrolment_with_a_valid_code_registers_the_device(
     assert response.status_code == 201, response.text
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert set(body) == {"device_id", "user", "vapid_public_key"}
-    assert body["user"] == {"display_name": "Alice Example"}
+    assert set(body) == {"device_id", "user", "vapid_public_key", "push"}
+    assert body["user"] == {"display_name": "Alice Example", "masked_email": "a•••e@example.com"}
+    assert body["push"] is True
     row = await db.fetchrow("SELECT * FROM devices WHERE device_id = $1", body["device_id"])
     assert row["user_id"] == alice.user_id
     assert row["name"] == "Pixel 9"
@@ -49,6 +51,103 @@ async def test_enrolment_with_a_valid_code_registers_the_device(
     assert event["user_id"] == alice.user_id and event["device_id"] == body["device_id"]
     # The new device can call at once.
     assert (await phone.call(http, "/device/requests")).status_code == 200
+
+
+async def test_a_phone_without_push_enrols_lists_its_requests_and_turns_push_on_later(
+    http: httpx.AsyncClient, db: asyncpg.Connection, alice: User, rp: RegisteredClient
+) -> None:
+    phone = Phone(name="Laptop")
+    # A None claim is left out: the browser could not subscribe.
+    response = await phone.enrol(http, await enrolment_code(db, alice.user_id), subscription=None)
+    assert response.status_code == 201, response.text
+    assert response.json()["push"] is False
+    row = await db.fetchrow("SELECT * FROM devices WHERE device_id = $1", phone.device_id)
+    assert [row[c] for c in ("push_endpoint", "push_p256dh", "push_auth", "vapid_kid")] == [
+        None
+    ] * 4
+    [event] = await audit_events(db, "device_enrolled")
+    assert event["detail"]["push"] is False
+
+    # No push is queued for it; the phone finds the request by asking.
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth(), binding_message="Sign in")
+    assert await db.fetchval("SELECT count(*) FROM push_outbox") == 0
+    listed = await phone.call(http, "/device/requests")
+    assert listed.json()["push"] is False
+    assert listed.json()["account"] == {
+        "display_name": "Alice Example",
+        "masked_email": "a•••e@example.com",
+    }
+    [entry] = listed.json()["requests"]
+    assert entry["binding_message"] == "Sign in" and entry["challenge"]
+    decided = await phone.decide(http, entry, "approve")
+    assert decided.status_code == 200, decided.text
+    assert (await poll(http, rp.basic_auth(), auth_req_id)).status_code == 200
+    [device] = (await phone.call(http, "/device/devices")).json()["devices"]
+    assert device["push"] is False
+
+    # Turned on later from the Devices screen: the same call a renewed subscription uses.
+    subscription = new_subscription()
+    turned_on = await phone.call(http, "/device/subscription", subscription=subscription)
+    assert turned_on.status_code == 200, turned_on.text
+    row = await db.fetchrow("SELECT * FROM devices WHERE device_id = $1", phone.device_id)
+    assert row["push_endpoint"] == subscription["endpoint"]
+    assert row["vapid_kid"] == await db.fetchval(
+        "SELECT kid FROM vapid_keys WHERE status = 'active'"
+    )
+    [device] = (await phone.call(http, "/device/devices")).json()["devices"]
+    assert device["push"] is True
+    assert (await phone.call(http, "/device/requests")).json()["push"] is True
+    await start_auth_req_id(http, rp.basic_auth())
+    assert await db.fetchval("SELECT count(*) FROM push_outbox WHERE kind = 'prompt'") == 1
+
+
+async def test_an_explicit_null_subscription_enrols_without_push(
+    http: httpx.AsyncClient, db: asyncpg.Connection, alice: User
+) -> None:
+    phone = Phone()
+    claims = {
+        **phone.claims("/device/enrol", code=await enrolment_code(db, alice.user_id)),
+        "name": phone.name,
+        "subscription": None,
+    }
+    header = {"alg": "ES256", "typ": "bc-enrol+jwt", "jwk": phone.public_jwk()}
+    response = await post_jose(http, "/device/enrol", sign_jws(header, claims, phone.key))
+    assert response.status_code == 201, response.text
+    assert response.json()["push"] is False
+    assert await db.fetchval("SELECT push_endpoint FROM devices") is None
+
+
+@pytest.mark.parametrize(
+    ("email", "masked"),
+    [
+        ("alice@example.com", "a•••e@example.com"),
+        ("bo@example.com", "b•••@example.com"),
+        ("b@example.com", "b•••@example.com"),
+        ("first.last+tag@mail.example.co.uk", "f•••g@mail.example.co.uk"),
+        ("ünïcode@例え.jp", "ü•••e@例え.jp"),
+        ("quoted@local@example.com", "q•••l@example.com"),
+        (None, None),
+        ("", None),
+        ("no-at-sign", None),
+        ("@example.com", None),
+        ("alice@", None),
+    ],
+)
+def test_emails_are_masked_to_their_first_and_last_character_and_domain(
+    email: str | None, masked: str | None
+) -> None:
+    assert masked_email(email) == masked
+
+
+async def test_a_user_without_an_email_is_shown_by_name_alone(
+    http: httpx.AsyncClient, db: asyncpg.Connection, alice: User
+) -> None:
+    await db.execute("UPDATE users SET email = NULL WHERE user_id = $1", alice.user_id)
+    phone = Phone()
+    enrolled = await phone.enrol(http, await enrolment_code(db, alice.user_id))
+    assert enrolled.json()["user"] == {"display_name": "Alice Example", "masked_email": None}
+    listed = await phone.call(http, "/device/requests")
+    assert listed.json()["account"] == {"display_name": "Alice Example", "masked_email": None}
 
 
 async def test_config_and_enrolment_answer_the_active_vapid_public_key(
@@ -227,7 +326,8 @@ async def test_a_key_enrols_only_once(
         {"name": "x" * 65},
         {"name": "evil\u202eoh"},
         {"name": 7},
-        {"subscription": None},
+        {"subscription": False},
+        {"subscription": {}},
         {"subscription": "https://push.example.net/x"},
         {"subscription": {"endpoint": "http://push.example.net/x", "keys": {}}},
         {"subscription": {"endpoint": "https://127.0.0.1/push", "keys": {}}},

@@ -5,6 +5,13 @@ unreachable offline: an init script replaces ``subscribe``/``getSubscription``
 with a subscription whose endpoint and keys the test owns. Pushes reach the
 service worker through CDP (``ServiceWorker.deliverPushMessage``), which runs
 the worker's real ``push`` handler.
+
+The stub can also fail as browsers do (``AppPhone.set_push_mode``): ``hang`` (a
+subscribe() that never settles, as where no push service is reachable),
+``fail`` (an AbortError) or ``foreign`` (a push service the server refuses).
+Without the stub (``make_phone(stub_push=False)``) Chromium's own subscribe()
+runs: in these incognito-like contexts it rejects with "Registration failed -
+permission denied", as in a private window.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from playwright.async_api import (
     Page,
     Response,
     ViewportSize,
+    Worker,
     async_playwright,
     expect,
 )
@@ -54,6 +62,8 @@ CHROMIUM_ARGS = [
 expect.set_options(timeout=10_000)
 
 PHONE_VIEWPORT: ViewportSize = {"width": 360, "height": 740}
+LARGE_PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 # Replaces the browser's push subscription with the test's (kept in localStorage so
@@ -70,18 +80,28 @@ PUSH_STUB = """
   };
   const encode = (bytes) => btoa(String.fromCharCode(...bytes))
     .replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+  // "foreign": a push service the server does not allow (not on its host list).
+  const endpoint = () => localStorage.getItem("test-push-mode") === "foreign"
+    ? "https://push.elsewhere.example/push/" + subscription.endpoint.split("/").pop()
+    : subscription.endpoint;
   const make = (serverKey) => ({
-    endpoint: subscription.endpoint,
+    endpoint: endpoint(),
     expirationTime: null,
     options: { userVisibleOnly: true, applicationServerKey: decode(serverKey).buffer },
     getKey: (name) => decode(subscription.keys[name]).buffer,
-    toJSON: () => JSON.parse(JSON.stringify(subscription)),
+    toJSON: () => ({ ...JSON.parse(JSON.stringify(subscription)), endpoint: endpoint() }),
     unsubscribe: async () => {
       localStorage.removeItem(STORAGE);
       return true;
     },
   });
   PushManager.prototype.subscribe = async function (options) {
+    // How this browser's push service behaves, as a test set it (AppPhone.set_push_mode).
+    const mode = localStorage.getItem("test-push-mode");
+    if (mode === "hang") return new Promise(() => {});
+    if (mode === "fail") {
+      throw new DOMException("Registration failed - push service not available", "AbortError");
+    }
     const key = options.applicationServerKey;
     const bytes = typeof key === "string" ? decode(key)
       : key instanceof ArrayBuffer ? new Uint8Array(key)
@@ -96,13 +116,17 @@ PUSH_STUB = """
     const serverKey = localStorage.getItem(STORAGE);
     return serverKey ? make(serverKey) : null;
   };
-  // What the service worker told this page, for tests to wait on.
-  window.workerMessages = [];
-  navigator.serviceWorker.addEventListener("message", (event) => {
-    window.workerMessages.push(event.data);
-  });
+  __WORKER_MESSAGES__
 })();
 """
+# What the service worker told this page, for tests to wait on.
+WORKER_MESSAGES = """
+  window.workerMessages = [];
+  navigator.serviceWorker?.addEventListener("message", (event) => {
+    window.workerMessages.push(event.data);
+  });
+"""
+PUSH_STUB = PUSH_STUB.replace("__WORKER_MESSAGES__", WORKER_MESSAGES)
 
 NOTIFICATIONS_JS = """
 async () => {
@@ -112,6 +136,13 @@ async () => {
     actions: n.actions.map((a) => a.action), actionTitles: n.actions.map((a) => a.title),
   }));
 }
+"""
+
+# The worker's view of its notifications, for when no page is open.
+WORKER_NOTIFICATIONS_JS = """
+async () => (await self.registration.getNotifications()).map((n) => ({
+  title: n.title, tag: n.tag, badge: n.badge, icon: n.icon,
+}))
 """
 
 
@@ -274,11 +305,7 @@ class AppPhone:
         IndexedDB), though not the browser's click plumbing; being untrusted,
         the event refuses ``waitUntil``, which the work started before it ignores.
         """
-        worker = next(
-            (w for w in self.context.service_workers if w.url == self.app_url + "sw.js"), None
-        )
-        assert worker is not None, "the service worker is not running"
-        await worker.evaluate(
+        await self.worker().evaluate(
             """async ([tag, action]) => {
                 const [notification] = await self.registration.getNotifications({ tag });
                 if (!notification) throw new Error(`no notification tagged ${tag}`);
@@ -291,6 +318,46 @@ class AppPhone:
     async def notifications(self) -> list[dict[str, Any]]:
         shown: list[dict[str, Any]] = await self.page.evaluate(NOTIFICATIONS_JS)
         return shown
+
+    def worker(self) -> Worker:
+        """The app's running service worker (also while no page is open)."""
+        worker = next(
+            (w for w in self.context.service_workers if w.url == self.app_url + "sw.js"), None
+        )
+        assert worker is not None, "the service worker is not running"
+        return worker
+
+    async def worker_notifications(self) -> list[dict[str, Any]]:
+        shown: list[dict[str, Any]] = await self.worker().evaluate(WORKER_NOTIFICATIONS_JS)
+        return shown
+
+    async def set_push_mode(self, mode: str | None) -> None:
+        """How the stubbed push service answers subscribe(): None (it works), "hang",
+        "fail", or "foreign" (a subscription on a push service the server refuses)."""
+        if not self.page.url.startswith(self.server.url):
+            await self.open()
+        await self.page.evaluate(
+            """(mode) => mode === null ? localStorage.removeItem("test-push-mode")
+                                       : localStorage.setItem("test-push-mode", mode)""",
+            mode,
+        )
+
+    async def deny_notifications(self) -> None:
+        """The user blocked notifications for the app (as site settings would)."""
+        target = await self.cdp.send("Target.getTargetInfo")
+        await self.cdp.send(
+            "Browser.setPermission",
+            {
+                "permission": {"name": "notifications"},
+                "setting": "denied",
+                "origin": self.server.url,
+                "browserContextId": target["targetInfo"]["browserContextId"],
+            },
+        )
+
+    async def announced(self, text: str) -> None:
+        """Wait until the page's live region said ``text``."""
+        await expect(self.page.locator("#announcer")).to_have_text(text)
 
     async def subscribe_calls(self) -> int:
         calls = await self.page.evaluate("localStorage.getItem('test-push-subscribe-calls')")
@@ -309,24 +376,78 @@ async def push_service() -> AsyncIterator[LocalPushService]:
         yield service
 
 
+MakePhone = Callable[..., Awaitable[AppPhone]]
+
+
 @pytest.fixture
-async def phone(
+async def make_phone(
     browser: Browser, server: Server, push_service: LocalPushService
-) -> AsyncIterator[AppPhone]:
+) -> AsyncIterator[MakePhone]:
+    """Open the app in a fresh context: phone-sized unless ``viewport`` says otherwise;
+    with the push stub unless ``stub_push=False``; notifications allowed unless
+    ``notifications=False``; ``init_script`` runs before the app (to take a browser
+    feature away); other keywords go to ``new_context`` (``user_agent``, ...)."""
+    errors: list[str] = []
+    contexts: list[BrowserContext] = []
+
+    async def make(
+        *,
+        viewport: ViewportSize = PHONE_VIEWPORT,
+        stub_push: bool = True,
+        notifications: bool = True,
+        init_script: str | None = None,
+        **options: Any,
+    ) -> AppPhone:
+        mobile = viewport["width"] < 600
+        context = await browser.new_context(
+            viewport=viewport,
+            device_scale_factor=2 if mobile else 1,
+            is_mobile=mobile,
+            has_touch=mobile,
+            locale="en-GB",
+            timezone_id="Europe/London",
+            **options,
+        )
+        contexts.append(context)
+        return await _open_phone(
+            context, server, push_service, errors, stub_push, notifications, init_script
+        )
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            with contextlib.suppress(Exception):
+                await context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+async def phone(make_phone: MakePhone) -> AppPhone:
     """The app in a fresh phone-sized context whose push subscription is at ``push_service``."""
+    return await make_phone()
+
+
+async def _open_phone(
+    context: BrowserContext,
+    server: Server,
+    push_service: LocalPushService,
+    errors: list[str],
+    stub_push: bool,
+    notifications: bool,
+    init_script: str | None,
+) -> AppPhone:
     subscription = push_service.subscribe()
-    context = await browser.new_context(
-        viewport=PHONE_VIEWPORT,
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-        locale="en-GB",
-        timezone_id="Europe/London",
-    )
-    await context.grant_permissions(["notifications"], origin=server.url)
-    await context.add_init_script(
-        PUSH_STUB.replace("__SUBSCRIPTION__", json.dumps(subscription.to_json()))
-    )
+    if notifications:
+        await context.grant_permissions(["notifications"], origin=server.url)
+    if init_script:
+        await context.add_init_script(init_script)
+    if stub_push:
+        await context.add_init_script(
+            PUSH_STUB.replace("__SUBSCRIPTION__", json.dumps(subscription.to_json()))
+        )
+    else:
+        await context.add_init_script(WORKER_MESSAGES)
     context.set_default_timeout(10_000)
     page = await context.new_page()
     cdp = await context.new_cdp_session(page)
@@ -344,18 +465,17 @@ async def phone(
     cdp.on("ServiceWorker.workerErrorReported", lambda event: print(f"[sw error] {event}"))
     cdp.on("ServiceWorker.workerVersionUpdated", _print_worker_versions)
     await cdp.send("ServiceWorker.enable")
-    errors: list[str] = []
+    watch_page(page, errors)
+    context.on("page", lambda opened: watch_page(opened, errors))
+    return app_phone
+
+
+def watch_page(page: Page, errors: list[str]) -> None:
     page.on("pageerror", lambda error: errors.append(str(error)))
     # Printed only when a test fails: what the page said while it ran.
     page.on("console", lambda message: print(f"[console.{message.type}] {message.text}"))
     page.on("requestfailed", lambda request: print(f"[request failed] {request.url}"))
     page.on("response", _print_http_error)
-    try:
-        yield app_phone
-    finally:
-        with contextlib.suppress(Exception):
-            await context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def _print_worker_versions(event: dict[str, Any]) -> None:

@@ -60,7 +60,8 @@ async def test_enrolment_makes_the_phone_ready_and_spends_the_link(
     phone: AppPhone, enrol_url: str, db: asyncpg.Connection
 ) -> None:
     await phone.page.goto(enrol_url)
-    await expect(phone.page.get_by_label("Name this phone")).to_have_value("My phone")
+    # Named after the browser and platform (User-Agent Client Hints in Chromium).
+    await expect(phone.page.get_by_label("Name this phone")).to_have_value("Chromium on Linux")
     await phone.screenshot("enrol-360x740.png")
     await phone.enrol(enrol_url)
     await expect(phone.page.locator(".user")).to_have_text("Alice Example")

@@ -138,7 +138,13 @@ async def test_a_payment_is_shown_as_sent_and_its_approval_gives_the_bank_that_p
     card = page.locator(".approval .detail.payment")
     await expect(card.locator(".amount")).to_have_text("1\u2009250.00 EUR")
     await expect(card.locator(".payee")).to_have_text("Acme Coffee Roasters GmbH")
-    await expect(card.locator(".account")).to_have_text("DE89 3704 0044 0532 0130 00")
+    # Only the first and last four characters of the IBAN are shown (the digest and the
+    # approval still cover the full details: the bank gets exactly PAYMENT below).
+    account = card.locator(".account")
+    await expect(account).to_have_text("DE89 •••• •••• •••• ••30 00")
+    await expect(account).to_have_attribute("aria-label", "IBAN starting DE89, ending 3000")
+    text = await page.locator("main").inner_text()
+    assert "0532" not in text and "3704" not in text
     await expect(card.locator(".reference")).to_have_text("Invoice 2026-4711")
     for part in (".amount", ".payee", ".account", ".reference"):
         await expect(card.locator(part)).to_be_in_viewport()

@@ -383,6 +383,31 @@ async def test_a_message_past_its_deliver_before_is_dropped_unsent(
     assert (failed["device_id"], failed["detail"]["reason"]) == (device, "expired")
 
 
+async def test_a_message_to_a_device_without_a_subscription_is_skipped_not_failed(
+    alice: User, db: asyncpg.Connection, push_service: LocalPushService, start_worker: Workers
+) -> None:
+    # Enrolled without push (or its subscription was cleared after the message was queued).
+    pushless = await insert_device(db, alice.user_id, None)
+    device, sub = await add_phone(db, alice, push_service)
+    skipped = await queue_dismiss(db, pushless, "03" * 32)
+    sent = await queue_dismiss(db, device, "04" * 32)
+
+    await start_worker()
+
+    rows = await wait_for_rows(db, lambda rows: all(r["status"] != "queued" for r in rows))
+    by_id = {r["id"]: r for r in rows}
+    assert (by_id[skipped]["status"], by_id[skipped]["last_error"]) == (
+        "dropped",
+        "no_subscription",
+    )
+    assert by_id[skipped]["attempts"] == 0, "never leased, never tried"
+    assert by_id[sent]["status"] == "sent"
+    assert [a.status for a in push_service.attempts_at(sub)] == [201]
+    assert len(push_service.attempts) == 1
+    # A phone without push is not a delivery failure: it fetches its requests itself.
+    assert await audit_events(db, "delivery_failed") == []
+
+
 async def test_a_retry_that_would_come_too_late_drops_the_message(
     alice: User, db: asyncpg.Connection, push_service: LocalPushService, start_worker: Workers
 ) -> None:

@@ -91,6 +91,36 @@ async def test_icons_are_pngs_of_their_declared_size(http: httpx.AsyncClient, si
     assert (width, height) == (size, size)
 
 
+def _png_size(body: bytes) -> tuple[int, int]:
+    assert body[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(body[16:20], "big"), int.from_bytes(body[20:24], "big")
+
+
+async def test_the_manifest_shows_the_app_narrow_and_wide_and_every_image_it_names_is_served(
+    http: httpx.AsyncClient,
+) -> None:
+    manifest = (await http.get("/authenticator/manifest.webmanifest")).json()
+    screenshots = manifest["screenshots"]
+    assert {shot["form_factor"] for shot in screenshots} == {"narrow", "wide"}
+    for image in [*manifest["icons"], *screenshots]:
+        response = await http.get("/authenticator/" + image["src"])
+        assert response.status_code == 200, image["src"]
+        assert response.headers["content-type"] == image["type"] == "image/png"
+        assert response.headers["cache-control"] == "public, max-age=86400"
+        assert_hardened(response)
+        width, height = _png_size(response.content)
+        assert image["sizes"] == f"{width}x{height}", image["src"]
+    for shot in screenshots:
+        width, height = map(int, shot["sizes"].split("x"))
+        # What installation dialogs accept: each side 320 to 3840, the longer at most 2.3x.
+        assert min(width, height) >= 320 and max(width, height) <= 3840
+        assert max(width, height) <= 2.3 * min(width, height)
+        assert (width < height) == (shot["form_factor"] == "narrow")
+        assert shot["label"]
+    [badge] = [icon for icon in manifest["icons"] if icon["purpose"] == "monochrome"]
+    assert badge["src"] == "icons/badge-96.png"
+
+
 async def test_errors_carry_the_policy_too(http: httpx.AsyncClient) -> None:
     missing = await http.get("/authenticator/nope.js")
     assert missing.status_code == 404
