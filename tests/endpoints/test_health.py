@@ -21,6 +21,7 @@ from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.support import postgres as pg
 from tests.support.ciba import CIBA_GRANT, start_auth_req_id
+from tests.support.waiting import eventually
 
 CHECKS = {"shutdown", "listener", "signing_keys", "database", "migrations"}
 
@@ -137,12 +138,15 @@ async def test_a_closed_listen_connection_makes_readyz_unready(
 async def test_a_lost_listen_connection_is_reestablished_and_ready_again(
     http: httpx.AsyncClient, services: Services, db: asyncpg.Connection
 ) -> None:
-    await db.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-    )
-    await eventually_ready(http)
-    assert services.listener.connected
+    listener = services.listener
+    lost = listener.server_pid
+    assert lost is not None
+    await db.execute("SELECT pg_terminate_backend($1)", lost)
+    # Ready again only once the listener is on a new backend (the old one may not
+    # yet have been noticed gone when the kill returns).
+    await eventually(lambda: _true(listener.server_pid not in (None, lost)), within=20)
+    await eventually_ready(http, within=20)
+    assert listener.connected
 
 
 async def test_signing_keys_not_loaded_make_readyz_unready(
@@ -201,3 +205,7 @@ async def test_readyz_turns_unready_at_shutdown_before_held_polls_are_answered(
         answered = await asyncio.wait_for(held, 5)
     assert answered.status_code == 400
     assert answered.json()["error"] == "authorization_pending"
+
+
+async def _true(condition: bool) -> bool:
+    return condition

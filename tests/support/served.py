@@ -47,16 +47,32 @@ async def serve_over_hypercorn(settings: Settings) -> AsyncIterator[ServedApp]:
     config.accesslog = None
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    async with httpx.AsyncClient() as probe:
-        for _ in range(100):
-            try:
-                await probe.get(url + "/.well-known/openid-configuration")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
+    await _until_serving(url, task)
     try:
         yield ServedApp(url, app)
     finally:
         app.state.services.waiters.release_all()
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+STARTUP_SECONDS = 60  # the lifespan (pool, migrations check, keys) on a loaded machine
+
+
+async def _until_serving(url: str, server: asyncio.Task[None]) -> None:
+    """Return once the server answers; raise if it stopped or did not answer in time."""
+    deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
+    async with httpx.AsyncClient() as probe:
+        while True:
+            if server.done():
+                server.result()  # its startup error
+                raise RuntimeError(f"the server at {url} stopped before serving")
+            try:
+                await probe.get(url + "/.well-known/openid-configuration")
+                return
+            except httpx.TransportError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(
+                        f"the server at {url} did not answer within {STARTUP_SECONDS} s"
+                    ) from None
+                await asyncio.sleep(0.05)
