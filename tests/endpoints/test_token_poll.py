@@ -12,15 +12,17 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.conftest import RegisteredClient
+from tests.conftest import RegisteredClient, RunningApp
 from tests.support.ciba import (
     CIBA_GRANT,
     audit_events,
     decide,
     poll,
+    poll_is_held,
     rewind,
     start_auth_req_id,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("alice")
 
@@ -259,28 +261,29 @@ async def test_concurrent_polls_of_an_approved_request_yield_one_token_response(
 
 
 async def test_long_poll_answers_the_moment_the_user_approves(
-    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
+    http = running.http
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
-    started = time.monotonic()
-    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.3)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
     assert not held.done()
     await decide(db, auth_req_id, "approved")
-    response = await asyncio.wait_for(held, 5)
+    # Long before the 25 s wait runs out: the decision woke the held poll.
+    response = await asyncio.wait_for(held, 12)
     assert response.status_code == 200, response.text
-    assert response.headers["preference-applied"] == "wait=10"
-    assert time.monotonic() - started < 3
+    assert response.headers["preference-applied"] == "wait=25"
 
 
 async def test_long_poll_answers_denial_immediately(
-    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
+    http = running.http
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
-    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.2)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
     await decide(db, auth_req_id, "denied")
-    response = await asyncio.wait_for(held, 5)
+    response = await asyncio.wait_for(held, 12)  # woken, long before the 25 s wait ends
     assert error_of(response) == "access_denied"
 
 
@@ -320,16 +323,18 @@ def test_wait_preference_is_parsed_and_capped() -> None:
     assert requested_wait(None, 30) == 0
 
 
-async def test_shutdown_answers_held_polls_at_once(running: Any, rp: RegisteredClient) -> None:
+async def test_shutdown_answers_held_polls_at_once(
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
     auth_req_id = await start_auth_req_id(running.http, rp.basic_auth())
     held = asyncio.create_task(
-        poll(running.http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=20"})
+        poll(running.http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"})
     )
-    await asyncio.sleep(0.2)
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
     running.services.waiters.release_all()
-    response = await asyncio.wait_for(held, 3)
+    response = await asyncio.wait_for(held, 12)  # long before the 25 s wait ends
     assert error_of(response) == "authorization_pending"
-    assert response.headers["preference-applied"] == "wait=20"
+    assert response.headers["preference-applied"] == "wait=25"
 
 
 async def test_spent_request_answer_to_a_long_poll_says_the_preference_was_applied(
