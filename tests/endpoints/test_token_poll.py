@@ -347,3 +347,48 @@ async def test_spent_request_answer_to_a_long_poll_says_the_preference_was_appli
     again = await poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=5"})
     assert error_of(again) == "invalid_grant"
     assert again.headers["preference-applied"] == "wait=5"
+
+
+async def test_redeeming_an_approved_request_hands_over_everything_the_approval_holds(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection, alice: Any
+) -> None:
+    from backchannel.db.auth_requests import Redemption, redeem_auth_request
+
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth(), scope="openid email")
+    details = [{"type": "payment_initiation", "instructedAmount": {"amount": "80.00"}}]
+    await db.execute(
+        """UPDATE auth_requests SET acr_values = $1, acr = $2, amr = $3,
+                  authorization_details = $4""",
+        ["urn:example:mfa", "urn:example:pwd"],
+        "urn:example:mfa",
+        ["hwk", "user"],
+        details,
+    )
+    decision = await decide(db, auth_req_id, "approved")
+    request_id = await db.fetchval("SELECT id FROM auth_requests")
+
+    assert await redeem_auth_request(db, request_id) == Redemption(
+        id=request_id,
+        user_id=alice.user_id,
+        subject="alice",
+        scope=("openid", "email"),
+        acr_values=("urn:example:mfa", "urn:example:pwd"),
+        decided_at=decision.decided_at,
+        acr="urn:example:mfa",
+        amr=("hwk", "user"),
+        authorization_details=tuple(details),
+    )
+    assert await redeem_auth_request(db, request_id) is None  # spent: once only
+
+
+async def test_redeeming_a_request_approved_without_extras_hands_over_none_for_them(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from backchannel.db.auth_requests import redeem_auth_request
+
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, auth_req_id, "approved")
+    redemption = await redeem_auth_request(db, await db.fetchval("SELECT id FROM auth_requests"))
+    assert redemption is not None
+    assert redemption.acr_values is None and redemption.amr is None
+    assert redemption.authorization_details is None
