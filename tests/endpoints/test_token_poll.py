@@ -392,3 +392,44 @@ async def test_redeeming_a_request_approved_without_extras_hands_over_none_for_t
     assert redemption is not None
     assert redemption.acr_values is None and redemption.amr is None
     assert redemption.authorization_details is None
+
+
+async def test_each_refused_poll_tells_the_client_why(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    def description(response: httpx.Response) -> str:
+        text: str = response.json()["error_description"]
+        return text
+
+    unknown = await poll(http, rp.basic_auth(), "not an id!")
+    assert (error_of(unknown), description(unknown)) == ("invalid_grant", "unknown auth_req_id")
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    pending = await poll(http, rp.basic_auth(), auth_req_id)
+    assert description(pending) == "the user has not decided yet"
+    too_soon = await poll(http, rp.basic_auth(), auth_req_id)
+    interval = await db.fetchval("SELECT poll_interval FROM auth_requests")
+    assert description(too_soon) == f"poll at most every {interval} seconds"
+    for _ in range(7):  # past poll_lock_after strikes
+        locked = await poll(http, rp.basic_auth(), auth_req_id)
+    assert locked.status_code == 503
+    assert description(locked) == "too many polls; retry later"
+    await rewind(db, auth_req_id, 60)
+    await decide(db, auth_req_id, "approved")
+    assert (await poll(http, rp.basic_auth(), auth_req_id)).status_code == 200
+    await rewind(db, auth_req_id, 60)
+    spent = await poll(http, rp.basic_auth(), auth_req_id)
+    assert description(spent) == "auth_req_id has already been used"
+
+
+async def test_a_decision_records_the_deciding_device_and_the_reason(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    decision = await decide(db, auth_req_id, "denied", device_id="phone-7", reason="user")
+    assert (decision.status, decision.denial_reason) == ("denied", "user")
+    row = await db.fetchrow("SELECT status, decided_by_device, denial_reason FROM auth_requests")
+    assert dict(row) == {
+        "status": "denied",
+        "decided_by_device": "phone-7",
+        "denial_reason": "user",
+    }

@@ -161,18 +161,19 @@ async def test_revoking_a_user_withdraws_the_prompts_of_ended_requests(
 
     phone = await enrolled_phone(http, db, alice.user_id)
     await start_auth_req_id(http, rp.basic_auth())
-    # The prompt reached the phone: withdrawing it needs a dismiss.
+    await start_auth_req_id(http, rp.basic_auth())
+    # The prompts reached the phone: withdrawing them needs a dismiss each.
     await db.execute("UPDATE push_outbox SET status = 'sent' WHERE kind = 'prompt'")
 
     summary = await revoke_user(db, alice.user_id, actor="test")
 
-    assert summary.dismisses == 1
-    [dismiss] = await db.fetch("SELECT * FROM push_outbox WHERE kind = 'dismiss'")
+    assert summary.dismisses == 2  # counted over both ended requests
+    dismisses = await db.fetch("SELECT * FROM push_outbox WHERE kind = 'dismiss'")
     # Queued, and possibly already tried by the app's outbox worker (its push service is
-    # unreachable here): what matters is that the withdrawal queued it for this phone.
-    assert dismiss["device_id"] == phone.device_id
-    assert dismiss["status"] in ("queued", "sent", "failed")
-    assert await db.fetchval("SELECT prompts_withdrawn_at IS NOT NULL FROM auth_requests")
+    # unreachable here): what matters is that the withdrawal queued them for this phone.
+    assert [d["device_id"] for d in dismisses] == [phone.device_id] * 2
+    assert all(d["status"] in ("queued", "sent", "failed") for d in dismisses)
+    assert await db.fetchval("SELECT bool_and(prompts_withdrawn_at IS NOT NULL) FROM auth_requests")
     assert await phone.pending(http) == []
 
 
@@ -258,6 +259,8 @@ async def test_revoking_a_device_kills_tokens_of_its_approvals_only(
     unredeemed = await start_auth_req_id(http, rp.basic_auth())
     await decide(db, unredeemed, "approved", device_id=lost.device_id)
     pending = await start_auth_req_id(http, rp.basic_auth())
+    dismisses = "SELECT count(*) FROM push_outbox WHERE kind = 'dismiss'"
+    dismissed_before = await db.fetchval(dismisses)
 
     summary = await revoke_device(db, lost.device_id, actor="test")
 
@@ -274,6 +277,14 @@ async def test_revoking_a_device_kills_tokens_of_its_approvals_only(
     assert (await lost.call(http, "/device/requests")).status_code == 401
     [event] = await audit_events(db, "revoked")
     assert event["device_id"] == lost.device_id and event["detail"]["scope"] == "device"
+    assert event["user_id"] == alice.user_id
+    assert event["detail"]["counts"] == summary.counts()
+    # The ended request's prompts were withdrawn: the summary counts the dismisses it queued.
+    assert summary.dismisses == await db.fetchval(dismisses) - dismissed_before
+    assert await db.fetchval(
+        "SELECT prompts_withdrawn_at IS NOT NULL FROM auth_requests WHERE id_hash = $1",
+        hash_secret(unredeemed),
+    )
     assert await revoke_device(db, "no-such-device", actor="test") is None
 
 
