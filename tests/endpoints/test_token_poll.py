@@ -433,3 +433,49 @@ async def test_a_decision_records_the_deciding_device_and_the_reason(
         "decided_by_device": "phone-7",
         "denial_reason": "user",
     }
+
+
+async def test_slow_down_never_raises_the_interval_past_the_configured_maximum(
+    settings: Any, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from tests.conftest import start_app
+
+    async for app in start_app(settings.replace(poll_interval_max=10)):
+        auth_req_id = await start_auth_req_id(app.http, rp.basic_auth())
+        answers = [error_of(await poll(app.http, rp.basic_auth(), auth_req_id)) for _ in range(4)]
+        assert answers == ["authorization_pending"] + ["slow_down"] * 3
+        assert await db.fetchval("SELECT poll_interval FROM auth_requests") == 10
+
+
+async def test_each_ended_request_tells_the_client_how_it_ended(
+    settings: Any, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from tests.conftest import start_app
+
+    def answer(response: httpx.Response) -> tuple[int, str, str]:
+        body = response.json()
+        return response.status_code, body["error"], body["error_description"]
+
+    async for app in start_app(settings.replace(poll_lock_after=1, poll_deny_after=2)):
+        denied = await start_auth_req_id(app.http, rp.basic_auth())
+        await decide(db, denied, "denied")
+        assert answer(await poll(app.http, rp.basic_auth(), denied)) == (
+            400,
+            "access_denied",
+            "the request was denied",
+        )
+        expired = await start_auth_req_id(app.http, rp.basic_auth())
+        await rewind(db, expired, 3600)
+        assert answer(await poll(app.http, rp.basic_auth(), expired)) == (
+            400,
+            "expired_token",
+            "the request has expired",
+        )
+        abused = await start_auth_req_id(app.http, rp.basic_auth())
+        answers = [answer(await poll(app.http, rp.basic_auth(), abused)) for _ in range(4)]
+        # The poll that crosses poll_deny_after ends the request, and says so.
+        assert next(a for a in answers if a[1] == "access_denied") == (
+            400,
+            "access_denied",
+            "the request was ended after repeated polling",
+        )
