@@ -7,6 +7,7 @@
                                         test files against each mutant the last run left
                                         alive (in its work copy), and update the results
     bench/mutation/run --collect GROUP  only (re)write the results of a finished run
+    bench/mutation/run --table          the results so far as the Markdown table of REPORT.md
 
 Each group is mutated in its own copy of the tracked files (under --work), against one
 throwaway PostgreSQL shared by the whole run. Per group it writes
@@ -225,6 +226,43 @@ def recheck(name: str, group: dict[str, Any], work_root: Path, env: dict[str, st
         rechecked_file.write_text(json.dumps(rechecked, indent=2) + "\n")
 
 
+def table() -> str:
+    """One row per module from results/*.json: a timeout counts as killed (the mutant
+    made a test hang), "no tests" and "suspicious" as survived; the survival rate leaves
+    the equivalent mutants out."""
+    rows = [
+        "| group | module | mutants | killed (timeouts) | survived | equivalent | minutes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    totals = Counter[str]()
+    for name in load_groups():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())
+        for module, counts in summary["modules"].items():
+            c = Counter(counts)
+            killed = c["killed"] + c["timeout"]
+            equivalent = c["equivalent"]
+            survived = sum(c.values()) - killed - equivalent
+            generated = sum(c.values())
+            totals.update(generated=generated, killed=killed, survived=survived)
+            totals.update(equivalent=equivalent)
+            rows.append(
+                f"| {name} | {module} | {generated} | {killed} ({c['timeout']}) | {survived} "
+                f"| {equivalent} | {summary['minutes']} |"
+            )
+    alive = totals["generated"] - totals["equivalent"]
+    rate = 100 * totals["survived"] / alive if alive else 0.0
+    rows.append(
+        f"| **all** | | {totals['generated']} | {totals['killed']} | {totals['survived']} "
+        f"| {totals['equivalent']} | |"
+    )
+    rows.append("")
+    rows.append(f"Survival rate (survived / non-equivalent mutants): {rate:.1f} %")
+    return "\n".join(rows)
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     print(f"{summary['group']}: {summary['minutes']} min")
     for module, counts in summary["modules"].items():
@@ -243,7 +281,11 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--recheck", action="store_true", help="see above")
     mode.add_argument("--collect", action="store_true", help="see above")
+    mode.add_argument("--table", action="store_true", help="see above")
     args = parser.parse_args()
+    if args.table:
+        print(table())
+        return
     groups = load_groups()
     chosen = args.groups or list(groups)
     unknown = [g for g in chosen if g not in groups]
