@@ -44,6 +44,7 @@ def test_public_https_urls_pass(url: str) -> None:
         ("https://user:pw@rp.example.com/cb", "user information"),
         ("https://user@rp.example.com/cb", "user information"),
         ("https://rp.example.com/cb#frag", "fragment"),
+        ("https://rp.example.com/cb#", "fragment"),  # an empty fragment is one too
         ("https:///cb", "no host"),
         ("https://rp.example.com:0/cb", "port 0"),
         ("https://rp.example.com:99999/cb", "malformed"),
