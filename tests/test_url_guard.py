@@ -227,6 +227,10 @@ def test_a_url_of_exactly_the_maximum_length_passes() -> None:
         ("https://rp.example.com/c b", "URL contains spaces, control or non-ASCII characters"),
         ("https://rp.example.com/cb#frag", "URL must not contain a fragment"),
         ("https://10.1.2.3/cb", "address 10.1.2.3 is not public"),
+        ("https:///cb", "URL has no host"),
+        ("https://rp.example.com:0/cb", "URL has port 0"),
+        ("https://localhost/cb", "localhost is not allowed"),
+        ("https://rp.example.com/cb#", "URL must not contain a fragment"),
     ],
 )
 def test_a_refusal_says_exactly_why(url: str, message: str) -> None:

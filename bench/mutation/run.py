@@ -231,8 +231,9 @@ def table() -> str:
     made a test hang), "no tests" and "suspicious" as survived; the survival rate leaves
     the equivalent mutants out."""
     rows = [
-        "| group | module | mutants | killed (timeouts) | survived | equivalent | minutes |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| group | module | mutants | killed (timeouts) | survived | equivalent | not run "
+        "| minutes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     totals = Counter[str]()
     for name in load_groups():
@@ -244,22 +245,23 @@ def table() -> str:
             c = Counter(counts)
             killed = c["killed"] + c["timeout"]
             equivalent = c["equivalent"]
-            survived = sum(c.values()) - killed - equivalent
+            not_run = c["not checked"]  # a run stopped before reaching them
             generated = sum(c.values())
+            survived = generated - killed - equivalent - not_run
             totals.update(generated=generated, killed=killed, survived=survived)
-            totals.update(equivalent=equivalent)
+            totals.update(equivalent=equivalent, not_run=not_run)
             rows.append(
                 f"| {name} | {module} | {generated} | {killed} ({c['timeout']}) | {survived} "
-                f"| {equivalent} | {summary['minutes']} |"
+                f"| {equivalent} | {not_run} | {summary['minutes']} |"
             )
-    alive = totals["generated"] - totals["equivalent"]
+    alive = totals["generated"] - totals["equivalent"] - totals["not_run"]
     rate = 100 * totals["survived"] / alive if alive else 0.0
     rows.append(
         f"| **all** | | {totals['generated']} | {totals['killed']} | {totals['survived']} "
-        f"| {totals['equivalent']} | |"
+        f"| {totals['equivalent']} | {totals['not_run']} | |"
     )
     rows.append("")
-    rows.append(f"Survival rate (survived / non-equivalent mutants): {rate:.1f} %")
+    rows.append(f"Survival rate (survived / mutants run, equivalent ones left out): {rate:.1f} %")
     return "\n".join(rows)
 
 
