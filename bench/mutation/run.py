@@ -6,6 +6,7 @@
     bench/mutation/run --recheck GROUP  after tests were added: run the group's current
                                         test files against each mutant the last run left
                                         alive (in its work copy), and update the results
+        [--only PYTEST_ARG ...]         (or only the tests added since the run)
     bench/mutation/run --collect GROUP  only (re)write the results of a finished run
     bench/mutation/run --table          the results so far as the Markdown table of REPORT.md
 
@@ -26,6 +27,7 @@ import sys
 import time
 import tomllib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +202,18 @@ def collect(name: str, group: dict[str, Any], work_root: Path, children: int) ->
     return summary
 
 
-def recheck(name: str, group: dict[str, Any], work_root: Path, env: dict[str, str]) -> None:
-    """Run the group's current test files against each mutant the last run left alive."""
+def recheck(
+    name: str,
+    group: dict[str, Any],
+    work_root: Path,
+    env: dict[str, str],
+    only: list[str] | None = None,
+    children: int = 2,
+) -> None:
+    """Run the group's current test files against each mutant the last run left alive.
+
+    ``only`` (pytest arguments) runs just those tests instead: enough when they are
+    the tests added since the run, since the others already let these mutants live."""
     work = work_root / name
     if not (work / "mutants").is_dir():
         raise SystemExit(f"mutation: no finished run of {name} in {work}")
@@ -212,18 +224,29 @@ def recheck(name: str, group: dict[str, Any], work_root: Path, env: dict[str, st
         json.loads(rechecked_file.read_text()) if rechecked_file.exists() else {}
     )
     equivalent = group.get("equivalent", {})
-    for mutant, status in sorted(statuses.items()):
-        if status == "killed" or rechecked.get(mutant) == "killed" or mutant in equivalent:
-            continue
+    todo = [
+        mutant
+        for mutant, status in sorted(statuses.items())
+        if status not in ("killed", "timeout", "not checked")
+        and rechecked.get(mutant) != "killed"
+        and mutant not in equivalent
+    ]
+    tests = only or group["tests"]
+
+    def run_one(mutant: str) -> tuple[str, str]:
         run = subprocess.run(
-            [str(PYTHON), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *group["tests"]],
+            [str(PYTHON), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
             cwd=work / "mutants",
             env={**env, "MUTANT_UNDER_TEST": mutant},
             capture_output=True,
         )
-        rechecked[mutant] = "killed" if run.returncode != 0 else "survived"
-        print(f"  {mutant}: {rechecked[mutant]}", flush=True)
-        rechecked_file.write_text(json.dumps(rechecked, indent=2) + "\n")
+        return mutant, "killed" if run.returncode != 0 else "survived"
+
+    with ThreadPoolExecutor(max_workers=children) as pool:
+        for mutant, verdict in pool.map(run_one, todo):
+            rechecked[mutant] = verdict
+            print(f"  {mutant}: {verdict}", flush=True)
+            rechecked_file.write_text(json.dumps(rechecked, indent=2) + "\n")
 
 
 def table() -> str:
@@ -284,6 +307,12 @@ def main() -> None:
     mode.add_argument("--recheck", action="store_true", help="see above")
     mode.add_argument("--collect", action="store_true", help="see above")
     mode.add_argument("--table", action="store_true", help="see above")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PYTEST_ARG",
+        help="with --recheck: run only these tests (those added since the run)",
+    )
     args = parser.parse_args()
     if args.table:
         print(table())
@@ -307,7 +336,7 @@ def main() -> None:
     try:
         for name in chosen:
             if args.recheck:
-                recheck(name, groups[name], args.work, env)
+                recheck(name, groups[name], args.work, env, args.only, args.children)
                 summary = collect(name, groups[name], args.work, args.children)
             else:
                 summary = run_group(name, groups[name], args.work, args.children, env)
