@@ -395,17 +395,25 @@ async def test_redeeming_a_request_approved_without_extras_hands_over_none_for_t
 
 
 async def test_each_refused_poll_tells_the_client_why(
-    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
+    http = running.http
+
     def description(response: httpx.Response) -> str:
         text: str = response.json()["error_description"]
         return text
 
-    unknown = await poll(http, rp.basic_auth(), "not an id!")
+    malformed = await poll(http, rp.basic_auth(), "not an id!")
+    assert (error_of(malformed), description(malformed)) == ("invalid_grant", "unknown auth_req_id")
+    unknown = await poll(http, rp.basic_auth(), "no-such-request")
     assert (error_of(unknown), description(unknown)) == ("invalid_grant", "unknown auth_req_id")
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
     pending = await poll(http, rp.basic_auth(), auth_req_id)
     assert description(pending) == "the user has not decided yet"
+    polls = running.services.metrics.registry.get_sample_value(
+        "backchannel_token_polls_total", {"verdict": "pending"}
+    )
+    assert polls == 1  # counted under its verdict
     too_soon = await poll(http, rp.basic_auth(), auth_req_id)
     interval = await db.fetchval("SELECT poll_interval FROM auth_requests")
     assert description(too_soon) == f"poll at most every {interval} seconds"
