@@ -487,3 +487,24 @@ async def test_each_ended_request_tells_the_client_how_it_ended(
             "access_denied",
             "the request was ended after repeated polling",
         )
+
+
+async def test_a_held_poll_runs_no_statement_while_it_waits(
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    http = running.http
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM auth_requests FOR UPDATE")
+        # A poll that kept re-reading the request while it waits would queue behind this
+        # lock within moments; one that waits for the decision's wake-up never does.
+        await asyncio.sleep(0.5)
+        queued = await db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        )
+    assert queued == 0
+    await decide(db, auth_req_id, "approved")
+    assert (await asyncio.wait_for(held, 12)).status_code == 200
