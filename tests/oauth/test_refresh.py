@@ -274,12 +274,21 @@ async def test_a_refreshed_id_token_keeps_the_methods_of_the_original_approval(
     from tests.support.ciba import decide, poll, start_auth_req_id
 
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
-    await db.execute("UPDATE auth_requests SET amr = $1", ["hwk", "user"])
+    from backchannel.oauth.assurance import ACR_SCA
+
+    # Held to strong authentication, approved with user verification.
+    await db.execute("UPDATE auth_requests SET acr = $1, amr = $2", ACR_SCA, ["hwk", "user"])
     await decide(db, auth_req_id, "approved")
     tokens = (await poll(http, rp.basic_auth(), auth_req_id)).json()
+    first = jwt.decode(tokens["id_token"], services.keys.public_keyset()).claims
     body = (await refresh(http, rp, tokens["refresh_token"])).json()
     claims = jwt.decode(body["id_token"], services.keys.public_keyset()).claims
     assert claims["amr"] == ["hwk", "user"]
+    assert claims["acr"] == first["acr"] == ACR_SCA
+    # The new access token still belongs to the request (central revocation finds it).
+    request_ids = await db.fetch("SELECT auth_request_id FROM access_tokens ORDER BY jti")
+    request_id = await db.fetchval("SELECT id FROM auth_requests")
+    assert [r["auth_request_id"] for r in request_ids] == [request_id, request_id]
 
 
 async def test_each_refused_refresh_says_why(
