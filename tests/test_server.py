@@ -33,6 +33,7 @@ from backchannel.cli.server import (
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
 from tests.support.postgres import with_database
+from tests.support.waiting import eventually
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 
@@ -168,7 +169,7 @@ def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
 
 
 async def test_sigterm_answers_a_held_long_poll_at_once(
-    spawn: Any, database_url: str, rp: RegisteredClient, alice: Any
+    spawn: Any, database_url: str, db: asyncpg.Connection, rp: RegisteredClient, alice: Any
 ) -> None:
     server = spawn(["serve"], database_url)
     await server.wait_ready()
@@ -185,7 +186,13 @@ async def test_sigterm_answers_a_held_long_poll_at_once(
                 timeout=30,
             )
         )
-        await asyncio.sleep(1)  # the poll is now held by the server
+
+        async def held() -> bool:
+            # Pending and polled once (the waiter is registered before the statement):
+            # the server process now holds the poll for up to 25 s.
+            return bool(await db.fetchval("SELECT poll_count FROM auth_requests") == 1)
+
+        await eventually(held, within=15)
         assert not poll.done()
         code, seconds = await server.stop()
         response = await poll

@@ -10,7 +10,9 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from backchannel.url_guard import (
+    MAX_URL_LENGTH,
     PublicOnlyResolver,
+    Unresolvable,
     UnsafeURL,
     check_outbound_url,
     is_public_address,
@@ -42,6 +44,7 @@ def test_public_https_urls_pass(url: str) -> None:
         ("https://user:pw@rp.example.com/cb", "user information"),
         ("https://user@rp.example.com/cb", "user information"),
         ("https://rp.example.com/cb#frag", "fragment"),
+        ("https://rp.example.com/cb#", "fragment"),  # an empty fragment is one too
         ("https:///cb", "no host"),
         ("https://rp.example.com:0/cb", "port 0"),
         ("https://rp.example.com:99999/cb", "malformed"),
@@ -201,3 +204,68 @@ def test_pinned_request_options_keep_the_host_name_for_http_and_tls() -> None:
     assert str(options["url"]) == "https://[2606:4700::1]:8443/cb?x=1"
     assert options["headers"] == {"Host": "rp.example.com:8443"}
     assert options["server_hostname"] == "rp.example.com"
+
+
+def test_a_nat64_address_of_a_public_host_is_public() -> None:
+    # 64:ff9b::808:808 is how a NAT64 gateway reaches 8.8.8.8: judged by that address.
+    assert is_public_address(ipaddress.ip_address("64:ff9b::808:808")) is True
+
+
+def test_a_url_of_exactly_the_maximum_length_passes() -> None:
+    url = "https://rp.example.com/"
+    url += "a" * (MAX_URL_LENGTH - len(url))
+    assert check_outbound_url(url, allow_insecure=False) == url
+    with pytest.raises(UnsafeURL, match="longer"):
+        check_outbound_url(url + "a", allow_insecure=False)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://rp.example.com/cb", "URL must use https"),
+        ("https://user@rp.example.com/cb", "URL must not contain user information"),
+        ("https://rp.example.com/c b", "URL contains spaces, control or non-ASCII characters"),
+        ("https://rp.example.com/cb#frag", "URL must not contain a fragment"),
+        ("https://10.1.2.3/cb", "address 10.1.2.3 is not public"),
+        ("https:///cb", "URL has no host"),
+        ("https://rp.example.com:0/cb", "URL has port 0"),
+        ("https://localhost/cb", "localhost is not allowed"),
+        ("https://rp.example.com/cb#", "URL must not contain a fragment"),
+    ],
+)
+def test_a_refusal_says_exactly_why(url: str, message: str) -> None:
+    with pytest.raises(UnsafeURL) as refused:
+        check_outbound_url(url, allow_insecure=False)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://fcm.googleapis.com/x", True),  # the pattern's trailing dot is ignored
+        ("https://a.push.apple.com/x", True),
+        ("https://.push.apple.com/x", False),  # no name below the wildcard's domain
+    ],
+)
+def test_allowed_host_patterns_are_normalised(url: str, allowed: bool) -> None:
+    patterns = ["*.push.apple.com.", "FCM.googleapis.com."]
+    if allowed:
+        check_outbound_url(url, allow_insecure=False, allowed_hosts=patterns)
+    else:
+        with pytest.raises(UnsafeURL, match="not allowed"):
+            check_outbound_url(url, allow_insecure=False, allowed_hosts=patterns)
+
+
+async def test_only_the_brackets_of_an_ipv6_literal_are_stripped_before_resolving() -> None:
+    with pytest.raises(Unresolvable, match="cannot resolve Xlocalhost"):
+        await resolve_public_addresses("Xlocalhost", allow_insecure=True)
+
+
+async def test_public_only_resolver_asks_for_the_host_port_and_family_it_was_given() -> None:
+    resolver = PublicOnlyResolver(allow_insecure=False, inner=FixedResolver("2606:4700::1"))
+    [result] = await resolver.resolve("rp.example", 443, socket.AF_INET6)
+    assert (result["hostname"], result["port"], result["family"]) == (
+        "rp.example",
+        443,
+        socket.AF_INET6,
+    )

@@ -10,12 +10,17 @@ import asyncpg
 import pytest
 
 from backchannel.db.pool import ConnectionPool, PoolClosed, create_pool
+from tests.support.waiting import eventually
 
 BACKEND_PID = "SELECT pg_backend_pid()"
 
 
 def missing_database(database_url: str) -> str:
     return urlsplit(database_url)._replace(path="/no_such_db").geturl()
+
+
+async def gone(db: asyncpg.Connection, pid: int) -> bool:
+    return not await backend_alive(db, pid)
 
 
 async def backend_alive(db: asyncpg.Connection, pid: int) -> bool:
@@ -104,9 +109,11 @@ async def test_an_idle_connection_is_closed_after_max_inactive(
     pool = await create_pool(database_url, min_size=0, max_size=1, max_inactive=0.2)
     try:
         first = await pool.fetchval(BACKEND_PID)
-        await asyncio.sleep(0.6)
-        assert pool.size == 0
-        assert not await backend_alive(db, first)
+
+        async def closed() -> bool:
+            return pool.size == 0 and not await backend_alive(db, first)
+
+        await eventually(closed)
         assert await pool.fetchval(BACKEND_PID) != first
     finally:
         await pool.close()
@@ -122,8 +129,7 @@ async def test_expired_connections_are_replaced(
         assert await conn.fetchval("SELECT 1") == 1  # the block in progress finishes
     replacement = await pool.fetchval(BACKEND_PID)
     assert replacement != in_use
-    await asyncio.sleep(0.2)
-    assert not await backend_alive(db, in_use)
+    await eventually(lambda: gone(db, in_use))
 
 
 async def test_connections_are_replaced_after_max_age(
@@ -135,8 +141,7 @@ async def test_connections_are_replaced_after_max_age(
         await asyncio.sleep(0.4)
         second = await pool.fetchval(BACKEND_PID)
         assert second != first
-        await asyncio.sleep(0.2)
-        assert not await backend_alive(db, first)
+        await eventually(lambda: gone(db, first))
     finally:
         await pool.close()
 
@@ -186,7 +191,11 @@ async def test_the_pool_recovers_when_the_server_ends_its_connections(
 ) -> None:
     pids = await asyncio.gather(*(pool.fetchval(BACKEND_PID) for _ in range(2)))
     await db.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids)
-    await asyncio.sleep(0.2)  # the pool's connections see their sockets close
+
+    async def ended() -> bool:
+        return all([await gone(db, pid) for pid in pids])
+
+    await eventually(ended)
     fresh = await pool.fetchval(BACKEND_PID)
     assert fresh not in pids
     assert pool.size <= 2
@@ -209,16 +218,18 @@ async def test_opening_fails_when_the_database_cannot_be_reached(database_url: s
 async def test_close_waits_for_connections_in_use_then_refuses_checkouts(
     pool: ConnectionPool,
 ) -> None:
+    checked_out = asyncio.Event()
     released = asyncio.Event()
 
     async def in_use() -> None:
         async with pool.acquire() as conn:
+            checked_out.set()
             await asyncio.sleep(0.2)
             assert await conn.fetchval("SELECT 1") == 1
         released.set()
 
     user = asyncio.create_task(in_use())
-    await asyncio.sleep(0.05)
+    await checked_out.wait()
     await pool.close()
     assert released.is_set()
     await user
@@ -235,8 +246,7 @@ async def test_close_terminates_what_is_still_in_use_after_the_grace(
         await pool.close(grace=0.1)
         with pytest.raises(asyncpg.InterfaceError):
             await conn.fetchval("SELECT 1")
-    await asyncio.sleep(0.2)
-    assert not await backend_alive(db, pid)
+    await eventually(lambda: gone(db, pid))
 
 
 def test_sizes_must_make_sense() -> None:

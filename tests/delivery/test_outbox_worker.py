@@ -216,7 +216,8 @@ async def test_a_decision_dismisses_the_prompt_on_the_other_phones(
     assert dismiss.payload == {"type": "dismiss", "ref": ref_of(auth_req_id)}
     assert dismiss.topic == push_topic(ref_of(auth_req_id))
     assert dismiss.urgency == "high" and dismiss.ttl > 0
-    await asyncio.sleep(0.3)
+    # Every queued push has been sent: a dismiss queued for the deciding phone would be in.
+    await wait_for_rows(db, lambda rows: all(r["status"] == "sent" for r in rows))
     assert [m.payload["type"] for m in push_service.received_by(deciding_sub)] == ["prompt"]
     request = await db.fetchrow(
         "SELECT prompts_withdrawn_at FROM auth_requests WHERE id_hash = $1",
@@ -294,7 +295,8 @@ async def test_a_dead_subscription_is_cleared_audited_and_not_used_again(
 
     await start_auth_req_id(running.http, rp.basic_auth())
     await push_service.wait_until(lambda: len(push_service.received_by(alive_sub)) == 2)
-    await asyncio.sleep(0.3)
+    # Every queued push has been dealt with: one queued for the dead phone would be too.
+    await wait_for_rows(db, lambda rows: all(r["status"] in ("sent", "failed") for r in rows))
     assert len(push_service.attempts_at(dead_sub)) == 1
     assert len(await outbox(db, device_id=dead)) == 1
 

@@ -3,6 +3,7 @@ how each answer of the push service is classified."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,10 +14,14 @@ from py_vapid import Vapid
 from backchannel.authenticator.messages import push_topic
 from backchannel.delivery.vapid import application_server_key, load_vapid, new_vapid_key
 from backchannel.delivery.webpush import (
+    MAX_BODY_BYTES,
+    VAPID_TOKEN_LIFETIME,
     PushResult,
     PushSubscription,
+    _connection_attempts,
     check_push_endpoint,
     classify_response,
+    encode_payload,
     send_web_push,
 )
 from backchannel.settings import Settings, SettingsError
@@ -83,6 +88,7 @@ async def test_a_message_arrives_encrypted_signed_and_with_its_headers(
     assert message.vapid_key == application_server_key(vapid)
     assert message.vapid_claims["aud"] == push_service.origin
     assert message.vapid_claims["sub"] == SETTINGS.vapid_subject
+    assert 0 < message.vapid_claims["exp"] - time.time() <= VAPID_TOKEN_LIFETIME
 
 
 async def test_each_message_gets_its_own_vapid_claims(
@@ -120,6 +126,7 @@ async def test_no_answer_within_the_push_timeout_means_retry(
     result = await send(http, sub, vapid, settings=SETTINGS.replace(push_timeout=0.3))
     assert result.outcome == "retry"
     assert result.status is None
+    assert result.error == "no answer within 0.3 s"
 
 
 async def test_an_unreachable_push_service_means_retry(
@@ -129,6 +136,7 @@ async def test_an_unreachable_push_service_means_retry(
         sub = service.subscribe()
     result = await send(http, sub, vapid)  # the service is gone: connection refused
     assert result.outcome == "retry"
+    assert result.error is not None and result.error.startswith("ClientConnectorError: ")
 
 
 async def test_a_redirect_is_not_followed(
@@ -155,6 +163,7 @@ async def test_a_message_too_large_for_web_push_is_not_sent(
 ) -> None:
     result = await send(http, push_service.subscribe(), vapid, {"binding_message": "字" * 2000})
     assert result.outcome == "failed"
+    assert result.error is not None and result.error.startswith("message too large (")
     assert push_service.attempts == []
 
 
@@ -167,6 +176,7 @@ async def test_a_subscription_with_a_broken_key_fails_without_sending(
         http, SETTINGS, broken, {"type": "dismiss"}, vapid=vapid, topic=TOPIC, ttl=60
     )
     assert result.outcome == "failed"
+    assert result.error is not None and result.error.startswith("cannot encrypt or sign: ")
     assert push_service.attempts == []
 
 
@@ -214,8 +224,14 @@ def test_loopback_endpoints_need_the_dev_setting() -> None:
 @pytest.mark.parametrize(
     ("status", "outcome"),
     [
+        (200, "sent"),
         (201, "sent"),
         (202, "sent"),
+        (203, "failed"),
+        (408, "retry"),
+        (425, "retry"),
+        (409, "failed"),
+        (426, "failed"),
         (404, "gone"),
         (410, "gone"),
         (429, "retry"),
@@ -254,3 +270,58 @@ def test_push_settings_come_from_the_environment_and_are_validated() -> None:
     for name in ("PUSH_ALLOWED_HOSTS: 'https://push", "PUSH_ALLOWED_HOSTS: '*'"):
         assert name in problems
     assert "VAPID_SUBJECT" in problems and "PUSH_TIMEOUT" in problems
+
+
+def test_push_service_answers_carry_their_status_as_the_error() -> None:
+    assert classify_response(410, None) == PushResult("gone", 410, error="HTTP 410")
+    assert classify_response(503, "7") == PushResult("retry", 503, 7.0, "HTTP 503")
+    assert classify_response(400, None) == PushResult("failed", 400, error="HTTP 400")
+
+
+def test_the_plaintext_is_compact_utf8_json() -> None:
+    assert encode_payload({"m": "Pay €80", "s": [1, 2]}) == '{"m":"Pay €80","s":[1,2]}'.encode()
+
+
+async def test_a_message_of_exactly_the_largest_size_is_sent(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    # aes128gcm adds 86 header bytes, a 1-byte delimiter and a 16-byte tag (RFC 8188).
+    padding = MAX_BODY_BYTES - 103 - len(encode_payload({"p": ""}))
+    sub = push_service.subscribe()
+    assert (await send(http, sub, vapid, {"p": "x" * padding})).outcome == "sent"
+    too_large = await send(http, sub, vapid, {"p": "x" * (padding + 1)})
+    assert too_large.error == f"message too large ({MAX_BODY_BYTES + 1} bytes encrypted)"
+
+
+async def test_a_negative_ttl_is_sent_as_zero(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    sub = push_service.subscribe()
+    result = await send_web_push(
+        http, SETTINGS, subscription_of(sub), {"type": "dismiss"}, vapid=vapid, topic=TOPIC, ttl=-5
+    )
+    assert result.outcome == "sent"
+    assert push_service.received_by(sub)[0].ttl == 0
+
+
+def test_loopback_means_exactly_the_loopback_names() -> None:
+    loopback = Settings(push_allow_loopback=True)
+    assert check_push_endpoint("http://localhost.:9/x", loopback) == "http://localhost.:9/x"
+    with pytest.raises(UnsafeURL):
+        check_push_endpoint("http://localhostX:9/x", loopback)
+    with pytest.raises(UnsafeURL) as malformed:
+        check_push_endpoint("http://[::1/x", loopback)
+    assert str(malformed.value).startswith("malformed URL: ")
+
+
+async def test_only_loopback_endpoints_are_contacted_without_pinning() -> None:
+    loopback = Settings(push_allow_loopback=True)
+    assert await _connection_attempts("http://localhost.:9/x", loopback) == [
+        {"url": "http://localhost.:9/x"}
+    ]
+    # A public host is pinned to the address just checked, even in development.
+    [pinned] = await _connection_attempts("https://93.184.216.34/push/x", loopback)
+    assert pinned != {"url": "https://93.184.216.34/push/x"}
+    # Without the development setting loopback is no exception.
+    with pytest.raises(UnsafeURL):
+        await _connection_attempts("http://localhost:9/x", Settings())

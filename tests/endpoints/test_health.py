@@ -78,7 +78,11 @@ async def test_a_database_refusing_connections_makes_readyz_unready_but_not_heal
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
         )
-        await asyncio.sleep(0.2)  # the app's connections learn they were closed
+
+        async def unready() -> bool:  # once the app's connections learn they were closed
+            return (await readiness(http))[0] == 503
+
+        await eventually(unready)
         status, checks = await readiness(http)
         assert status == 503
         assert checks["database"].startswith("unreachable")
@@ -160,9 +164,9 @@ async def test_signing_keys_not_loaded_make_readyz_unready(
 
 @pytest.fixture
 async def served(settings: Settings) -> AsyncIterator[tuple[Any, asyncio.Event, str]]:
-    """The app under real hypercorn, with a one-second delay between unready and draining."""
+    """The app under real hypercorn, with a three-second delay between unready and draining."""
     listening = bind(settings.replace(port=0), hypercorn_config())
-    app = create_app(settings.replace(issuer=listening.url, shutdown_delay=1))
+    app = create_app(settings.replace(issuer=listening.url, shutdown_delay=3))
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, listening.config, stop=stop))
     async with httpx.AsyncClient(base_url=listening.url) as probe:
@@ -192,17 +196,22 @@ async def test_readyz_turns_unready_at_shutdown_before_held_polls_are_answered(
                 headers={"Prefer": "wait=25"},
             )
         )
-        for _ in range(500):  # until the server holds the poll
-            if app.state.services.waiters.held:
-                break
-            await asyncio.sleep(0.01)
+
+        async def holding() -> bool:
+            return bool(app.state.services.waiters.held)
+
+        await eventually(holding)
         stop.set()
-        await asyncio.sleep(0.1)
+
+        async def unready() -> bool:
+            return (await readiness(http))[0] == 503
+
+        await eventually(unready)
         status, checks = await readiness(http)
         assert status == 503
         assert checks["shutdown"] == "draining"
         assert not held.done()  # still held: the load balancer gets time to stop routing here
-        answered = await asyncio.wait_for(held, 5)
+        answered = await asyncio.wait_for(held, 10)
     assert answered.status_code == 400
     assert answered.json()["error"] == "authorization_pending"
 

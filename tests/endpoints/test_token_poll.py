@@ -12,15 +12,17 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.conftest import RegisteredClient
+from tests.conftest import RegisteredClient, RunningApp
 from tests.support.ciba import (
     CIBA_GRANT,
     audit_events,
     decide,
     poll,
+    poll_is_held,
     rewind,
     start_auth_req_id,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("alice")
 
@@ -259,28 +261,29 @@ async def test_concurrent_polls_of_an_approved_request_yield_one_token_response(
 
 
 async def test_long_poll_answers_the_moment_the_user_approves(
-    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
+    http = running.http
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
-    started = time.monotonic()
-    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.3)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
     assert not held.done()
     await decide(db, auth_req_id, "approved")
-    response = await asyncio.wait_for(held, 5)
+    # Long before the 25 s wait runs out: the decision woke the held poll.
+    response = await asyncio.wait_for(held, 12)
     assert response.status_code == 200, response.text
-    assert response.headers["preference-applied"] == "wait=10"
-    assert time.monotonic() - started < 3
+    assert response.headers["preference-applied"] == "wait=25"
 
 
 async def test_long_poll_answers_denial_immediately(
-    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
+    http = running.http
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
-    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.2)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
     await decide(db, auth_req_id, "denied")
-    response = await asyncio.wait_for(held, 5)
+    response = await asyncio.wait_for(held, 12)  # woken, long before the 25 s wait ends
     assert error_of(response) == "access_denied"
 
 
@@ -320,16 +323,18 @@ def test_wait_preference_is_parsed_and_capped() -> None:
     assert requested_wait(None, 30) == 0
 
 
-async def test_shutdown_answers_held_polls_at_once(running: Any, rp: RegisteredClient) -> None:
+async def test_shutdown_answers_held_polls_at_once(
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
     auth_req_id = await start_auth_req_id(running.http, rp.basic_auth())
     held = asyncio.create_task(
-        poll(running.http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=20"})
+        poll(running.http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"})
     )
-    await asyncio.sleep(0.2)
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
     running.services.waiters.release_all()
-    response = await asyncio.wait_for(held, 3)
+    response = await asyncio.wait_for(held, 12)  # long before the 25 s wait ends
     assert error_of(response) == "authorization_pending"
-    assert response.headers["preference-applied"] == "wait=20"
+    assert response.headers["preference-applied"] == "wait=25"
 
 
 async def test_spent_request_answer_to_a_long_poll_says_the_preference_was_applied(
@@ -342,3 +347,164 @@ async def test_spent_request_answer_to_a_long_poll_says_the_preference_was_appli
     again = await poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=5"})
     assert error_of(again) == "invalid_grant"
     assert again.headers["preference-applied"] == "wait=5"
+
+
+async def test_redeeming_an_approved_request_hands_over_everything_the_approval_holds(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection, alice: Any
+) -> None:
+    from backchannel.db.auth_requests import Redemption, redeem_auth_request
+
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth(), scope="openid email")
+    details = [{"type": "payment_initiation", "instructedAmount": {"amount": "80.00"}}]
+    await db.execute(
+        """UPDATE auth_requests SET acr_values = $1, acr = $2, amr = $3,
+                  authorization_details = $4""",
+        ["urn:example:mfa", "urn:example:pwd"],
+        "urn:example:mfa",
+        ["hwk", "user"],
+        details,
+    )
+    decision = await decide(db, auth_req_id, "approved")
+    request_id = await db.fetchval("SELECT id FROM auth_requests")
+
+    assert await redeem_auth_request(db, request_id) == Redemption(
+        id=request_id,
+        user_id=alice.user_id,
+        subject="alice",
+        scope=("openid", "email"),
+        acr_values=("urn:example:mfa", "urn:example:pwd"),
+        decided_at=decision.decided_at,
+        acr="urn:example:mfa",
+        amr=("hwk", "user"),
+        authorization_details=tuple(details),
+    )
+    assert await redeem_auth_request(db, request_id) is None  # spent: once only
+
+
+async def test_redeeming_a_request_approved_without_extras_hands_over_none_for_them(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from backchannel.db.auth_requests import redeem_auth_request
+
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, auth_req_id, "approved")
+    redemption = await redeem_auth_request(db, await db.fetchval("SELECT id FROM auth_requests"))
+    assert redemption is not None
+    assert redemption.acr_values is None and redemption.amr is None
+    assert redemption.authorization_details is None
+
+
+async def test_each_refused_poll_tells_the_client_why(
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    http = running.http
+
+    def description(response: httpx.Response) -> str:
+        text: str = response.json()["error_description"]
+        return text
+
+    malformed = await poll(http, rp.basic_auth(), "not an id!")
+    assert (error_of(malformed), description(malformed)) == ("invalid_grant", "unknown auth_req_id")
+    unknown = await poll(http, rp.basic_auth(), "no-such-request")
+    assert (error_of(unknown), description(unknown)) == ("invalid_grant", "unknown auth_req_id")
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    pending = await poll(http, rp.basic_auth(), auth_req_id)
+    assert description(pending) == "the user has not decided yet"
+    polls = running.services.metrics.registry.get_sample_value(
+        "backchannel_token_polls_total", {"verdict": "pending"}
+    )
+    assert polls == 1  # counted under its verdict
+    too_soon = await poll(http, rp.basic_auth(), auth_req_id)
+    interval = await db.fetchval("SELECT poll_interval FROM auth_requests")
+    assert description(too_soon) == f"poll at most every {interval} seconds"
+    for _ in range(7):  # past poll_lock_after strikes
+        locked = await poll(http, rp.basic_auth(), auth_req_id)
+    assert locked.status_code == 503
+    assert description(locked) == "too many polls; retry later"
+    await rewind(db, auth_req_id, 60)
+    await decide(db, auth_req_id, "approved")
+    assert (await poll(http, rp.basic_auth(), auth_req_id)).status_code == 200
+    await rewind(db, auth_req_id, 60)
+    spent = await poll(http, rp.basic_auth(), auth_req_id)
+    assert description(spent) == "auth_req_id has already been used"
+
+
+async def test_a_decision_records_the_deciding_device_and_the_reason(
+    http: httpx.AsyncClient, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    decision = await decide(db, auth_req_id, "denied", device_id="phone-7", reason="user")
+    assert (decision.status, decision.denial_reason) == ("denied", "user")
+    row = await db.fetchrow("SELECT status, decided_by_device, denial_reason FROM auth_requests")
+    assert dict(row) == {
+        "status": "denied",
+        "decided_by_device": "phone-7",
+        "denial_reason": "user",
+    }
+
+
+async def test_slow_down_never_raises_the_interval_past_the_configured_maximum(
+    settings: Any, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from tests.conftest import start_app
+
+    async for app in start_app(settings.replace(poll_interval_max=10)):
+        auth_req_id = await start_auth_req_id(app.http, rp.basic_auth())
+        answers = [error_of(await poll(app.http, rp.basic_auth(), auth_req_id)) for _ in range(4)]
+        assert answers == ["authorization_pending"] + ["slow_down"] * 3
+        assert await db.fetchval("SELECT poll_interval FROM auth_requests") == 10
+
+
+async def test_each_ended_request_tells_the_client_how_it_ended(
+    settings: Any, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    from tests.conftest import start_app
+
+    def answer(response: httpx.Response) -> tuple[int, str, str]:
+        body = response.json()
+        return response.status_code, body["error"], body["error_description"]
+
+    async for app in start_app(settings.replace(poll_lock_after=1, poll_deny_after=2)):
+        denied = await start_auth_req_id(app.http, rp.basic_auth())
+        await decide(db, denied, "denied")
+        assert answer(await poll(app.http, rp.basic_auth(), denied)) == (
+            400,
+            "access_denied",
+            "the request was denied",
+        )
+        expired = await start_auth_req_id(app.http, rp.basic_auth())
+        await rewind(db, expired, 3600)
+        assert answer(await poll(app.http, rp.basic_auth(), expired)) == (
+            400,
+            "expired_token",
+            "the request has expired",
+        )
+        abused = await start_auth_req_id(app.http, rp.basic_auth())
+        answers = [answer(await poll(app.http, rp.basic_auth(), abused)) for _ in range(4)]
+        # The poll that crosses poll_deny_after ends the request, and says so.
+        assert next(a for a in answers if a[1] == "access_denied") == (
+            400,
+            "access_denied",
+            "the request was ended after repeated polling",
+        )
+
+
+async def test_a_held_poll_runs_no_statement_while_it_waits(
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
+) -> None:
+    http = running.http
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM auth_requests FOR UPDATE")
+        # A poll that kept re-reading the request while it waits would queue behind this
+        # lock within moments; one that waits for the decision's wake-up never does.
+        await asyncio.sleep(0.5)
+        queued = await db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        )
+    assert queued == 0
+    await decide(db, auth_req_id, "approved")
+    assert (await asyncio.wait_for(held, 12)).status_code == 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,21 +11,23 @@ import pytest
 
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient
-from tests.support.ciba import CIBA_GRANT, decide
-from tests.support.served import serve_over_hypercorn
+from tests.support.ciba import CIBA_GRANT, decide, poll_is_held
+from tests.support.served import ServedApp, serve_over_hypercorn
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("alice")
 
 
 @pytest.fixture
-async def server_url(settings: Settings) -> AsyncIterator[str]:
+async def server(settings: Settings) -> AsyncIterator[ServedApp]:
     async with serve_over_hypercorn(settings) as served:
-        yield served.url
+        yield served
 
 
 async def test_relying_party_gets_tokens_userinfo_refresh_and_revocation_over_http(
-    server_url: str, rp: RegisteredClient, db: asyncpg.Connection
+    server: ServedApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
+    server_url = server.url
     async with httpx.AsyncClient(base_url=server_url, headers=rp.basic_auth()) as http:
         discovery = (await http.get("/.well-known/openid-configuration")).json()
         assert discovery["issuer"] == server_url
@@ -47,15 +48,14 @@ async def test_relying_party_gets_tokens_userinfo_refresh_and_revocation_over_ht
             http.post(
                 "/token",
                 data={"grant_type": CIBA_GRANT, "auth_req_id": auth_req_id},
-                headers={"Prefer": "wait=20"},
+                headers={"Prefer": "wait=25"},
                 timeout=30,
             )
         )
-        await asyncio.sleep(0.3)
-        decided_at = time.monotonic()
+        await eventually(lambda: poll_is_held(db, server.services.waiters))
         await decide(db, auth_req_id, "approved", device_id="phone-1")
-        tokens_response = await asyncio.wait_for(held, 10)
-        assert time.monotonic() - decided_at < 1.0
+        # Long before the 25 s wait runs out: the approval woke the held poll.
+        tokens_response = await asyncio.wait_for(held, 12)
         assert tokens_response.status_code == 200, tokens_response.text
         tokens = tokens_response.json()
 

@@ -168,7 +168,9 @@ async def test_ping_when_the_users_grants_are_revoked(
 ) -> None:
     auth_req_id = await start(app.http, pinger)
     await revoke_user(db, alice.user_id, actor="test")
-    [ping] = await receiver.wait_for_count(1, within=3)  # queued by the revocation itself
+    # Queued in the revocation's own transaction, not left for the housekeeping sweep.
+    assert (await notification_row(db))["status"] != "waiting"
+    [ping] = await receiver.wait_for_count(1, within=3)
     assert ping.body == {"auth_req_id": auth_req_id}
     row = await notification_row(db)
     assert (row["outcome"], row["denial_reason"]) == ("denied", "revoked")

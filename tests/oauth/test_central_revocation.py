@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import asyncpg
@@ -21,7 +20,14 @@ from backchannel.oauth.services import Services
 from backchannel.policy.fatigue import NotMeLimits
 from tests.conftest import RegisteredClient
 from tests.support import factories
-from tests.support.ciba import audit_events, decide, poll, start_auth_req_id, start_request
+from tests.support.ciba import (
+    audit_events,
+    decide,
+    poll,
+    poll_is_held,
+    start_auth_req_id,
+    start_request,
+)
 from tests.support.cli import clean_environment
 from tests.support.waiting import eventually
 
@@ -132,17 +138,20 @@ async def test_revoking_a_user_leaves_other_users_tokens_alive(
 
 
 async def test_a_held_long_poll_is_answered_access_denied_at_once_on_revocation(
-    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+    http: httpx.AsyncClient,
+    services: Services,
+    db: asyncpg.Connection,
+    rp: RegisteredClient,
+    alice: User,
 ) -> None:
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
-    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.3)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, services.waiters))
     assert not held.done()
-    started = time.monotonic()
     await revoke_user(db, alice.user_id, actor="test")
-    response = await asyncio.wait_for(held, 5)
+    # Long before the 25 s wait runs out: the revocation woke the held poll.
+    response = await asyncio.wait_for(held, 12)
     assert error_of(response) == "access_denied"
-    assert time.monotonic() - started < 1
 
 
 async def test_revoking_a_user_withdraws_the_prompts_of_ended_requests(
@@ -152,18 +161,19 @@ async def test_revoking_a_user_withdraws_the_prompts_of_ended_requests(
 
     phone = await enrolled_phone(http, db, alice.user_id)
     await start_auth_req_id(http, rp.basic_auth())
-    # The prompt reached the phone: withdrawing it needs a dismiss.
+    await start_auth_req_id(http, rp.basic_auth())
+    # The prompts reached the phone: withdrawing them needs a dismiss each.
     await db.execute("UPDATE push_outbox SET status = 'sent' WHERE kind = 'prompt'")
 
     summary = await revoke_user(db, alice.user_id, actor="test")
 
-    assert summary.dismisses == 1
-    [dismiss] = await db.fetch("SELECT * FROM push_outbox WHERE kind = 'dismiss'")
+    assert summary.dismisses == 2  # counted over both ended requests
+    dismisses = await db.fetch("SELECT * FROM push_outbox WHERE kind = 'dismiss'")
     # Queued, and possibly already tried by the app's outbox worker (its push service is
-    # unreachable here): what matters is that the withdrawal queued it for this phone.
-    assert dismiss["device_id"] == phone.device_id
-    assert dismiss["status"] in ("queued", "sent", "failed")
-    assert await db.fetchval("SELECT prompts_withdrawn_at IS NOT NULL FROM auth_requests")
+    # unreachable here): what matters is that the withdrawal queued them for this phone.
+    assert [d["device_id"] for d in dismisses] == [phone.device_id] * 2
+    assert all(d["status"] in ("queued", "sent", "failed") for d in dismisses)
+    assert await db.fetchval("SELECT bool_and(prompts_withdrawn_at IS NOT NULL) FROM auth_requests")
     assert await phone.pending(http) == []
 
 
@@ -195,6 +205,7 @@ async def test_revoking_a_client_kills_its_tokens_and_requests_only(
 
 async def test_disabling_a_client_on_the_cli_revokes_and_refuses_it(
     http: httpx.AsyncClient,
+    services: Services,
     db: asyncpg.Connection,
     rp: RegisteredClient,
     alice: User,
@@ -204,14 +215,15 @@ async def test_disabling_a_client_on_the_cli_revokes_and_refuses_it(
 ) -> None:
     tokens = await approved_tokens(http, db, rp)
     pending = await start_auth_req_id(http, rp.basic_auth())
-    held = asyncio.create_task(poll(http, rp.basic_auth(), pending, {"Prefer": "wait=10"}))
-    await asyncio.sleep(0.3)
+    held = asyncio.create_task(poll(http, rp.basic_auth(), pending, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, services.waiters))
 
     assert (
         await run_cli(monkeypatch, tmp_path, database_url, "client", "disable", rp.client_id) == 0
     )
 
-    assert error_of(await asyncio.wait_for(held, 5)) == "access_denied"
+    # Woken long before the 25 s wait runs out.
+    assert error_of(await asyncio.wait_for(held, 12)) == "access_denied"
     assert await db.fetchval("SELECT count(*) FROM access_tokens WHERE revoked_at IS NULL") == 0
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL") == 0
     for _ in range(100):  # the config notification reaches the app asynchronously
@@ -247,6 +259,8 @@ async def test_revoking_a_device_kills_tokens_of_its_approvals_only(
     unredeemed = await start_auth_req_id(http, rp.basic_auth())
     await decide(db, unredeemed, "approved", device_id=lost.device_id)
     pending = await start_auth_req_id(http, rp.basic_auth())
+    dismisses = "SELECT count(*) FROM push_outbox WHERE kind = 'dismiss'"
+    dismissed_before = await db.fetchval(dismisses)
 
     summary = await revoke_device(db, lost.device_id, actor="test")
 
@@ -263,6 +277,14 @@ async def test_revoking_a_device_kills_tokens_of_its_approvals_only(
     assert (await lost.call(http, "/device/requests")).status_code == 401
     [event] = await audit_events(db, "revoked")
     assert event["device_id"] == lost.device_id and event["detail"]["scope"] == "device"
+    assert event["user_id"] == alice.user_id
+    assert event["detail"]["counts"] == summary.counts()
+    # The ended request's prompts were withdrawn: the summary counts the dismisses it queued.
+    assert summary.dismisses == await db.fetchval(dismisses) - dismissed_before
+    assert await db.fetchval(
+        "SELECT prompts_withdrawn_at IS NOT NULL FROM auth_requests WHERE id_hash = $1",
+        hash_secret(unredeemed),
+    )
     assert await revoke_device(db, "no-such-device", actor="test") is None
 
 

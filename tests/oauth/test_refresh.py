@@ -262,3 +262,63 @@ async def test_concurrent_replays_and_revocations_of_one_family_never_deadlock(
         calls.append(http.post("/revoke", data={"token": current}, headers=rp.basic_auth()))
         statuses += [r.status_code for r in await asyncio.gather(*calls)]
     assert set(statuses) <= {200, 400}, statuses
+
+
+async def test_a_refreshed_id_token_keeps_the_methods_of_the_original_approval(
+    services: Services,
+    http: httpx.AsyncClient,
+    rp: RegisteredClient,
+    alice: User,
+    db: asyncpg.Connection,
+) -> None:
+    from tests.support.ciba import decide, poll, start_auth_req_id
+
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    from backchannel.oauth.assurance import ACR_SCA
+
+    # Held to strong authentication, approved with user verification.
+    await db.execute("UPDATE auth_requests SET acr = $1, amr = $2", ACR_SCA, ["hwk", "user"])
+    await decide(db, auth_req_id, "approved")
+    tokens = (await poll(http, rp.basic_auth(), auth_req_id)).json()
+    first = jwt.decode(tokens["id_token"], services.keys.public_keyset()).claims
+    body = (await refresh(http, rp, tokens["refresh_token"])).json()
+    claims = jwt.decode(body["id_token"], services.keys.public_keyset()).claims
+    assert claims["amr"] == ["hwk", "user"]
+    assert claims["acr"] == first["acr"] == ACR_SCA
+    # The new access token still belongs to the request (central revocation finds it).
+    request_ids = await db.fetch("SELECT auth_request_id FROM access_tokens ORDER BY jti")
+    request_id = await db.fetchval("SELECT id FROM auth_requests")
+    assert [r["auth_request_id"] for r in request_ids] == [request_id, request_id]
+
+
+async def test_each_refused_refresh_says_why(
+    services: Services,
+    http: httpx.AsyncClient,
+    rp: RegisteredClient,
+    make_client: Any,
+    alice: User,
+) -> None:
+    def description(response: httpx.Response) -> str:
+        text: str = response.json()["error_description"]
+        return text
+
+    token = (await issue(services, rp, alice, "openid email"))["refresh_token"]
+    unknown = await refresh(http, rp, "no-such-token")
+    assert description(unknown) == "the refresh token is invalid, expired or revoked"
+    assert description(await refresh(http, rp, token, scope=" ")) == "scope is empty"
+    assert (
+        description(await refresh(http, rp, token, scope="openid phone"))
+        == "scope may only narrow the original grant"
+    )
+    assert description(await refresh(http, rp, token, scope="email")) == (
+        "scope must contain openid"
+    )
+    missing = await http.post(
+        "/token", data={"grant_type": "refresh_token"}, headers=rp.basic_auth()
+    )
+    assert description(missing) == "refresh_token is required"
+    ciba_only: RegisteredClient = await make_client(grant_types=(CIBA,))
+    assert (
+        description(await refresh(http, ciba_only, token))
+        == "the client may not use the refresh_token grant"
+    )

@@ -13,8 +13,9 @@ import pytest
 from backchannel.rp import AuthenticationStarted, SyncCibaClient, UsageError
 from tests.conftest import RegisteredClient
 from tests.rp.conftest import basic
-from tests.support.ciba import decide
+from tests.support.ciba import decide, poll_is_held
 from tests.support.served import ServedApp
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("alice")
 
@@ -44,7 +45,7 @@ async def test_blocking_client_runs_the_whole_flow_from_a_plain_thread(
     thread = threading.Thread(target=relying_party)
     thread.start()
     started = await asyncio.to_thread(started_queue.get, timeout=20)
-    await asyncio.sleep(0.2)
+    await eventually(lambda: poll_is_held(db, server.services.waiters), within=20)
     await decide(db, started.auth_req_id, "approved")
     await asyncio.to_thread(thread.join, 20)
 

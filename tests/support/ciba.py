@@ -9,6 +9,7 @@ import httpx
 
 from backchannel.db.auth_requests import Decision
 from backchannel.oauth.decision_recording import record_decision
+from backchannel.oauth.long_poll import DecisionWaiters
 from backchannel.oauth.secrets import hash_secret
 
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
@@ -67,3 +68,11 @@ async def audit_events(conn: asyncpg.Connection, event: str | None = None) -> li
         "SELECT * FROM audit_events WHERE $1::text IS NULL OR event = $1 ORDER BY id", event
     )
     return [dict(r) for r in rows]
+
+
+async def poll_is_held(db: asyncpg.Connection, waiters: DecisionWaiters, polls: int = 1) -> bool:
+    """True once the (only) request has been polled ``polls`` times and the server holds
+    a long poll. A held poll registers its waiter before its poll statement runs, so the
+    two together mean the poll got past the statement and is waiting for a decision."""
+    polled = await db.fetchval("SELECT poll_count FROM auth_requests")
+    return bool(polled == polls) and waiters.held >= 1

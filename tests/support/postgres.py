@@ -4,6 +4,9 @@
 create databases); without it, a throwaway embedded server is started in a
 temporary directory. Each test gets its own database, cloned from a migrated
 template, so tests are isolated yet use real concurrent connections.
+``BACKCHANNEL_TEST_TEMPLATE_READY=1`` says the named server already holds the
+migrated template: runs that start many test sessions against one server (such as
+bench/mutation/run) prepare it once.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def start_test_postgres() -> Iterator[TestPostgres]:
     url = os.environ.get("BACKCHANNEL_TEST_DATABASE_URL")
     if url:
         server = TestPostgres(url)
-        server.prepare_template()
+        if os.environ.get("BACKCHANNEL_TEST_TEMPLATE_READY") != "1":
+            server.prepare_template()
         yield server
         return
     with tempfile.TemporaryDirectory(prefix="backchannel-test-pg-") as tmp:

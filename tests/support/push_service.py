@@ -3,11 +3,11 @@
 It does what a real push service checks: ``POST /push/<token>`` must carry
 ``Authorization: vapid t=<JWT>,k=<key>`` (RFC 8292: an ES256 JWT verified
 with ``k``, ``aud`` the service's origin, ``exp`` in the future and at most a
-day away, ``sub`` a mailto: or https: URL), ``Content-Encoding: aes128gcm`` and
-a ``TTL``. The body is decrypted with the subscription's private key and auth
-secret (RFC 8291), which the test holds, so a test sees exactly what a phone
-would. A request failing a check is answered 400/401/403 and listed in
-``errors``.
+day away, ``sub`` a mailto: or https: URL), ``Content-Encoding: aes128gcm``,
+``Content-Type: application/octet-stream`` and a ``TTL``. The body is decrypted
+with the subscription's private key and auth secret (RFC 8291), which the test
+holds, so a test sees exactly what a phone would. A request failing a check is
+answered 400/401/403/415 and listed in ``errors``.
 
 Each subscription (token) has a behaviour:
 - ``normal``: 201;
@@ -178,6 +178,8 @@ class LocalPushService:
         key, claims = vapid
         if request.headers.get("Content-Encoding") != "aes128gcm":
             return await self._refuse(token, 415, "Content-Encoding must be aes128gcm")
+        if request.content_type != "application/octet-stream":
+            return await self._refuse(token, 415, "Content-Type must be application/octet-stream")
         ttl = request.headers.get("TTL", "")
         if not ttl.isdigit():
             return await self._refuse(token, 400, "TTL header missing or invalid")
