@@ -162,7 +162,8 @@ async def show_attempt(request: Request) -> Response:
     return HTMLResponse(desk_page(session, book.of_agent(session.agent.login), attempt))
 
 
-async def start_attempt(request: Request) -> Response:
+async def _agent_post(request: Request) -> tuple[Panel, Session, dict[str, str]] | Response:
+    """A logged-in agent's form post with its session's CSRF token, or the answer refusing it."""
     panel = _panel(request)
     session = _agent_session(request)
     form = await _genuine_form(request, session)
@@ -170,6 +171,14 @@ async def start_attempt(request: Request) -> Response:
         return _see_other("/login")
     if form is None:
         return _forbidden()
+    return panel, session, form
+
+
+async def start_attempt(request: Request) -> Response:
+    posted = await _agent_post(request)
+    if isinstance(posted, Response):
+        return posted
+    panel, session, form = posted
     assert session.agent is not None and panel.verifier is not None
     caller_text, reason = form.get("caller", ""), form.get("reason", "")
     attempts = panel.book.of_agent(session.agent.login)
@@ -188,13 +197,10 @@ async def start_attempt(request: Request) -> Response:
 
 
 async def mark_done(request: Request) -> Response:
-    panel = _panel(request)
-    session = _agent_session(request)
-    form = await _genuine_form(request, session)
-    if session is None:
-        return _see_other("/login")
-    if form is None:
-        return _forbidden()
+    posted = await _agent_post(request)
+    if isinstance(posted, Response):
+        return posted
+    panel, session, _form = posted
     assert session.agent is not None and panel.verifier is not None
     attempt = panel.book.get(request.path_params["attempt_id"], session.agent.login)
     if attempt is None:
