@@ -289,6 +289,12 @@ async def test_a_refreshed_id_token_keeps_the_methods_of_the_original_approval(
     request_ids = await db.fetch("SELECT auth_request_id FROM access_tokens ORDER BY jti")
     request_id = await db.fetchval("SELECT id FROM auth_requests")
     assert [r["auth_request_id"] for r in request_ids] == [request_id, request_id]
+    # Replaying the spent token is audited against the request and the family.
+    assert error_of(await refresh(http, rp, tokens["refresh_token"])) == "invalid_grant"
+    [reuse] = await db.fetch("SELECT * FROM audit_events WHERE event = 'refresh_token_reuse'")
+    family = await db.fetchval("SELECT DISTINCT family_id FROM refresh_tokens")
+    assert reuse["auth_request_id"] == request_id
+    assert reuse["detail"]["family_id"] == str(family)
 
 
 async def test_each_refused_refresh_says_why(
