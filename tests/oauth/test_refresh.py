@@ -290,7 +290,11 @@ async def test_a_refreshed_id_token_keeps_the_methods_of_the_original_approval(
     request_id = await db.fetchval("SELECT id FROM auth_requests")
     assert [r["auth_request_id"] for r in request_ids] == [request_id, request_id]
     # Replaying the spent token is audited against the request and the family.
-    assert error_of(await refresh(http, rp, tokens["refresh_token"])) == "invalid_grant"
+    replayed = await refresh(http, rp, tokens["refresh_token"])
+    assert error_of(replayed) == "invalid_grant"
+    assert replayed.json()["error_description"] == (
+        "the refresh token was already used; the grant is revoked"
+    )
     [reuse] = await db.fetch("SELECT * FROM audit_events WHERE event = 'refresh_token_reuse'")
     family = await db.fetchval("SELECT DISTINCT family_id FROM refresh_tokens")
     assert reuse["auth_request_id"] == request_id
