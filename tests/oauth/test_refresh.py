@@ -151,7 +151,10 @@ async def test_unknown_expired_and_revoked_tokens_are_invalid_grants(
     await db.execute(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE token_hash = $1", hash_secret(revoked)
     )
-    assert error_of(await refresh(http, rp, revoked)) == "invalid_grant"
+    refused = await refresh(http, rp, revoked)
+    assert error_of(refused) == "invalid_grant"
+    # Not taken for a replay: nothing else is revoked, and the answer says what it is.
+    assert refused.json()["error_description"] == "the refresh token is invalid, expired or revoked"
     assert await db.fetchval("SELECT count(*) FROM audit_events WHERE event <> 'token_issued'") == 0
 
 
