@@ -151,7 +151,10 @@ async def test_unknown_expired_and_revoked_tokens_are_invalid_grants(
     await db.execute(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE token_hash = $1", hash_secret(revoked)
     )
-    assert error_of(await refresh(http, rp, revoked)) == "invalid_grant"
+    refused = await refresh(http, rp, revoked)
+    assert error_of(refused) == "invalid_grant"
+    # Not taken for a replay: nothing else is revoked, and the answer says what it is.
+    assert refused.json()["error_description"] == "the refresh token is invalid, expired or revoked"
     assert await db.fetchval("SELECT count(*) FROM audit_events WHERE event <> 'token_issued'") == 0
 
 
@@ -289,6 +292,16 @@ async def test_a_refreshed_id_token_keeps_the_methods_of_the_original_approval(
     request_ids = await db.fetch("SELECT auth_request_id FROM access_tokens ORDER BY jti")
     request_id = await db.fetchval("SELECT id FROM auth_requests")
     assert [r["auth_request_id"] for r in request_ids] == [request_id, request_id]
+    # Replaying the spent token is audited against the request and the family.
+    replayed = await refresh(http, rp, tokens["refresh_token"])
+    assert error_of(replayed) == "invalid_grant"
+    assert replayed.json()["error_description"] == (
+        "the refresh token was already used; the grant is revoked"
+    )
+    [reuse] = await db.fetch("SELECT * FROM audit_events WHERE event = 'refresh_token_reuse'")
+    family = await db.fetchval("SELECT DISTINCT family_id FROM refresh_tokens")
+    assert reuse["auth_request_id"] == request_id
+    assert reuse["detail"]["family_id"] == str(family)
 
 
 async def test_each_refused_refresh_says_why(
