@@ -394,29 +394,9 @@ async def store_client(
     client_id = reg.client_id or new_identifier()
     client = Client(
         client_id=client_id,
-        name=reg.name.strip(),
         secret_hash=hash_secret(secret) if secret is not None else None,
         token_endpoint_auth_method=reg.token_endpoint_auth_method,
-        jwks=dict(reg.jwks) if reg.jwks is not None else None,
-        jwks_uri=reg.jwks_uri,
-        grant_types=tuple(dict.fromkeys(reg.grant_types)),
-        scopes=tuple(dict.fromkeys(reg.scopes)),
-        backchannel_token_delivery_mode=reg.backchannel_token_delivery_mode,
-        backchannel_client_notification_endpoint=reg.backchannel_client_notification_endpoint,
-        backchannel_authentication_request_signing_alg=(
-            reg.backchannel_authentication_request_signing_alg
-        ),
-        require_signed_request=reg.require_signed_request,
-        backchannel_user_code_parameter=reg.backchannel_user_code_parameter,
-        id_token_signed_response_alg=reg.id_token_signed_response_alg,
-        access_token_ttl=reg.access_token_ttl,
-        refresh_token_ttl=reg.refresh_token_ttl,
-        max_requested_expiry=reg.max_requested_expiry,
-        login_hint_token_issuers=tuple(dict(i) for i in reg.login_hint_token_issuers),
-        may_enrol_users=reg.may_enrol_users,
-        number_matching=reg.number_matching,
-        authorization_details_types=tuple(dict.fromkeys(reg.authorization_details_types)),
-        **{name: getattr(reg, name) for name in SENDER_CONSTRAINT_FIELDS},
+        **_registered_fields(reg),
     )
     try:
         async with conn.transaction():
@@ -525,8 +505,12 @@ async def update_client(
 
 
 def _client_of(reg: ClientRegistration, current: Client) -> Client:
-    return dataclasses.replace(
-        current,
+    return dataclasses.replace(current, **_registered_fields(reg))
+
+
+def _registered_fields(reg: ClientRegistration) -> dict[str, Any]:
+    """The client's fields a registration sets, normalised (at create and at update)."""
+    return dict(
         name=reg.name.strip(),
         jwks=dict(reg.jwks) if reg.jwks is not None else None,
         jwks_uri=reg.jwks_uri,
