@@ -79,8 +79,10 @@ async def test_a_database_refusing_connections_makes_readyz_unready_but_not_heal
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
         )
 
-        async def unready() -> bool:  # once the app's connections learn they were closed
-            return (await readiness(http))[0] == 503
+        async def unready() -> bool:
+            # The pool and the listener learn of their closed connections independently.
+            status, checks = await readiness(http)
+            return status == 503 and checks["listener"] == "not connected"
 
         await eventually(unready)
         status, checks = await readiness(http)
