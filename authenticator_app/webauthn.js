@@ -35,37 +35,34 @@ function b64(buffer) {
   return buffer ? b64urlEncode(buffer) : null;
 }
 
-function registrationJson(credential) {
-  const response = credential.response;
+// A credential as the server's JSON: its common fields, and `response` (the ceremony's own
+// fields, already encoded).
+function credentialJson(credential, response) {
   return {
     id: credential.id,
     rawId: b64(credential.rawId),
     type: credential.type,
     authenticatorAttachment: credential.authenticatorAttachment ?? null,
     clientExtensionResults: credential.getClientExtensionResults(),
-    response: {
-      clientDataJSON: b64(response.clientDataJSON),
-      attestationObject: b64(response.attestationObject),
-      transports: typeof response.getTransports === "function" ? response.getTransports() : [],
-    },
+    response: { clientDataJSON: b64(credential.response.clientDataJSON), ...response },
   };
+}
+
+function registrationJson(credential) {
+  const response = credential.response;
+  return credentialJson(credential, {
+    attestationObject: b64(response.attestationObject),
+    transports: typeof response.getTransports === "function" ? response.getTransports() : [],
+  });
 }
 
 function assertionJson(credential) {
   const response = credential.response;
-  return {
-    id: credential.id,
-    rawId: b64(credential.rawId),
-    type: credential.type,
-    authenticatorAttachment: credential.authenticatorAttachment ?? null,
-    clientExtensionResults: credential.getClientExtensionResults(),
-    response: {
-      clientDataJSON: b64(response.clientDataJSON),
-      authenticatorData: b64(response.authenticatorData),
-      signature: b64(response.signature),
-      userHandle: b64(response.userHandle),
-    },
-  };
+  return credentialJson(credential, {
+    authenticatorData: b64(response.authenticatorData),
+    signature: b64(response.signature),
+    userHandle: b64(response.userHandle),
+  });
 }
 
 /**
