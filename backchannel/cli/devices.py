@@ -57,8 +57,12 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "remove-key",
         parents=[common],
         help="remove a WebAuthn key from its device (the device stays enrolled)",
+        epilog="A base64url id may start with '-': put `--` before it "
+        "(backchannel device remove-key -- CREDENTIAL_ID).",
     )
-    remove_key.add_argument("credential_id", metavar="CREDENTIAL_ID")
+    remove_key.add_argument(
+        "credential_id", metavar="CREDENTIAL_ID", help="as `device keys` lists it"
+    )
     remove_key.set_defaults(run=database_command(remove_one_key))
 
 

@@ -376,14 +376,16 @@ async def test_an_operator_lists_and_removes_a_lost_webauthn_key_and_approvals_n
     assert key["device_id"] == phone.device_id
     assert (await cli("device", "keys", "--user", "bob", "--json")).json() == {"keys": []}
 
-    removed = await cli("device", "remove-key", key["credential_id"])
+    removed = await cli("device", "remove-key", "--", key["credential_id"])
     assert removed.code == 0, removed.err
     [event] = await audit_events(db, "webauthn_credential_removed")
     assert event["device_id"] == phone.device_id
     assert event["detail"]["credential_id"] == key["credential_id"]
     assert event["detail"]["by"].startswith("cli:")
-    again = await cli("device", "remove-key", key["credential_id"])
+    again = await cli("device", "remove-key", "--", key["credential_id"])
     assert again.code == 1 and "no WebAuthn key" in again.err
+    dashed = await cli("device", "remove-key", "--", "-" + key["credential_id"][1:])
+    assert dashed.code == 1 and "no WebAuthn key '-" in dashed.err  # an id, not an option
 
     # The device stays enrolled, but the removed key no longer approves.
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
