@@ -159,9 +159,16 @@ class NotificationWorker(Periodic):
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
-        # A freed slot may let a client with more notifications waiting go on.
-        self.wake()
+        client_id = self._inflight.pop(task, None)
+        # A freed slot lets notifications the last lease had to leave behind go on: it
+        # left some only if it filled every slot or this client's bound. Otherwise the
+        # worker waits for the next wake-up, and no round is spent leasing nothing.
+        if self._backlog or (
+            client_id is not None
+            and sum(1 for c in self._inflight.values() if c == client_id)
+            >= self._settings.notification_per_client - 1
+        ):
+            self.wake()
 
     async def _deliver(self, job: NotificationJob) -> None:
         try:
