@@ -100,6 +100,7 @@ class NotificationWorker(Periodic):
         self._inflight: dict[asyncio.Task[None], str] = {}
         self._next_sweep = 0.0
         self._backlog = False
+        self._bounded: set[str] = set()  # clients the last lease found at their bound
         self._outcomes: list[Settlement] = []
         self._outcome_ready = asyncio.Event()
         self._settler: asyncio.Task[None] | None = None
@@ -144,15 +145,20 @@ class NotificationWorker(Periodic):
                 self._next_sweep = loop.time() + self._sweep_interval
 
     async def _lease(self, free: int) -> None:
-        settings = self._settings
+        per_client = self._settings.notification_per_client
+        sending = collections.Counter(self._inflight.values())
         jobs = await claim_notifications(
             self._pool,
             limit=free,
-            per_client=settings.notification_per_client,
-            sending=dict(collections.Counter(self._inflight.values())),
+            per_client=per_client,
+            sending=dict(sending),
             lease_seconds=self.lease_seconds,
         )
+        # What this lease may have left behind: anything, if it filled every free
+        # slot; a client's notifications, if it reached that client's bound.
         self._backlog = len(jobs) == free
+        sending.update(job.client_id for job in jobs)
+        self._bounded = {client for client, n in sending.items() if n >= per_client}
         for job in jobs:
             task = asyncio.create_task(self._deliver(job), name="notification-send")
             self._inflight[task] = job.client_id
@@ -160,14 +166,10 @@ class NotificationWorker(Periodic):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         client_id = self._inflight.pop(task, None)
-        # A freed slot lets notifications the last lease had to leave behind go on: it
-        # left some only if it filled every slot or this client's bound. Otherwise the
-        # worker waits for the next wake-up, and no round is spent leasing nothing.
-        if self._backlog or (
-            client_id is not None
-            and sum(1 for c in self._inflight.values() if c == client_id)
-            >= self._settings.notification_per_client - 1
-        ):
+        # A freed slot lets notifications the last lease left behind go on. If it can
+        # have left none, the worker waits for the next wake-up instead, and no round
+        # is spent leasing nothing.
+        if self._backlog or client_id in self._bounded:
             self.wake()
 
     async def _deliver(self, job: NotificationJob) -> None:
