@@ -113,8 +113,22 @@ def _literal_address(host: str) -> IPAddress | None:
 
 
 async def resolve_public_addresses(host: str, *, allow_insecure: bool) -> list[str]:
-    """Resolve ``host``; raise :class:`UnsafeURL` unless every address is public."""
+    """Resolve ``host``; raise :class:`UnsafeURL` unless every address is public.
+
+    An IP literal is its own address: it is checked without a trip to the resolver
+    (which runs in a thread).
+    """
     host = host.strip("[]")
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None  # a name, or an odd spelling the resolver reads
+    if literal is not None and not (
+        isinstance(literal, ipaddress.IPv6Address) and literal.scope_id
+    ):
+        if not allow_insecure and not is_public_address(literal):
+            raise UnsafeURL(f"{host} is not public")
+        return [str(literal)]
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)

@@ -416,11 +416,13 @@ async def main(args: argparse.Namespace) -> int:
         variants: list[tuple[str, Server, Server | None]] = [("", base, app)]
         if args.what_if:
             variants.append(("-noreset", await bench.start("baseline", reset_off=True), None))
-        measured = await bench.measure(variants)
-        phases = measured[""]
-        for kind, server in zip(PHASES, (base, app, app), strict=True):
-            await bench.census(kind, server, kind)
-        if args.what_if:
+        measured: dict[str, dict[str, LoadResult]] = {}
+        if not args.latency_only:
+            measured = await bench.measure(variants)
+            for kind, server in zip(PHASES, (base, app, app), strict=True):
+                await bench.census(kind, server, kind)
+        phases = measured.get("", {})
+        if args.what_if and not args.latency_only:
             _, nbase, _ = variants[1]
             await bench.census("baseline-noreset", nbase, "baseline")
             nbase.stop()
@@ -436,7 +438,7 @@ async def main(args: argparse.Namespace) -> int:
         log(f"ping: {args.pings} decisions at {args.ping_rate:g}/s")
         ping = await ping_phase(app, db, fixture, decisions=args.pings, rate=args.ping_rate)
         log(f"ping: p50 {ping['p50_ms']} ms, p99 {ping['p99_ms']} ms")
-        if args.profile:
+        if args.profile and not args.latency_only:
             await bench.profile("bc-authorize-profiled", app, "bc-authorize")
             await bench.profile("poll-profiled", app, "poll")
         base.stop()
@@ -486,6 +488,25 @@ def ratios(r: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     p, lp, census = results["phases"], results["long_poll"], results["census"]
+    lp_ok = lp["answers"].get("200 with tokens", 0)
+    out: dict[str, dict[str, Any]] = {}
+    if p:
+        out |= throughput_verdicts(p, census)
+    out["long poll p99"] = {
+        "value": lp["p99_ms"],
+        "target": f"< {TARGET_LONG_POLL_P99_MS:g} ms over >= 200 decisions",
+        "pass": lp["p99_ms"] < TARGET_LONG_POLL_P99_MS and lp_ok == lp["decisions"] >= 200,
+    }
+    ping = results["ping"]
+    out["ping p99"] = {
+        "value": ping["p99_ms"],
+        "target": f"< {TARGET_PING_P99_MS:g} ms at {ping['rate']:g} decisions/s, none missing",
+        "pass": ping["p99_ms"] < TARGET_PING_P99_MS and ping["missing"] == 0,
+    }
+    return out
+
+
+def throughput_verdicts(p: dict[str, Any], census: dict[str, Any]) -> dict[str, dict[str, Any]]:
     poll = p["poll"]
     pending = poll["answers"].get("authorization_pending/400", 0)
     answered = sum(poll["answers"].values())
@@ -495,7 +516,6 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     # What serving a poll sends: the poll statement and any pool reset on release.
     # Background workers' statements (audit sealer, outbox) are counted in `others`.
     round_trips = poll_statement + by.get(RESET_LABEL, 0.0)
-    lp_ok = lp["answers"].get("200 with tokens", 0)
     gap = poll["min_reuse_gap_s"]
     out: dict[str, dict[str, Any]] = {}
     for key, target in (("bc-authorize", TARGET_BC_RATIO), ("poll", TARGET_POLL_RATIO)):
@@ -526,17 +546,6 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "value": round(round_trips, 2),
         "target": f"== {TARGET_POLL_ROUND_TRIPS}",
         "pass": abs(round_trips - TARGET_POLL_ROUND_TRIPS) <= 0.01,
-    }
-    out["long poll p99"] = {
-        "value": lp["p99_ms"],
-        "target": f"< {TARGET_LONG_POLL_P99_MS:g} ms over >= 200 decisions",
-        "pass": lp["p99_ms"] < TARGET_LONG_POLL_P99_MS and lp_ok == lp["decisions"] >= 200,
-    }
-    ping = results["ping"]
-    out["ping p99"] = {
-        "value": ping["p99_ms"],
-        "target": f"< {TARGET_PING_P99_MS:g} ms at {ping['rate']:g} decisions/s, none missing",
-        "pass": ping["p99_ms"] < TARGET_PING_P99_MS and ping["missing"] == 0,
     }
     return out
 
@@ -581,28 +590,13 @@ def table(phases: dict[str, dict[str, Any]], names: list[tuple[str, str]],
     return lines
 
 
-def render(results: dict[str, Any]) -> str:
-    m, c, p = results["machine"], results["config"], results["phases"]
-    v, lp = results["verdicts"], results["long_poll"]
+def throughput_lines(results: dict[str, Any]) -> list[str]:
+    c, p, v = results["config"], results["phases"], results["verdicts"]
 
     def mark(key: str) -> str:
         return "PASS" if v[key]["pass"] else "FAIL"
 
-    seg = c["duration_s"] / c["rounds"]
     lines = [
-        f"# backchannel bench — {m['date']} — commit {m['commit']}",
-        "",
-        f"machine: {m['nproc']} cores ({m['cpu']}), load average at start {m['loadavg_at_start']};"
-        f" Python {m['python']}; PostgreSQL {m['postgresql']} [{m['postgresql_where']}];"
-        f" hypercorn {m['hypercorn']}, Starlette {m['starlette']}, asyncpg {m['asyncpg']},"
-        f" {m['wrk']}",
-        f"setup: baseline and backchannel each a hypercorn with 1 worker, both on cpu"
-        f" {c['server_cpu']} (taskset), loaded one at a time; wrk (1 thread,"
-        f" {c['concurrency']} connections) and this script on cpu {c['load_cpu']}; PostgreSQL"
-        f" on cpu {c['postgres_cpus']}, sharing the machine with the generator; nice"
-        f" {c['nice']}; {c['rounds']} rounds × {seg:g} s per workload (+{TAIL_S:g} s idle tail"
-        f" whose server CPU is charged to the run), after"
-        f" {c['warmup_s']:g} s warm-ups; {c['db_pool']}",
         "",
         *table(p, [("baseline", "baseline (UPDATE…RETURNING)"),
                    ("bc-authorize", "/bc-authorize"), ("poll", "/token normal poll")], v),
@@ -649,6 +643,36 @@ def render(results: dict[str, Any]) -> str:
         f" {mark('poll statements by backchannel')}; round trips to PostgreSQL"
         f" {v['poll db round trips']['value']} per poll, background workers excluded"
         f" (target == 1) → {mark('poll db round trips')}",
+    ]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    m, c, p = results["machine"], results["config"], results["phases"]
+    v, lp = results["verdicts"], results["long_poll"]
+
+    def mark(key: str) -> str:
+        return "PASS" if v[key]["pass"] else "FAIL"
+
+    seg = c["duration_s"] / c["rounds"]
+    lines = [
+        f"# backchannel bench — {m['date']} — commit {m['commit']}",
+        "",
+        f"machine: {m['nproc']} cores ({m['cpu']}), load average at start {m['loadavg_at_start']};"
+        f" Python {m['python']}; PostgreSQL {m['postgresql']} [{m['postgresql_where']}];"
+        f" hypercorn {m['hypercorn']}, Starlette {m['starlette']}, asyncpg {m['asyncpg']},"
+        f" {m['wrk']}",
+        f"setup: baseline and backchannel each a hypercorn with 1 worker, both on cpu"
+        f" {c['server_cpu']} (taskset), loaded one at a time; wrk (1 thread,"
+        f" {c['concurrency']} connections) and this script on cpu {c['load_cpu']}; PostgreSQL"
+        f" on cpu {c['postgres_cpus']}, sharing the machine with the generator; nice"
+        f" {c['nice']}; {c['rounds']} rounds × {seg:g} s per workload (+{TAIL_S:g} s idle tail"
+        f" whose server CPU is charged to the run), after"
+        f" {c['warmup_s']:g} s warm-ups; {c['db_pool']}",
+    ]  # fmt: skip
+    if p:
+        lines += throughput_lines(results)
+    lines += [
         "",
         f"long polling (Prefer: wait=25, {lp['held_at_once']} polls held at once, one"
         f" record_decision every {lp['decision_spacing_ms']:g} ms on the bench's own"
@@ -729,6 +753,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("BACKCHANNEL_DATABASE_URL"),
         help="a scratch database instead of the embedded server",
     )
+    add("--latency-only", action="store_true",
+        help="only long polling and the ping client: no throughput rounds, no census")  # fmt: skip
     add("--profile", action="store_true", help="also run both endpoints under py-spy")
     add("--what-if", action="store_true",
         help="also run a baseline whose asyncpg pool sends no reset query on release")  # fmt: skip

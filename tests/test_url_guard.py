@@ -156,6 +156,19 @@ async def test_resolving_a_public_literal_returns_it() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "host", ["10.0.0.1", "127.0.0.1", "[::1]", "169.254.169.254", "[::ffff:10.0.0.1]"]
+)
+async def test_a_literal_address_that_is_not_public_is_refused(host: str) -> None:
+    with pytest.raises(UnsafeURL, match="not public"):
+        await resolve_public_addresses(host, allow_insecure=False)
+
+
+async def test_a_literal_loopback_address_is_allowed_when_insecure() -> None:
+    assert await resolve_public_addresses("127.0.0.1", allow_insecure=True) == ["127.0.0.1"]
+    assert await resolve_public_addresses("[::1]", allow_insecure=True) == ["::1"]
+
+
 async def test_unresolvable_host_is_refused() -> None:
     with pytest.raises(UnsafeURL, match="cannot resolve"):
         await resolve_public_addresses("does-not-exist.invalid", allow_insecure=False)

@@ -8,7 +8,8 @@ up the rest (expiry, denial for poll abuse). Workers on any replica then lease
 queued rows (``FOR UPDATE SKIP LOCKED`` plus ``leased_until``, at most a few
 per client at a time), and every outcome is one conditional statement guarded
 by the lease (``status = 'queued' AND attempts = <the attempt leased>``) that
-also writes its audit row. Sending is at least once.
+also writes its audit row; the outcomes of many attempts are recorded in one
+statement (:func:`settle_notifications`). Sending is at least once.
 
 Statuses: ``waiting``; ``queued``; ``sent``; ``failed`` (refused by the
 client's endpoint, or the endpoint refused by the SSRF guard: not retried);
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Literal
 
 import asyncpg
 
@@ -207,29 +208,60 @@ async def store_push_response(
     return row is not None
 
 
-# Settling an attempt: every statement is guarded by the lease (the attempt
-# number it was leased for) and writes its audit row.
+# Settling attempts, any number in one statement: every row is guarded by its lease
+# (the attempt number it was leased for), and every ending writes its audit row.
+# A retry keeps the row queued for ``next_attempt_at``; any other ending erases the
+# sealed values.
 _SETTLE = """
-WITH settled AS (
-    UPDATE client_notifications SET {changes}, last_status = $3, last_error = $4,
-           leased_until = NULL
-     WHERE id = $1 AND status = 'queued' AND attempts = $2
- RETURNING id, auth_request_id, client_id, mode, attempts, status, due_at
+WITH outcome AS (
+    SELECT *
+      FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::float8[])
+           AS o(id, attempts, ending, status, error, delay)
+), settled AS (
+    UPDATE client_notifications n
+       SET status = CASE WHEN o.ending = 'retry' THEN 'queued' ELSE o.ending END,
+           sent_at = CASE WHEN o.ending = 'sent' THEN now() ELSE n.sent_at END,
+           next_attempt_at = CASE WHEN o.ending = 'retry'
+                                  THEN now() + make_interval(secs => o.delay)
+                                  ELSE n.next_attempt_at END,
+           auth_req_id_sealed = CASE WHEN o.ending = 'retry' THEN n.auth_req_id_sealed END,
+           bearer_sealed = CASE WHEN o.ending = 'retry' THEN n.bearer_sealed END,
+           response_sealed = CASE WHEN o.ending = 'retry' THEN n.response_sealed END,
+           last_status = o.status, last_error = o.error, leased_until = NULL
+      FROM outcome o
+     WHERE n.id = o.id AND n.status = 'queued' AND n.attempts = o.attempts
+ RETURNING n.id, n.auth_request_id, n.client_id, n.mode, n.attempts, n.status, n.due_at,
+           n.outcome, o.ending, o.status AS http_status, o.error
 ), audit AS (
     INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
-    SELECT $5::text, s.client_id, r.user_id, s.auth_request_id,
-           jsonb_build_object('mode', s.mode, 'attempts', s.attempts, 'status', $3::int,
-                              'error', $4::text, 'outcome', $6::text)
+    SELECT 'notification_' || s.ending, s.client_id, r.user_id, s.auth_request_id,
+           jsonb_build_object('mode', s.mode, 'attempts', s.attempts, 'status', s.http_status,
+                              'error', s.error, 'outcome', s.outcome)
       FROM settled s JOIN auth_requests r ON r.id = s.auth_request_id
-     WHERE $5::text IS NOT NULL
+     WHERE s.ending <> 'retry'
+     ORDER BY s.id
 )
-SELECT status, due_at FROM settled
+SELECT id, status, due_at FROM settled
 """
-_ERASE = "auth_req_id_sealed = NULL, bearer_sealed = NULL, response_sealed = NULL"
-_SENT = _SETTLE.format(changes=f"status = 'sent', sent_at = now(), {_ERASE}")
-_FAILED = _SETTLE.format(changes=f"status = 'failed', {_ERASE}")
-_GIVEN_UP = _SETTLE.format(changes=f"status = 'given_up', {_ERASE}")
-_RETRY = _SETTLE.format(changes="next_attempt_at = now() + make_interval(secs => $7)")
+
+Ending = Literal["sent", "retry", "failed", "given_up"]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How one leased attempt ended.
+
+    ``sent``: delivered (audited ``notification_sent``); ``retry``: try again in
+    ``delay`` seconds (not audited: the metrics count retries); ``failed``: refused
+    for good (a 4xx, a redirect, an unsafe endpoint; ``notification_failed``);
+    ``given_up``: still failing when its time ran out (``notification_given_up``).
+    """
+
+    job: NotificationJob
+    ending: Ending
+    status: int | None = None  # the endpoint's HTTP status, if it answered
+    error: str | None = None
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -238,52 +270,23 @@ class Settled:
     due_at: datetime
 
 
-async def _settle(
-    conn: Queryable,
-    sql: str,
-    job: NotificationJob,
-    *,
-    status: int | None,
-    error: str | None,
-    event: str | None,
-    extra: Sequence[Any] = (),
-) -> Settled | None:
-    row = await conn.fetchrow(sql, job.id, job.attempts, status, error, event, job.outcome, *extra)
-    return Settled(row["status"], row["due_at"]) if row else None
-
-
-async def mark_notification_sent(
-    conn: Queryable, job: NotificationJob, status: int
-) -> Settled | None:
-    """Delivered: erase the sealed values; audited ``notification_sent``. None if the
-    lease was lost."""
-    return await _settle(conn, _SENT, job, status=status, error=None, event="notification_sent")
-
-
-async def mark_notification_failed(
-    conn: Queryable, job: NotificationJob, *, status: int | None, error: str
-) -> Settled | None:
-    """Refused for good (a 4xx, a redirect, an unsafe endpoint); audited
-    ``notification_failed``."""
-    return await _settle(
-        conn, _FAILED, job, status=status, error=error, event="notification_failed"
+async def settle_notifications(
+    conn: Queryable, settlements: Sequence[Settlement]
+) -> dict[int, Settled]:
+    """Record how each leased attempt ended, all in one statement; by notification id,
+    those whose lease still held (an attempt whose lease was lost is left alone)."""
+    if not settlements:
+        return {}
+    rows = await conn.fetch(
+        _SETTLE,
+        [s.job.id for s in settlements],
+        [s.job.attempts for s in settlements],
+        [s.ending for s in settlements],
+        [s.status for s in settlements],
+        [s.error for s in settlements],
+        [s.delay for s in settlements],
     )
-
-
-async def mark_notification_given_up(
-    conn: Queryable, job: NotificationJob, *, status: int | None, error: str
-) -> Settled | None:
-    """Still failing when its time ran out; audited ``notification_given_up``."""
-    return await _settle(
-        conn, _GIVEN_UP, job, status=status, error=error, event="notification_given_up"
-    )
-
-
-async def mark_notification_retry(
-    conn: Queryable, job: NotificationJob, *, delay: float, status: int | None, error: str
-) -> Settled | None:
-    """Try again in ``delay`` seconds (not audited: the metrics count retries)."""
-    return await _settle(conn, _RETRY, job, status=status, error=error, event=None, extra=(delay,))
+    return {r["id"]: Settled(r["status"], r["due_at"]) for r in rows}
 
 
 async def delete_settled_notifications(conn: Queryable, *, older_than: int, limit: int) -> int:

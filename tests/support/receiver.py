@@ -2,7 +2,8 @@
 
 It records every POST it gets (headers and JSON body) and answers from a
 script: a list of answers used in turn, the last one repeated. An answer is
-an HTTP status, ``"hang"`` (never answer), or ``("redirect", url)``.
+an HTTP status, ``"hang"`` (never answer), ``("redirect", url)``, or an
+``asyncio.Event`` (204 once it is set).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-Answer = int | str | tuple[str, str]
+Answer = int | str | tuple[str, str] | asyncio.Event
 
 
 @dataclass
@@ -56,6 +57,9 @@ class NotificationReceiver:
             self._arrived.notify_all()
         if answer == "hang":
             await asyncio.sleep(3600)
+        if isinstance(answer, asyncio.Event):
+            await answer.wait()
+            answer = 204
         if isinstance(answer, tuple):
             raise web.HTTPFound(answer[1])
         assert isinstance(answer, int)
