@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 
 from backchannel.audit.sealer import AuditSealer
@@ -30,9 +29,9 @@ from backchannel.db.service_secrets import ensure_service_secret
 from backchannel.delivery.notification_worker import NotificationWorker
 from backchannel.delivery.vapid import ensure_vapid_key
 from backchannel.delivery.worker import OutboxWorker
+from backchannel.endpoints.gateway import ServiceApp
 from backchannel.endpoints.health import HEALTH_PATHS
-from backchannel.endpoints.routes import routes
-from backchannel.endpoints.unread_body import DrainUnreadBody
+from backchannel.endpoints.routes import DIRECT_PATHS, routes
 from backchannel.errors import (
     DATABASE_UNAVAILABLE,
     UNSTORABLE_INPUT,
@@ -55,7 +54,6 @@ from backchannel.oauth.push_delivery import mint_push_tokens
 from backchannel.oauth.sender_constraint import DPOP_NONCE_SECRET
 from backchannel.oauth.services import Services
 from backchannel.observability.metrics import Metrics
-from backchannel.observability.middleware import ObservedStarlette
 from backchannel.policy.store import PolicyStore
 from backchannel.settings import Settings
 from backchannel.url_guard import PublicOnlyResolver
@@ -164,13 +162,12 @@ def create_app(settings: Settings) -> Starlette:
             app.state.services = services
             yield
 
-    return ObservedStarlette(
+    return ServiceApp(
         metrics,
         log_requests=settings.access_log,
         quiet_paths=HEALTH_PATHS,
         routes=routes(),
-        # Around the routes, inside the error renderers: every answer drains the body first.
-        middleware=[Middleware(DrainUnreadBody)],
+        direct_paths=DIRECT_PATHS,
         lifespan=lifespan,
         exception_handlers={
             OAuthError: render_oauth_error,

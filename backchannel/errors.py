@@ -16,7 +16,9 @@ from typing import ClassVar
 import asyncpg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from backchannel.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 

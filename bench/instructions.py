@@ -61,7 +61,7 @@ def load(args: argparse.Namespace, v: Variant, seconds: float) -> dict[str, obje
     cmd = ["taskset", "-c", LOAD_CPU, sys.executable, str(Path(args.peer) / "load.py"),
            "--engine", "raw", "--base", v.base, "--mode", args.mode, "-c", str(args.concurrency),
            "-d", str(seconds), "-w", "0", "--timeout", "120", "--bc-path", "/bc-authorize",
-           "--hint", "user{i}", "--client-id", "perf-client", "--client-secret", v.secret,
+           "--hint", "user{i}", "--client-id", "perf-client", f"--client-secret={v.secret}",
            *extra]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,14 +3,17 @@
     CHECKOUT/.venv/bin/python bench/serve_dev.py [--loop asyncio|uvloop]
 
 Runs the checkout's own ``backchannel dev`` (whatever package the interpreter
-imports), after installing uvloop's event loop policy when asked, so that the
-loop can be compared without changing the server launcher.
+imports) on the loop asked for: ``BACKCHANNEL_EVENT_LOOP`` is set to it (the
+launcher's default, ``auto``, would take uvloop whenever it is installed), and
+uvloop's event loop policy is installed too, for checkouts whose launcher
+predates that setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 
@@ -18,6 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
+    os.environ["BACKCHANNEL_EVENT_LOOP"] = args.loop
     if args.loop == "uvloop":
         import uvloop
 

@@ -363,7 +363,7 @@ def main() -> None:
         for v in variants:
             assert v.proc is not None
             extra = ["--bc-path", "/bc-authorize", "--hint", "user{i}",
-                     "--client-id", "perf-client", "--client-secret", v.secret]  # fmt: skip
+                     "--client-id", "perf-client", f"--client-secret={v.secret}"]  # fmt: skip
             servers.append((v.name, v.base, v.proc.pid, v.pg_pid, extra))
         results: dict[str, list[dict[str, Any]]] = {}
         for r in range(args.rounds):

@@ -37,9 +37,11 @@ LAYERS: dict[str, int] = {
     "untrusted_json": -1,
     "periodic": -1,
     "observability": -1,
+    "responses": -1,
 }
 FOUNDATION_ORDER = [
     "observability",
+    "responses",
     "errors",
     "untrusted_json",
     "url_guard",

@@ -8,7 +8,7 @@ link, its lifetime and the link as an SVG QR code (docs/device-api.md).
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.authenticator.enrolment import issue_enrolment_code
 from backchannel.endpoints.client_certificate import authenticate_request_client
@@ -16,6 +16,7 @@ from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
 from backchannel.oauth.hint_resolution import resolve_user
+from backchannel.responses import JSONResponse
 
 ENROLMENTS_PATH = "/admin/enrolments"
 

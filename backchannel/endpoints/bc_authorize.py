@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.endpoints.client_certificate import authenticate_request_client
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE
 from backchannel.oauth.backchannel_authentication import start_authentication
+from backchannel.responses import JSONResponse
 
 
 async def bc_authorize(request: Request) -> Response:

@@ -11,7 +11,7 @@ import base64
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.authenticator.account import account_fields, device_account
 from backchannel.authenticator.decisions import (
@@ -50,6 +50,7 @@ from backchannel.endpoints.request_body import read_body
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, AccessDenied, InvalidRequest
 from backchannel.oauth.services import Services
+from backchannel.responses import JSONResponse
 
 JOSE_TYPE = "application/jose"
 # A device JWS is small; the largest (an enrolment) stays well under this.

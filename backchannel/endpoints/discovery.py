@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.db.authorization_types import select_authorization_schemas
 from backchannel.db.clients import CIBA_GRANT
@@ -21,6 +21,7 @@ from backchannel.oauth.algorithms import CLIENT_ASSERTION_ALGS, REQUEST_OBJECT_A
 from backchannel.oauth.assurance import ACR_VALUES_SUPPORTED
 from backchannel.oauth.authorization_details import BUILT_IN_TYPES
 from backchannel.oauth.dpop import DPOP_ALGS
+from backchannel.responses import JSONResponse
 from backchannel.settings import Settings
 
 # The client authentication methods a client may register (see the clients table).

@@ -19,12 +19,13 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.db.migrate import select_missing_migrations, shipped_migrations
 from backchannel.endpoints.request_context import services_of
 from backchannel.oauth.algorithms import SIGNING_ALGS
 from backchannel.oauth.services import Services
+from backchannel.responses import JSONResponse
 
 __all__ = ["DATABASE_TIMEOUT", "HEALTH_PATHS", "LIVENESS_PATH", "READINESS_PATH", "healthz"]
 

@@ -8,13 +8,14 @@ and for a spent, expired or revoked one, the answer is ``{"active": false}``
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.endpoints.client_certificate import authenticate_request_client
 from backchannel.endpoints.forms import read_form
 from backchannel.endpoints.request_context import services_of
 from backchannel.errors import NO_STORE, InvalidRequest
 from backchannel.oauth.introspection import introspect_token
+from backchannel.responses import JSONResponse
 
 
 async def introspect(request: Request) -> Response:

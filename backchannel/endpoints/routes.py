@@ -20,6 +20,9 @@ from backchannel.endpoints import (
 )
 from backchannel.endpoints.authenticator_app import authenticator_files
 
+# The hot endpoints: the request gateway calls them without the router.
+DIRECT_PATHS = ("/token", "/bc-authorize")
+
 
 def routes() -> list[BaseRoute]:
     # Matched in order: the two hot endpoints first.

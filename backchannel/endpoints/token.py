@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.db.clients import CIBA_GRANT, Client
 from backchannel.endpoints.client_certificate import (
@@ -29,6 +29,7 @@ from backchannel.errors import (
 from backchannel.oauth.polling import poll_for_tokens
 from backchannel.oauth.refresh import refresh_grant
 from backchannel.oauth.sender_constraint import TokenBinding, bind_token_request
+from backchannel.responses import JSONResponse
 
 
 def requested_wait(prefer: str | None, limit: int) -> int:

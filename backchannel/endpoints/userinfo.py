@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from backchannel.db.users import User, select_user
 from backchannel.endpoints.client_certificate import presented_certificate
@@ -28,6 +28,7 @@ from backchannel.errors import (
 )
 from backchannel.oauth.access_tokens import find_active_access_token
 from backchannel.oauth.sender_constraint import check_token_presentation, refused_token
+from backchannel.responses import JSONResponse
 
 # RFC 6750 §2.1 b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")

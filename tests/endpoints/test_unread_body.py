@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from backchannel.endpoints.unread_body import DrainUnreadBody
+from backchannel.endpoints.gateway import RequestGateway
+from backchannel.observability.metrics import Metrics
 from backchannel.settings import Settings
 from tests.support.served import ServedApp, serve_over_hypercorn
 from tests.support.waiting import eventually
@@ -101,7 +102,10 @@ async def test_a_body_not_ended_within_the_bounds_gets_its_answer_with_connectio
         sent.append(message)
 
     scope = {"type": "http", "headers": [(b"transfer-encoding", b"chunked")]}
-    await DrainUnreadBody(refusing_app, max_bytes=1000, seconds=5)(scope, endless_body, send)
+    gateway = RequestGateway(
+        refusing_app, Metrics(process=False), drain_bytes=1000, drain_seconds=5
+    )
+    await gateway(scope, endless_body, send)
     assert 10 <= len(received) <= 12  # read up to the bound, then given up
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert (b"connection", b"close") in sent[0]["headers"]
@@ -123,7 +127,9 @@ async def test_a_request_without_a_body_passes_straight_through() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await DrainUnreadBody(app)({"type": "http", "headers": []}, receive, send)
+    await RequestGateway(app, Metrics(process=False))(
+        {"type": "http", "headers": []}, receive, send
+    )
     assert calls == ["app"] and len(sent) == 2
 
 

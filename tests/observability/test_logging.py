@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backchannel.db.users import User
+from backchannel.endpoints.gateway import ServiceApp
 from backchannel.errors import OAuthError, render_oauth_error, render_unexpected_error
 from backchannel.observability.logging import (
     REDACTED,
@@ -25,7 +26,6 @@ from backchannel.observability.logging import (
     redact_text,
 )
 from backchannel.observability.metrics import Metrics
-from backchannel.observability.middleware import ObservedStarlette
 from tests.conftest import RegisteredClient
 from tests.support.ciba import decide, poll, rewind, start_auth_req_id
 
@@ -176,7 +176,7 @@ async def test_a_log_line_written_while_serving_a_request_carries_its_request_id
         logging.getLogger("backchannel.test").info("about to fail")
         raise RuntimeError(f"client_secret={CLIENT_SECRET}")
 
-    app = ObservedStarlette(
+    app = ServiceApp(
         Metrics(process=False),
         routes=[Route("/crash", crash)],
         exception_handlers={OAuthError: render_oauth_error, Exception: render_unexpected_error},

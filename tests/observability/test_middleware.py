@@ -1,4 +1,4 @@
-"""Request ids and request counting (backchannel/observability/middleware.py)."""
+"""Request ids and request counting (observability/requests.py, endpoints/gateway.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from backchannel.endpoints.gateway import RequestGateway, ServiceApp
 from backchannel.errors import (
     InvalidGrant,
     OAuthError,
@@ -20,7 +21,6 @@ from backchannel.errors import (
 )
 from backchannel.observability.logging import REQUEST_ID
 from backchannel.observability.metrics import Metrics
-from backchannel.observability.middleware import ObservedStarlette, RequestObservability
 
 BASE = "http://127.0.0.1:8000"
 
@@ -37,9 +37,10 @@ async def crash(request: Request) -> Response:
     raise RuntimeError("boom")
 
 
-def observed_app(metrics: Metrics) -> ObservedStarlette:
-    return ObservedStarlette(
+def observed_app(metrics: Metrics, direct_paths: tuple[str, ...] = ()) -> ServiceApp:
+    return ServiceApp(
         metrics,
+        direct_paths=direct_paths,
         routes=[
             Route("/items/{id}", echo_request_id, methods=["GET"]),
             Route("/refuse", refuse, methods=["POST"]),
@@ -54,9 +55,13 @@ def metrics() -> Metrics:
     return Metrics(process=False)
 
 
-@pytest.fixture
-async def http(metrics: Metrics) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=observed_app(metrics), raise_app_exceptions=False)
+# Every test runs twice: routes served by the router, and called directly by the gateway.
+@pytest.fixture(params=[(), ("/refuse", "/crash")], ids=["routed", "direct"])
+async def http(
+    metrics: Metrics, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = observed_app(metrics, request.param)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
         yield client
 
@@ -146,7 +151,7 @@ async def test_a_request_cancelled_before_its_answer_is_counted_as_cancelled() -
     async def never_answers(scope: Scope, receive: Receive, send: Send) -> None:
         raise KeyboardInterrupt  # any BaseException: the task was torn down
 
-    middleware = RequestObservability(never_answers, metrics)
+    middleware = RequestGateway(never_answers, metrics)
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -168,7 +173,7 @@ async def test_lifespan_and_other_scopes_pass_through_untouched() -> None:
         seen.append(scope["type"])
 
     metrics = Metrics(process=False)
-    middleware = RequestObservability(app, metrics)
+    middleware = RequestGateway(app, metrics)
 
     async def nothing() -> Message:
         return {"type": "lifespan.startup"}
@@ -179,3 +184,31 @@ async def test_lifespan_and_other_scopes_pass_through_untouched() -> None:
     await middleware({"type": "lifespan"}, nothing, ignore)
     assert seen == ["lifespan"]
     assert metrics.registry.get_sample_value("backchannel_http_requests_total", {}) is None
+
+
+async def test_a_direct_route_is_called_without_the_router(metrics: Metrics) -> None:
+    seen: list[bool] = []
+
+    async def direct(request: Request) -> Response:
+        seen.append("router" in request.scope)
+        return JSONResponse({})
+
+    app = ServiceApp(
+        metrics,
+        routes=[Route("/direct", direct, methods=["POST"]), Route("/routed", direct)],
+        direct_paths=("/direct",),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        assert (await client.post("/direct")).status_code == 200
+        assert (await client.get("/routed")).status_code == 200
+        assert (await client.get("/direct")).status_code == 405  # the router answers it
+    assert seen == [False, True]
+    assert requests_counted(metrics, "/direct", "2xx", "ok") == 1
+    assert requests_counted(metrics, "/direct", "4xx", "client_error") == 1
+
+
+def test_a_direct_path_without_its_route_is_refused(metrics: Metrics) -> None:
+    app = ServiceApp(metrics, routes=[Route("/items/{id}", echo_request_id)], direct_paths=("/x",))
+    with pytest.raises(ValueError, match="no route"):
+        app.build_middleware_stack()
