@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -203,7 +202,7 @@ class RequestGateway:
         scope["starlette.exception_handlers"] = self._scope_handlers
         route = None
         if self._direct:
-            path = get_route_path(scope) if scope.get("root_path") else scope["path"]
+            path = _route_path(scope)
             route = self._direct.get(path)
         try:
             if route is not None and scope["method"] in (route.methods or ()):
@@ -302,3 +301,12 @@ class ServiceApp(Starlette):
             log_requests=self.log_requests,
             quiet_paths=self.quiet_paths,
         )
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the routes see: without the mount point (``root_path``) it starts with."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.conftest import RunningApp
+
 
 async def test_an_unknown_path_answers_404_json(http: httpx.AsyncClient) -> None:
     response = await http.get("/no-such-endpoint")
@@ -41,3 +43,16 @@ async def test_the_405_description_names_the_allowed_methods_in_a_stable_order(
     response = await http.post("/jwks")
     assert response.status_code == 405
     assert response.json()["error_description"] == "POST is not allowed here; use GET, HEAD"
+
+
+async def test_behind_a_path_prefix_token_is_still_served_and_other_paths_still_404(
+    running: RunningApp,
+) -> None:
+    """A proxy that mounts the service under /idp passes root_path (ASGI): /idp/token is
+    the token endpoint, and /idpx/token is not."""
+    transport = httpx.ASGITransport(app=running.app, root_path="/idp")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        token = await http.post("/idp/token", data={"grant_type": "x"})
+        assert token.status_code in (400, 401)
+        assert token.json()["error"] in ("invalid_client", "unsupported_grant_type")
+        assert (await http.post("/idpx/token", data={"grant_type": "x"})).status_code == 404
