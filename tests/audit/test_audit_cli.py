@@ -44,6 +44,8 @@ async def test_seal_then_verify_an_intact_chain_exits_0(cli: Cli, db: asyncpg.Co
     sealed = await cli("audit", "seal", "--json")
     assert sealed.code == 0, sealed.err
     assert sealed.json() == {"sealed": 5, "head_seq": 5}
+    again = await cli("audit", "seal", "--json")  # nothing left: it still names the head
+    assert again.json() == {"sealed": 0, "head_seq": 5}
     await insert_audit_event(db, "token_issued")
 
     verified = await cli("audit", "verify", "--json")
