@@ -172,8 +172,8 @@ def collect(name: str, group: dict[str, Any], work_root: Path, children: int) ->
     rechecked = work / "rechecked.json"
     if rechecked.exists():  # mutants the group's newer tests were run against since
         statuses.update(json.loads(rechecked.read_text()))
-    for mutant in equivalent:
-        if statuses.get(mutant) == "survived":
+    for mutant in equivalent:  # also when no test reaches it (code no caller runs)
+        if statuses.get(mutant) in ("survived", "no tests"):
             statuses[mutant] = "equivalent"
     per_module: dict[str, Counter[str]] = {m: Counter() for m in modules}
     for mutant, status in statuses.items():

@@ -44,6 +44,8 @@ async def test_seal_then_verify_an_intact_chain_exits_0(cli: Cli, db: asyncpg.Co
     sealed = await cli("audit", "seal", "--json")
     assert sealed.code == 0, sealed.err
     assert sealed.json() == {"sealed": 5, "head_seq": 5}
+    again = await cli("audit", "seal", "--json")  # nothing left: it still names the head
+    assert again.json() == {"sealed": 0, "head_seq": 5}
     await insert_audit_event(db, "token_issued")
 
     verified = await cli("audit", "verify", "--json")
@@ -201,18 +203,20 @@ async def test_list_filters_by_user_client_event_and_time(
 async def test_receipt_shows_the_stored_receipt_by_any_name_of_the_request(
     cli: Cli, running: RunningApp, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:
+    earlier = await decide_on_phone(running, db, rp, alice)
     decided = await decide_on_phone(running, db, rp, alice)
     jwks = running.services.keys.public_jwks()
-    names = [str(decided.auth_request_id), ref_of(decided.auth_req_id), decided.auth_req_id]
-    for name in names:
-        shown = await cli("audit", "receipt", "--json", "--", name)
-        assert shown.code == 0, shown.err
-        body = shown.json()
-        assert body["auth_request_id"] == decided.auth_request_id
-        assert body["device_signature_valid"] is True
-        assert body["claims"]["device_jws"] == decided.device_jws
-        claims = verify_receipt(body["receipt"], jwks, issuer=ISSUER)
-        assert claims["ref"] == ref_of(decided.auth_req_id)
+    for request in (earlier, decided):  # each name finds its own request's receipt
+        names = [str(request.auth_request_id), ref_of(request.auth_req_id), request.auth_req_id]
+        for name in names:
+            shown = await cli("audit", "receipt", "--json", "--", name)
+            assert shown.code == 0, shown.err
+            body = shown.json()
+            assert body["auth_request_id"] == request.auth_request_id, name
+            assert body["device_signature_valid"] is True
+            assert body["claims"]["device_jws"] == request.device_jws
+            claims = verify_receipt(body["receipt"], jwks, issuer=ISSUER)
+            assert claims["ref"] == ref_of(request.auth_req_id)
 
     text = await cli("audit", "receipt", str(decided.auth_request_id))
     assert "device signature: valid" in text.out

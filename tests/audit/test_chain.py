@@ -15,6 +15,8 @@ import pytest
 
 from backchannel.audit.chain import (
     GENESIS_HASH,
+    MAX_PROBLEMS,
+    ChainProblem,
     ChainReport,
     SealResult,
     canonical_event,
@@ -26,6 +28,7 @@ from backchannel.audit.chain import (
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.audit_chain import AuditRow
 from backchannel.db.pool import connect
+from tests.support.waiting import eventually
 
 EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("auth_request_issued", {"scope": ["openid"], "binding_message": "Order 42 ☕"}),
@@ -300,7 +303,42 @@ async def test_verify_finds_a_row_edited_after_sealing(
     report = await verify_chain(db)
     assert not report.intact
     assert kinds(report) == [("hash_mismatch", 3, row_id)]
-    assert f"seq 3 (id {row_id})" in report.problems[0].message
+    assert report.problems[0].message == (
+        f"seq 3 (id {row_id}) does not match its hash: the row was changed after it was sealed"
+    )
+
+
+async def test_verify_reads_one_snapshot_while_the_sealer_goes_on(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Rows sealed after verification began are not seen, neither in the chain nor in the
+    head it is checked against, even when they commit between its statements."""
+    await insert_events(db, 4)
+    await seal_pending(db)
+    verifier = await connect(database_url)
+    try:
+        async with db.transaction():
+            # The chain head is read first; the walk over the rows waits for this lock.
+            await db.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+            verifying = asyncio.create_task(verify_chain(verifier))
+
+            async def walk_waits() -> bool:
+                waiting = await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+                    " AND wait_event_type = 'Lock'",
+                    verifier.get_server_pid(),
+                )
+                return bool(waiting)
+
+            await eventually(walk_waits)
+            await insert_events(db, 2)
+            assert (await seal_pending(db)).sealed == 2
+        report = await asyncio.wait_for(verifying, 10)
+    finally:
+        await verifier.close()
+    assert report.intact, report.problems
+    assert (report.checked, report.last_seq, report.head_seq) == (4, 4, 4)
+    assert (await verify_chain(db)).checked == 6
 
 
 async def test_verify_finds_a_deleted_row(
@@ -313,7 +351,26 @@ async def test_verify_finds_a_deleted_row(
     report = await verify_chain(db)
     assert kinds(report) == [("gap", 5, after_id)]
     assert report.problems[0].after_seq == 3
-    assert "seq 4 missing after seq 3" in report.problems[0].message
+    assert report.problems[0].message == (
+        f"seq 4 missing after seq 3: rows were deleted (the chain resumes at seq 5, id {after_id})"
+    )
+
+
+async def test_verify_names_the_range_of_several_deleted_rows(
+    db: asyncpg.Connection, tamper: asyncpg.Connection
+) -> None:
+    await insert_events(db, 6)
+    await seal_pending(db)
+    after_id = await db.fetchval("SELECT id FROM audit_events WHERE seq = 6")
+    await tamper.execute("DELETE FROM audit_events WHERE seq IN (3, 4, 5)")
+    report = await verify_chain(db)
+    assert [(p.kind, p.seq, p.id, p.after_seq) for p in report.problems] == [
+        ("gap", 6, after_id, 2)
+    ]
+    assert report.problems[0].message == (
+        "seqs 3..5 missing after seq 2: rows were deleted"
+        f" (the chain resumes at seq 6, id {after_id})"
+    )
 
 
 async def test_verify_finds_rows_deleted_from_the_end(
@@ -324,10 +381,37 @@ async def test_verify_finds_rows_deleted_from_the_end(
     await tamper.execute("DELETE FROM audit_events WHERE seq >= 5")
     report = await verify_chain(db)
     assert [(p.kind, p.seq, p.after_seq) for p in report.problems] == [("head_mismatch", 6, 4)]
+    assert report.problems[0].message == (
+        "the chain ends at seq 4 but the head records seq 6: rows were deleted from the end"
+    )
     # Sealing goes on from the recorded head: the hole stays visible.
     await insert_events(db, 1)
     await seal_pending(db)
     assert [p.kind for p in (await verify_chain(db)).problems] == ["gap"]
+
+
+async def test_verify_finds_a_head_that_records_another_last_row(
+    db: asyncpg.Connection, tamper: asyncpg.Connection
+) -> None:
+    await insert_events(db, 3)
+    await seal_pending(db)
+    await tamper.execute("ALTER TABLE audit_chain_head DISABLE TRIGGER ALL")
+    await tamper.execute("UPDATE audit_chain_head SET hash = $1", bytes(32))
+    await tamper.execute("ALTER TABLE audit_chain_head ENABLE TRIGGER ALL")
+    report = await verify_chain(db)
+    assert [(p.kind, p.seq, p.after_seq) for p in report.problems] == [("head_mismatch", 3, 3)]
+    assert report.problems[0].message == (
+        "seq 3 is not the row the head records: the end of the chain was rewritten"
+    )
+    await tamper.execute("ALTER TABLE audit_chain_head DISABLE TRIGGER ALL")
+    await tamper.execute("UPDATE audit_chain_head SET seq = 2")
+    await tamper.execute("ALTER TABLE audit_chain_head ENABLE TRIGGER ALL")
+    report = await verify_chain(db)
+    assert [(p.kind, p.seq, p.after_seq) for p in report.problems] == [("head_mismatch", 2, 3)]
+    assert report.problems[0].message == (
+        "the chain runs to seq 3 beyond the recorded head (seq 2):"
+        " the head was edited or rows were forged"
+    )
 
 
 async def test_verify_finds_two_rows_whose_seqs_were_swapped(
@@ -350,6 +434,10 @@ async def test_verify_finds_two_rows_whose_seqs_were_swapped(
         ("broken_link", 5, id5),  # it follows what was seq 4
     ]
     assert report.problems[0].after_seq == 2
+    assert report.problems[0].message == (
+        f"seq 3 (id {id4}) does not follow seq 2: its prev_hash is not that row's hash"
+        " (rows reordered or replaced)"
+    )
 
 
 async def test_verify_finds_two_rows_whose_contents_were_swapped(
@@ -395,5 +483,31 @@ async def test_a_consistently_rewritten_chain_is_caught_by_a_recorded_anchor(
     assert (await verify_chain(db)).intact  # without outside evidence, nothing to see
     report = await verify_chain(db, anchors=recorded)
     assert [(p.kind, p.seq) for p in report.problems] == [("anchor_mismatch", 4)]
+    row_id = await db.fetchval("SELECT id FROM audit_events WHERE seq = 4")
+    assert report.problems[0].id == row_id
+    assert report.problems[0].message == (
+        f"seq 4 (id {row_id}) has hash {prev.hex()},"
+        f" but {anchor.last_hash.hex()} was recorded for it"
+    )
     missing = await verify_chain(db, anchors={9: bytes(32)})
     assert [(p.kind, p.seq) for p in missing.problems] == [("anchor_mismatch", 9)]
+    assert missing.problems[0].message == "seq 9 was recorded, but the chain has no such row"
+
+
+def test_a_report_counts_every_problem_and_keeps_the_first_hundred() -> None:
+    report = ChainReport()
+    for seq in range(1, MAX_PROBLEMS + 3):
+        report.add(ChainProblem("gap", f"seqs missing before {seq}", seq=seq, after_seq=seq - 1))
+    assert not report.intact
+    assert report.problem_count == MAX_PROBLEMS + 2
+    assert [p.seq for p in report.problems] == list(range(1, MAX_PROBLEMS + 1))
+    shown = report.to_json()
+    assert shown["intact"] is False and shown["problem_count"] == MAX_PROBLEMS + 2
+    assert len(shown["problems"]) == MAX_PROBLEMS
+    assert shown["problems"][0] == {
+        "kind": "gap",
+        "seq": 1,
+        "id": None,
+        "after_seq": 0,
+        "message": "seqs missing before 1",
+    }

@@ -23,6 +23,10 @@ async def wait_until_all_sealed(db: asyncpg.Connection, within: float = 10.0) ->
         await asyncio.sleep(0.05)
 
 
+def sealer_tasks() -> set[asyncio.Task[object]]:
+    return {t for t in asyncio.all_tasks() if t.get_name() == AuditSealer.name}
+
+
 async def test_the_running_app_seals_audit_rows_about_once_a_second(
     running: RunningApp, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:
@@ -67,14 +71,17 @@ async def test_a_stopped_sealer_seals_nothing_more(
     pool = await create_pool(database_url, min_size=1, max_size=2)
     sealer = AuditSealer(pool, interval=0.01)
     try:
+        before = sealer_tasks()
         await sealer.start()
+        [task] = sealer_tasks() - before
         await insert_audit_event(db, "before_stop")
         await wait_until_all_sealed(db)
         started = time.monotonic()
         await sealer.stop()
         assert time.monotonic() - started < 1
+        # Nothing of the sealer runs any more: no round can seal what comes next.
+        assert task.done()
         await insert_audit_event(db, "after_stop")
-        await asyncio.sleep(0.1)
         assert await db.fetchval("SELECT count(*) FROM audit_events WHERE seq IS NULL") == 1
         await sealer.stop()  # stopping twice is harmless
     finally:

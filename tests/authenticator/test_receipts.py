@@ -256,6 +256,16 @@ async def test_store_receipt_refuses_a_decision_the_device_did_not_sign(
             device_jws=decided.device_jws,
             device_public_jwk=decided.phone.public_jwk(),
         )
+    with pytest.raises(ValueError, match=r"^no auth request 999999$"):
+        await store_receipt(
+            db,
+            auth_request_id=999999,
+            device_id=decided.phone.device_id,
+            decision="approve",
+            shown=decided.shown,
+            device_jws=decided.device_jws,
+            device_public_jwk=decided.phone.public_jwk(),
+        )
     assert len(await audit_events(db, "approval_receipt_stored")) == 1
 
 
@@ -266,6 +276,7 @@ async def test_a_stored_receipt_is_immutable_and_bound_into_the_audit_chain(
     [stored] = await audit_events(db, "approval_receipt_stored")
     assert stored["auth_request_id"] == decided.auth_request_id
     assert stored["device_id"] == decided.phone.device_id
+    assert (stored["client_id"], stored["user_id"]) == (rp.client_id, alice.user_id)
     digest = hashlib.sha256(decided.device_jws.encode()).digest()
     assert stored["detail"] == {
         "decision": "approve",

@@ -28,6 +28,16 @@ async def backend_alive(db: asyncpg.Connection, pid: int) -> bool:
     return alive
 
 
+def awaiting(task: asyncio.Task[object], qualname: str) -> bool:
+    """True while ``task`` is suspended in a coroutine named ``qualname`` (at any depth)."""
+    awaited: object = task.get_coro()
+    while awaited is not None:
+        if getattr(awaited, "__qualname__", None) == qualname:
+            return True
+        awaited = getattr(awaited, "cr_await", None)
+    return False
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[ConnectionPool]:
     pool = await create_pool(database_url, min_size=1, max_size=2)
@@ -138,9 +148,11 @@ async def test_connections_are_replaced_after_max_age(
     pool = await create_pool(database_url, min_size=1, max_size=1, max_age=0.2)
     try:
         first = await pool.fetchval(BACKEND_PID)
-        await asyncio.sleep(0.4)
-        second = await pool.fetchval(BACKEND_PID)
-        assert second != first
+
+        async def replaced() -> bool:  # a checkout once max_age has passed
+            return bool(await pool.fetchval(BACKEND_PID) != first)
+
+        await eventually(replaced)
         await eventually(lambda: gone(db, first))
     finally:
         await pool.close()
@@ -176,9 +188,13 @@ async def test_a_statement_cut_short_by_cancellation_does_not_outlive_its_block(
 async def test_a_cancelled_waiter_does_not_take_a_connection_with_it(
     pool: ConnectionPool,
 ) -> None:
+    async def waiting_for_a_connection() -> bool:
+        return any(awaiting(task, "Queue.get") for task in asyncio.all_tasks())
+
     async with pool.acquire(), pool.acquire():
+        assert not await waiting_for_a_connection()
         waiter = asyncio.create_task(pool.fetchval("SELECT 1"))
-        await asyncio.sleep(0.05)
+        await eventually(waiting_for_a_connection)
         waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter

@@ -37,6 +37,7 @@ from tests.support.push_service import (
     insert_device,
     run_push_service,
 )
+from tests.support.waiting import eventually
 
 BINDING_MESSAGE = "Pay €80 at 珈琲店 ☕️ #14"
 
@@ -116,6 +117,19 @@ async def wait_for_rows(
         if time.monotonic() > deadline:
             raise AssertionError(f"outbox never reached the expected state: {rows}")
         await asyncio.sleep(0.05)
+
+
+def count_rounds(worker: OutboxWorker) -> list[None]:
+    """One entry per round ``worker`` completes from now on."""
+    rounds: list[None] = []
+    run_round = worker.run_round
+
+    async def counted() -> None:
+        await run_round()
+        rounds.append(None)
+
+    worker.run_round = counted  # type: ignore[method-assign]
+    return rounds
 
 
 async def queue_dismiss(
@@ -465,14 +479,24 @@ async def test_two_workers_on_one_database_send_each_message_exactly_once(
     for n, ref in enumerate(refs):
         await queue_dismiss(db, phones[n % 4][0], ref)
 
-    await asyncio.gather(
+    workers = await asyncio.gather(
         start_worker(settings={"outbox_batch_size": 7}),
         start_worker(settings={"outbox_batch_size": 7}),
     )
+    rounds = [count_rounds(worker) for worker in workers]
 
     await push_service.wait_until(lambda: len(push_service.received) >= 60, within=20)
     await wait_for_rows(db, lambda rows: all(r["status"] == "sent" for r in rows))
-    await asyncio.sleep(0.5)  # room for any duplicate to show up
+    # Room for any duplicate to show up: each worker claims twice more (a round that
+    # starts after every message was sent), then stops, letting every send it began end.
+    seen = [len(r) for r in rounds]
+
+    async def both_claimed_again() -> bool:
+        return all(len(r) >= n + 2 for r, n in zip(rounds, seen, strict=True))
+
+    await eventually(both_claimed_again)
+    await asyncio.gather(*(worker.stop(grace=10) for worker in workers))
+    assert [r["attempts"] for r in await outbox(db)] == [1] * 60, "each message leased once"
     assert sorted(m.payload["ref"] for m in push_service.received) == sorted(refs)
     assert len(push_service.attempts) == 60
     assert len(await audit_events(db, "dismiss_sent")) == 60

@@ -252,8 +252,13 @@ async def test_a_refresh_token_stays_bound_to_the_dpop_key(
     refresh_token = (await dpop_tokens(http, db, rp, key))["refresh_token"]
     without = await refresh(http, rp, refresh_token, None)
     assert_refused(without, "invalid_dpop_proof", "DPoP-bound")
+    # The client is told exactly what to fix.
+    assert without.json()["error_description"] == (
+        "this refresh token is DPoP-bound: send a DPoP proof"
+    )
     stolen = await refresh(http, rp, refresh_token, thief.proof("POST", TOKEN_URL))
     assert_refused(stolen, "invalid_dpop_proof", "another DPoP key")
+    assert stolen.json()["error_description"] == "this refresh token is bound to another DPoP key"
     # Neither attempt spent the token: its holder refreshes, and stays bound.
     renewed = await refresh(http, rp, refresh_token, key.proof("POST", TOKEN_URL))
     assert renewed.status_code == 200, renewed.text

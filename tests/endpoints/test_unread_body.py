@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from backchannel.endpoints.gateway import RequestGateway
 from backchannel.observability.metrics import Metrics
@@ -47,6 +48,25 @@ async def chunked_post(
     writer.write(b"0\r\n\r\n")
     await writer.drain()
     return reader, writer, await asyncio.wait_for(read_response(reader), 5)
+
+
+def record_body_chunks(served: ServedApp) -> list[bytes]:
+    """The request body chunks the app takes from the server from now on, in order."""
+    taken: list[bytes] = []
+    inner = served.app.middleware_stack  # built by the first request (the startup probe)
+    assert inner is not None
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                taken.append(message.get("body", b""))
+            return message
+
+        await inner(scope, recording_receive, send)
+
+    served.app.middleware_stack = recording
+    return taken
 
 
 async def read_response(reader: asyncio.StreamReader) -> bytes:
@@ -142,13 +162,18 @@ async def test_a_client_gone_mid_body_leaves_no_traceback_and_no_500(
     content_type = (
         "application/jose" if path.startswith("/device/") else "application/x-www-form-urlencoded"
     )
+    taken = record_body_chunks(served)
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
         f"Content-Type: {content_type}\r\n\r\n5\r\ngrant\r\n".encode()
     )
     await writer.drain()
-    await asyncio.sleep(0.2)  # the endpoint is reading the body
+
+    async def reading_the_body() -> bool:
+        return b"grant" in taken
+
+    await eventually(reading_the_body)  # the endpoint has the first chunk, waits for more
     writer.close()
     await writer.wait_closed()
 

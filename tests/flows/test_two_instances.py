@@ -136,6 +136,10 @@ async def test_held_polls_woken_together_on_both_instances_redeem_only_once(
     answers = await asyncio.wait_for(asyncio.gather(*held), 20)
     assert sorted(r.status_code for r in answers) == [200] + [400] * 5
     assert {error_of(r) for r in answers if r.status_code == 400} == {"invalid_grant"}
+    # Each loser read "approved" and lost at redemption: it is told the id was used.
+    assert {r.json()["error_description"] for r in answers if r.status_code == 400} == {
+        "auth_req_id has already been used"
+    }
     assert await db.fetchval("SELECT count(*) FROM access_tokens") == 1
 
 

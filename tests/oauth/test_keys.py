@@ -12,6 +12,7 @@ import httpx
 import pytest
 from joserfc import jwk
 
+from backchannel.db.listener import CONFIG_CHANNEL, notify
 from backchannel.db.pool import create_pool
 from backchannel.db.signing_keys import insert_active_key, supersede_active_key
 from backchannel.errors import InvalidRequest
@@ -203,10 +204,16 @@ async def test_a_scheduled_reload_catches_up_on_a_missed_notification(
 ) -> None:
     keys = services.keys
     data = new_private_jwk("ES256")
+    marks: list[str] = []
+    services.listener.subscribe(CONFIG_CHANNEL, marks.append)
     async with db.transaction():  # a change whose notification was lost
         await supersede_active_key(db, "ES256")
         await insert_active_key(db, data["kid"], "ES256", data)
-    await asyncio.sleep(0.1)
+    # A notification sent after the change arrives after anything the change sent,
+    # and any reload that would have started has then ended.
+    await notify(db, CONFIG_CHANNEL, "mark")
+    await eventually(lambda: "mark" in marks)
+    await keys.wait_reloaded()
     assert keys.signing_key("ES256").kid != data["kid"]
     keys.schedule_reload()
     await keys.wait_reloaded()
