@@ -156,14 +156,21 @@ async def backchannel_round(
             await asyncio.sleep(random.uniform(*DECIDE_AFTER))
             entry = {k: payload[k] for k in ("ref", "client_name", "binding_message", "scope",
                                              "challenge")}  # fmt: skip
-            jws = phone.call_jws("/device/decision", **phone.decision(entry, "approve"))
-            try:
-                jose = {"Content-Type": "application/jose"}
-                async with http.post(v.base + "/device/decision", data=jws, headers=jose) as r:
-                    await r.read()
-                    out.count(f"decision {r.status}")
-            except aiohttp.ClientError as exc:
-                out.fail(f"decision {type(exc).__name__}")
+            jose = {"Content-Type": "application/jose"}
+            # A phone tries again when the connection fails (a keep-alive connection
+            # the server closed as it was reused), with a freshly signed call.
+            for attempt in range(3):
+                jws = phone.call_jws("/device/decision", **phone.decision(entry, "approve"))
+                try:
+                    async with http.post(v.base + "/device/decision", data=jws,
+                                         headers=jose) as r:  # fmt: skip
+                        await r.read()
+                        out.count(f"decision {r.status}")
+                        return
+                except aiohttp.ClientConnectionError as exc:
+                    out.count(f"decision {type(exc).__name__}")
+                    if attempt == 2:
+                        out.fail(f"decision {type(exc).__name__}")
 
         async def phones_watch() -> None:
             nonlocal seen
