@@ -104,6 +104,14 @@ async def store_receipt(
     shown_value = _shown(shown)
     public_jwk = _public_device_jwk(device_public_jwk)
     key = _device_key(public_jwk)
+    # The audit row binds the receipt into the chain; it is written with the receipt,
+    # and both are rolled back (the savepoint below) if the device decision does not fit.
+    audit_detail = {
+        "decision": decision,
+        "device_jws_sha256": _b64(hashlib.sha256(device_jws.encode("ascii")).digest()),
+        "jkt": key.thumbprint(),
+        "user_verified": user_verification is not None,
+    }
     async with conn.transaction():
         stored = await insert_approval_receipt(
             conn,
@@ -114,6 +122,7 @@ async def store_receipt(
             device_jws=device_jws,
             device_public_jwk=public_jwk,
             user_verification=user_verification,
+            audit_detail=audit_detail,
         )
         if stored is None:
             raise ValueError(f"no auth request {auth_request_id}")
@@ -141,20 +150,6 @@ async def store_receipt(
                 )
         except InvalidReceipt as exc:
             raise ValueError(f"the device decision does not fit the receipt: {exc}") from None
-        await insert_audit_event(
-            conn,
-            "approval_receipt_stored",
-            client_id=stored.client_id,
-            user_id=stored.user_id,
-            auth_request_id=auth_request_id,
-            device_id=device_id,
-            detail={
-                "decision": decision,
-                "device_jws_sha256": _b64(hashlib.sha256(device_jws.encode("ascii")).digest()),
-                "jkt": key.thumbprint(),
-                "user_verified": user_verification is not None,
-            },
-        )
 
 
 # --- issuing ---------------------------------------------------------------------------------
