@@ -24,6 +24,7 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey
 
+from backchannel.authenticator.device_keys import import_ec_key
 from backchannel.db.devices import Device, record_device_call, select_device
 from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidRequest, InvalidToken
@@ -115,7 +116,7 @@ def public_device_jwk(value: object) -> dict[str, str]:
 
 def _import_public_key(public_jwk: dict[str, Any]) -> ECKey:
     try:
-        key = ECKey.import_key(public_jwk)
+        key = import_ec_key(public_jwk)
     except (JoseError, ValueError, TypeError):
         raise InvalidRequest("the jwk is not a valid P-256 public key") from None
     if key.is_private or key.curve_name != "P-256":

@@ -37,6 +37,7 @@ from webauthn.helpers import (
 )
 from webauthn.helpers.exceptions import WebAuthnException
 
+from backchannel.authenticator.device_keys import import_ec_key
 from backchannel.authenticator.messages import shown_digest_of, uv_challenge
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.audit_chain import (
@@ -448,7 +449,7 @@ def _public_device_jwk(value: object) -> dict[str, str]:
 
 def _device_key(public_jwk: Mapping[str, Any]) -> ECKey:
     try:
-        return ECKey.import_key(dict(public_jwk))
+        return import_ec_key(public_jwk)
     except (JoseError, ValueError, TypeError) as exc:
         raise ValueError(f"the device key is not a valid P-256 key ({exc})") from None
 
