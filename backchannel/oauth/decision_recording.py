@@ -9,6 +9,7 @@ caller that verified the user: nobody approves it in the user's place.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -53,7 +54,10 @@ async def record_decision(
         raise ValueError(f"unknown decision {decision!r}")
     if decision == "denied" and reason is None:
         reason = "user"
-    async with conn.transaction():
+    # In the caller's transaction if there is one, else in its own. No savepoint: the
+    # refusals below are raised before anything is written, and any later failure
+    # propagates for the caller to roll its transaction back.
+    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
         # One statement: the decision, an approval's amr, its audit row and the NOTIFY
         # that wakes held polls on every replica (sent at commit).
         decided = await decide_auth_request(
