@@ -233,8 +233,10 @@ async def backchannel_round(
 # --------------------------------------------------------------------------- peer
 
 
-async def peer_round(peer_pid: int, rate: float, duration: float) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{PEER_PORT}"
+async def peer_round(
+    peer_pid: int, rate: float, duration: float, port: int = PEER_PORT
+) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{port}"
     out = Outcome()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -242,7 +244,7 @@ async def peer_round(peer_pid: int, rate: float, duration: float) -> dict[str, A
         async def decide(auth_req_id: str) -> None:
             await asyncio.sleep(random.uniform(*DECIDE_AFTER))
             decision = {"auth_req_id": auth_req_id, "approve": True}
-            url = f"http://127.0.0.1:{PEER_PORT + 1}/decide"
+            url = f"http://127.0.0.1:{port + 1}/decide"
             async with http.post(url, json=decision) as r:
                 await r.read()
                 out.count(f"decision {r.status}")
@@ -310,13 +312,13 @@ async def run(args: argparse.Namespace, variants: list[Variant], peer_pid: int |
         runs: dict[str, list[dict[str, Any]]] = {}
         log("warm-up round (not counted)")
         if peer_pid is not None:
-            await peer_round(peer_pid, args.rate, 3)
+            await peer_round(peer_pid, args.rate, 3, args.peer_port)
         for v in variants:
             emails, phones = enrolled[v.name]
             await backchannel_round(v, service, emails, phones, args.rate, 3, args.wait)
         for r in range(args.rounds):
             if peer_pid is not None:
-                res = await peer_round(peer_pid, args.rate, args.duration)
+                res = await peer_round(peer_pid, args.rate, args.duration, args.peer_port)
                 res["round"] = r
                 print(json.dumps(res), flush=True)
                 runs.setdefault("peer", []).append(res)
@@ -357,8 +359,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--wait", type=int, default=30, help="Prefer: wait=N on backchannel polls")
+    ap.add_argument("--port", type=int, default=8200, help="first backchannel variant's port")
+    ap.add_argument("--peer-port", type=int, default=PEER_PORT, help="the peer's (+1: its hook)")
     args = ap.parse_args()
-    variants = [Variant.parse(s, 8200 + i) for i, s in enumerate(args.variant or ["backchannel="])]
+    specs = args.variant or ["backchannel="]
+    variants = [Variant.parse(s, args.port + i) for i, s in enumerate(specs)]
     # SIGTERM stops the servers too (the finally below), as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     extra = {"BACKCHANNEL_PUSH_ALLOW_LOOPBACK": "true", "BACKCHANNEL_ALLOW_INSECURE_URLS": "true",
@@ -368,11 +373,11 @@ def main() -> None:
         if not args.no_peer:
             peer = subprocess.Popen(
                 ["taskset", "-c", SERVER_CPU, "node", "perf-server.mjs"], cwd=Path(args.peer),
-                env=dict(os.environ, NODE_ENV="production"),
+                env=dict(os.environ, NODE_ENV="production", PORT=str(args.peer_port)),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             wait_http(
-                f"http://127.0.0.1:{PEER_PORT}/.well-known/openid-configuration", peer, "peer"
+                f"http://127.0.0.1:{args.peer_port}/.well-known/openid-configuration", peer, "peer"
             )
         for v in variants:
             v.env = {**extra, **v.env}
