@@ -189,26 +189,34 @@ async def backchannel_round(
             t0 = time.monotonic()
             form = {"scope": "openid", "login_hint": emails[i % len(emails)],
                     "binding_message": f"F-{i}"}  # fmt: skip
-            async with http.post(v.base + "/bc-authorize", data=form,
-                                 headers={"Authorization": auth}) as r:  # fmt: skip
-                body = await r.json(content_type=None)
-                out.count(f"bc-authorize {r.status}")
-                if r.status != 200:
-                    return out.fail(f"bc-authorize {r.status} {body.get('error')}")
+            try:
+                async with http.post(v.base + "/bc-authorize", data=form,
+                                     headers={"Authorization": auth}) as r:  # fmt: skip
+                    body = await r.json(content_type=None)
+                    out.count(f"bc-authorize {r.status}")
+                    if r.status != 200:
+                        return out.fail(f"bc-authorize {r.status} {body.get('error')}")
+            except aiohttp.ClientConnectionError as exc:
+                return out.fail(f"bc-authorize {type(exc).__name__}")
             poll = {"grant_type": CIBA_GRANT, "auth_req_id": body["auth_req_id"]}
             for _ in range(5):
-                async with http.post(v.base + "/token", data=poll,
-                                     headers={"Authorization": auth,
-                                              "Prefer": f"wait={wait}"}) as r:  # fmt: skip
-                    answer = await r.json(content_type=None)
-                    out.count(f"token {r.status} {answer.get('error', 'tokens')}")
-                    if r.status == 200:
-                        out.completed += 1
-                        out.durations.append(time.monotonic() - t0)
-                        return None
-                    if answer.get("error") != "authorization_pending":
-                        return out.fail(f"token {answer.get('error')}")
-                    await asyncio.sleep(1)
+                try:
+                    async with http.post(v.base + "/token", data=poll,
+                                         headers={"Authorization": auth,
+                                                  "Prefer": f"wait={wait}"}) as r:  # fmt: skip
+                        answer = await r.json(content_type=None)
+                        status = r.status
+                except aiohttp.ClientConnectionError as exc:  # a reused connection closed: again
+                    out.count(f"token {type(exc).__name__}")
+                    continue
+                out.count(f"token {status} {answer.get('error', 'tokens')}")
+                if status == 200:
+                    out.completed += 1
+                    out.durations.append(time.monotonic() - t0)
+                    return None
+                if answer.get("error") != "authorization_pending":
+                    return out.fail(f"token {answer.get('error')}")
+                await asyncio.sleep(1)
             return out.fail("no tokens after 5 held polls")
 
         assert v.proc is not None
