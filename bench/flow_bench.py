@@ -156,14 +156,21 @@ async def backchannel_round(
             await asyncio.sleep(random.uniform(*DECIDE_AFTER))
             entry = {k: payload[k] for k in ("ref", "client_name", "binding_message", "scope",
                                              "challenge")}  # fmt: skip
-            jws = phone.call_jws("/device/decision", **phone.decision(entry, "approve"))
-            try:
-                jose = {"Content-Type": "application/jose"}
-                async with http.post(v.base + "/device/decision", data=jws, headers=jose) as r:
-                    await r.read()
-                    out.count(f"decision {r.status}")
-            except aiohttp.ClientError as exc:
-                out.fail(f"decision {type(exc).__name__}")
+            jose = {"Content-Type": "application/jose"}
+            # A phone tries again when the connection fails (a keep-alive connection
+            # the server closed as it was reused), with a freshly signed call.
+            for attempt in range(3):
+                jws = phone.call_jws("/device/decision", **phone.decision(entry, "approve"))
+                try:
+                    async with http.post(v.base + "/device/decision", data=jws,
+                                         headers=jose) as r:  # fmt: skip
+                        await r.read()
+                        out.count(f"decision {r.status}")
+                        return
+                except aiohttp.ClientConnectionError as exc:
+                    out.count(f"decision {type(exc).__name__}")
+                    if attempt == 2:
+                        out.fail(f"decision {type(exc).__name__}")
 
         async def phones_watch() -> None:
             nonlocal seen
@@ -182,26 +189,34 @@ async def backchannel_round(
             t0 = time.monotonic()
             form = {"scope": "openid", "login_hint": emails[i % len(emails)],
                     "binding_message": f"F-{i}"}  # fmt: skip
-            async with http.post(v.base + "/bc-authorize", data=form,
-                                 headers={"Authorization": auth}) as r:  # fmt: skip
-                body = await r.json(content_type=None)
-                out.count(f"bc-authorize {r.status}")
-                if r.status != 200:
-                    return out.fail(f"bc-authorize {r.status} {body.get('error')}")
+            try:
+                async with http.post(v.base + "/bc-authorize", data=form,
+                                     headers={"Authorization": auth}) as r:  # fmt: skip
+                    body = await r.json(content_type=None)
+                    out.count(f"bc-authorize {r.status}")
+                    if r.status != 200:
+                        return out.fail(f"bc-authorize {r.status} {body.get('error')}")
+            except aiohttp.ClientConnectionError as exc:
+                return out.fail(f"bc-authorize {type(exc).__name__}")
             poll = {"grant_type": CIBA_GRANT, "auth_req_id": body["auth_req_id"]}
             for _ in range(5):
-                async with http.post(v.base + "/token", data=poll,
-                                     headers={"Authorization": auth,
-                                              "Prefer": f"wait={wait}"}) as r:  # fmt: skip
-                    answer = await r.json(content_type=None)
-                    out.count(f"token {r.status} {answer.get('error', 'tokens')}")
-                    if r.status == 200:
-                        out.completed += 1
-                        out.durations.append(time.monotonic() - t0)
-                        return None
-                    if answer.get("error") != "authorization_pending":
-                        return out.fail(f"token {answer.get('error')}")
-                    await asyncio.sleep(1)
+                try:
+                    async with http.post(v.base + "/token", data=poll,
+                                         headers={"Authorization": auth,
+                                                  "Prefer": f"wait={wait}"}) as r:  # fmt: skip
+                        answer = await r.json(content_type=None)
+                        status = r.status
+                except aiohttp.ClientConnectionError as exc:  # a reused connection closed: again
+                    out.count(f"token {type(exc).__name__}")
+                    continue
+                out.count(f"token {status} {answer.get('error', 'tokens')}")
+                if status == 200:
+                    out.completed += 1
+                    out.durations.append(time.monotonic() - t0)
+                    return None
+                if answer.get("error") != "authorization_pending":
+                    return out.fail(f"token {answer.get('error')}")
+                await asyncio.sleep(1)
             return out.fail("no tokens after 5 held polls")
 
         assert v.proc is not None
@@ -226,8 +241,10 @@ async def backchannel_round(
 # --------------------------------------------------------------------------- peer
 
 
-async def peer_round(peer_pid: int, rate: float, duration: float) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{PEER_PORT}"
+async def peer_round(
+    peer_pid: int, rate: float, duration: float, port: int = PEER_PORT
+) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{port}"
     out = Outcome()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -235,7 +252,7 @@ async def peer_round(peer_pid: int, rate: float, duration: float) -> dict[str, A
         async def decide(auth_req_id: str) -> None:
             await asyncio.sleep(random.uniform(*DECIDE_AFTER))
             decision = {"auth_req_id": auth_req_id, "approve": True}
-            url = f"http://127.0.0.1:{PEER_PORT + 1}/decide"
+            url = f"http://127.0.0.1:{port + 1}/decide"
             async with http.post(url, json=decision) as r:
                 await r.read()
                 out.count(f"decision {r.status}")
@@ -303,13 +320,13 @@ async def run(args: argparse.Namespace, variants: list[Variant], peer_pid: int |
         runs: dict[str, list[dict[str, Any]]] = {}
         log("warm-up round (not counted)")
         if peer_pid is not None:
-            await peer_round(peer_pid, args.rate, 3)
+            await peer_round(peer_pid, args.rate, 3, args.peer_port)
         for v in variants:
             emails, phones = enrolled[v.name]
             await backchannel_round(v, service, emails, phones, args.rate, 3, args.wait)
         for r in range(args.rounds):
             if peer_pid is not None:
-                res = await peer_round(peer_pid, args.rate, args.duration)
+                res = await peer_round(peer_pid, args.rate, args.duration, args.peer_port)
                 res["round"] = r
                 print(json.dumps(res), flush=True)
                 runs.setdefault("peer", []).append(res)
@@ -350,8 +367,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--wait", type=int, default=30, help="Prefer: wait=N on backchannel polls")
+    ap.add_argument("--port", type=int, default=8200, help="first backchannel variant's port")
+    ap.add_argument("--peer-port", type=int, default=PEER_PORT, help="the peer's (+1: its hook)")
     args = ap.parse_args()
-    variants = [Variant.parse(s, 8200 + i) for i, s in enumerate(args.variant or ["backchannel="])]
+    specs = args.variant or ["backchannel="]
+    variants = [Variant.parse(s, args.port + i) for i, s in enumerate(specs)]
     # SIGTERM stops the servers too (the finally below), as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     extra = {"BACKCHANNEL_PUSH_ALLOW_LOOPBACK": "true", "BACKCHANNEL_ALLOW_INSECURE_URLS": "true",
@@ -361,11 +381,11 @@ def main() -> None:
         if not args.no_peer:
             peer = subprocess.Popen(
                 ["taskset", "-c", SERVER_CPU, "node", "perf-server.mjs"], cwd=Path(args.peer),
-                env=dict(os.environ, NODE_ENV="production"),
+                env=dict(os.environ, NODE_ENV="production", PORT=str(args.peer_port)),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             wait_http(
-                f"http://127.0.0.1:{PEER_PORT}/.well-known/openid-configuration", peer, "peer"
+                f"http://127.0.0.1:{args.peer_port}/.well-known/openid-configuration", peer, "peer"
             )
         for v in variants:
             v.env = {**extra, **v.env}

@@ -200,6 +200,8 @@ async def decide_on_device(
             device_public_jwk=call.device.public_jwk,
             user_verification=verified.receipt_member() if verified is not None else None,
             issuer=settings.issuer,
+            ref=ref,
+            client_id=target.client_id,
         )
     if metrics is not None and would_require and decided.status == "approved":
         metrics.record_user_verification("would_require")

@@ -24,7 +24,8 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey
 
-from backchannel.db.devices import Device, select_device, touch_device
+from backchannel.authenticator.device_keys import import_ec_key
+from backchannel.db.devices import Device, record_device_call, select_device
 from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.jwt_claims import JWTRejected, read_header
@@ -71,8 +72,16 @@ async def verify_device_call(services: Services, token: str, path: str) -> Devic
         raise InvalidToken("unknown or removed device")
     payload = _verified_payload(token, _import_public_key(device.public_jwk))
     iat, jti = _check_binding(services, payload, path)
-    await _spend_jti(services, device.device_id, DEVICE_CALL_PURPOSE, jti, iat)
-    if not await touch_device(services.pool, device.device_id):
+    fresh, active = await record_device_call(
+        services.pool,
+        device.device_id,
+        purpose=DEVICE_CALL_PURPOSE,
+        jti=jti,
+        expires_at=_jti_expiry(services, iat),
+    )
+    if not fresh:
+        raise InvalidToken("the JWS was used already (jti)")
+    if not active:
         raise InvalidToken("unknown or removed device")
     return DeviceCall(device, payload, token)
 
@@ -107,7 +116,7 @@ def public_device_jwk(value: object) -> dict[str, str]:
 
 def _import_public_key(public_jwk: dict[str, Any]) -> ECKey:
     try:
-        key = ECKey.import_key(public_jwk)
+        key = import_ec_key(public_jwk)
     except (JoseError, ValueError, TypeError):
         raise InvalidRequest("the jwk is not a valid P-256 public key") from None
     if key.is_private or key.curve_name != "P-256":
@@ -161,9 +170,13 @@ def _check_binding(services: Services, payload: dict[str, Any], path: str) -> tu
     return float(iat), jti
 
 
-async def _spend_jti(services: Services, issuer: str, purpose: str, jti: str, iat: float) -> None:
+def _jti_expiry(services: Services, iat: float) -> datetime:
     # A call is accepted until iat + skew; remember its jti at least that long.
-    expires = datetime.fromtimestamp(iat + services.settings.device_clock_skew + 1, UTC)
+    return datetime.fromtimestamp(iat + services.settings.device_clock_skew + 1, UTC)
+
+
+async def _spend_jti(services: Services, issuer: str, purpose: str, jti: str, iat: float) -> None:
+    expires = _jti_expiry(services, iat)
     fresh = await insert_jti(
         services.pool, issuer=issuer, purpose=purpose, jti=jti, expires_at=expires
     )

@@ -37,9 +37,11 @@ from webauthn.helpers import (
 )
 from webauthn.helpers.exceptions import WebAuthnException
 
+from backchannel.authenticator.device_keys import import_ec_key
 from backchannel.authenticator.messages import shown_digest_of, uv_challenge
 from backchannel.db.audit import insert_audit_event
 from backchannel.db.audit_chain import (
+    ReceiptSubject,
     StoredReceipt,
     insert_approval_receipt,
     select_receipt_for_client,
@@ -87,6 +89,8 @@ async def store_receipt(
     device_public_jwk: Mapping[str, Any],
     user_verification: Mapping[str, Any] | None = None,
     issuer: str | None = None,
+    ref: str | None = None,
+    client_id: str | None = None,
 ) -> None:
     """Store the receipt of a device decision; call it in the decision's transaction.
 
@@ -98,26 +102,26 @@ async def store_receipt(
     approval with user verification, must check out too (under ``issuer``'s RP ID
     and origin). An ``approval_receipt_stored`` audit row binds the receipt into
     the audit chain.
+
+    A caller that knows the request's ``ref`` and ``client_id`` passes them: the
+    receipt is then checked first and stored by one statement that only stores it
+    for that request, with no savepoint; otherwise it is stored, then checked
+    against the request found, and rolled back if it does not fit.
     """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
     shown_value = _shown(shown)
     public_jwk = _public_device_jwk(device_public_jwk)
     key = _device_key(public_jwk)
-    async with conn.transaction():
-        stored = await insert_approval_receipt(
-            conn,
-            auth_request_id=auth_request_id,
-            device_id=device_id,
-            decision=decision,
-            shown=shown_value,
-            device_jws=device_jws,
-            device_public_jwk=public_jwk,
-            user_verification=user_verification,
-        )
-        if stored is None:
-            raise ValueError(f"no auth request {auth_request_id}")
-        ref = stored.id_hash.hex()
+    # The audit row binds the receipt into the chain; it is written with the receipt.
+    audit_detail = {
+        "decision": decision,
+        "device_jws_sha256": _b64(hashlib.sha256(device_jws.encode("ascii")).digest()),
+        "jkt": key.thumbprint(),
+        "user_verified": user_verification is not None,
+    }
+
+    def check(ref: str, client_id: str) -> None:
         try:
             payload = check_device_decision(
                 device_jws,
@@ -134,27 +138,39 @@ async def store_receipt(
                     user_verification,
                     issuer=issuer,
                     ref=ref,
-                    client_id=stored.client_id,
+                    client_id=client_id,
                     shown=shown_value,
                     decision=decision,
                     device_payload=payload,
                 )
         except InvalidReceipt as exc:
             raise ValueError(f"the device decision does not fit the receipt: {exc}") from None
-        await insert_audit_event(
+
+    async def insert(ref: str | None, client_id: str | None) -> ReceiptSubject | None:
+        return await insert_approval_receipt(
             conn,
-            "approval_receipt_stored",
-            client_id=stored.client_id,
-            user_id=stored.user_id,
             auth_request_id=auth_request_id,
             device_id=device_id,
-            detail={
-                "decision": decision,
-                "device_jws_sha256": _b64(hashlib.sha256(device_jws.encode("ascii")).digest()),
-                "jkt": key.thumbprint(),
-                "user_verified": user_verification is not None,
-            },
+            decision=decision,
+            shown=shown_value,
+            device_jws=device_jws,
+            device_public_jwk=public_jwk,
+            user_verification=user_verification,
+            audit_detail=audit_detail,
+            id_hash=bytes.fromhex(ref) if ref is not None else None,
+            client_id=client_id,
         )
+
+    if ref is not None and client_id is not None:
+        check(ref, client_id)
+        if await insert(ref, client_id) is None:
+            raise ValueError(f"no auth request {auth_request_id} with ref {ref}")
+        return
+    async with conn.transaction():  # rolled back if the receipt does not fit
+        stored = await insert(None, None)
+        if stored is None:
+            raise ValueError(f"no auth request {auth_request_id}")
+        check(stored.id_hash.hex(), stored.client_id)
 
 
 # --- issuing ---------------------------------------------------------------------------------
@@ -453,7 +469,7 @@ def _public_device_jwk(value: object) -> dict[str, str]:
 
 def _device_key(public_jwk: Mapping[str, Any]) -> ECKey:
     try:
-        return ECKey.import_key(dict(public_jwk))
+        return import_ec_key(public_jwk)
     except (JoseError, ValueError, TypeError) as exc:
         raise ValueError(f"the device key is not a valid P-256 key ({exc})") from None
 

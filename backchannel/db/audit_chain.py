@@ -232,12 +232,22 @@ async def insert_approval_receipt(
     device_jws: str,
     device_public_jwk: Mapping[str, Any],
     user_verification: Mapping[str, Any] | None = None,
+    audit_detail: Mapping[str, Any] | None = None,
+    id_hash: bytes | None = None,
+    client_id: str | None = None,
 ) -> ReceiptSubject | None:
-    """Store a receipt, timed by the request's decision; None if there is no such request."""
+    """Store a receipt, timed by the request's decision; None if there is no such request
+    (or, when ``id_hash`` or ``client_id`` are given, none with those).
+
+    With ``audit_detail``, the ``approval_receipt_stored`` audit row is written by
+    the same statement.
+    """
     row = await conn.fetchrow(
         """WITH ar AS (
                SELECT id, id_hash, client_id, user_id, decided_at
-                 FROM auth_requests WHERE id = $1
+                 FROM auth_requests
+                WHERE id = $1 AND ($9::bytea IS NULL OR id_hash = $9)
+                  AND ($10::text IS NULL OR client_id = $10)
            ), ins AS (
                INSERT INTO approval_receipts
                       (auth_request_id, device_id, device_name, decision, decided_at, shown,
@@ -246,6 +256,12 @@ async def insert_approval_receipt(
                       $4, $5, $6, $7
                  FROM ar LEFT JOIN devices d ON d.device_id = $2
             RETURNING auth_request_id
+           ), audit AS (
+               INSERT INTO audit_events (event, client_id, user_id, auth_request_id, device_id,
+                                         detail)
+               SELECT 'approval_receipt_stored', ar.client_id, ar.user_id, ar.id, $2, $8::jsonb
+                 FROM ar JOIN ins ON ins.auth_request_id = ar.id
+                WHERE $8::jsonb IS NOT NULL
            )
            SELECT ar.id_hash, ar.client_id, ar.user_id
              FROM ar JOIN ins ON ins.auth_request_id = ar.id""",
@@ -256,6 +272,9 @@ async def insert_approval_receipt(
         device_jws,
         dict(device_public_jwk),
         dict(user_verification) if user_verification is not None else None,
+        dict(audit_detail) if audit_detail is not None else None,
+        id_hash,
+        client_id,
     )
     return ReceiptSubject(bytes(row["id_hash"]), row["client_id"], row["user_id"]) if row else None
 

@@ -7,6 +7,7 @@ written by the same statement or transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -462,22 +463,70 @@ async def decide_auth_request(
     *,
     device_id: str | None,
     reason: str | None,
+    amr: Sequence[str] | None = None,
+    user_verified: bool = False,
+    audit_detail: dict[str, Any] | None = None,
+    notify_channel: str | None = None,
 ) -> Decision | None:
-    """Record approve/deny on a pending, unexpired request; ``None`` if it was not pending."""
+    """Record approve/deny on a pending, unexpired request; ``None`` if it was not pending
+    or is an approval of a request that requires user verification without
+    ``user_verified``.
+
+    In the same statement: an approval's ``amr``; with ``audit_detail``, the
+    ``auth_request_decided`` audit row; with ``notify_channel``, a NOTIFY on it
+    whose payload is ``id_hash`` in hex (delivered at commit).
+    """
     row = await conn.fetchrow(
-        """UPDATE auth_requests
-              SET status = $2, decided_at = now(), decided_by_device = $3, denial_reason = $4
-            WHERE id_hash = $1 AND status = 'pending' AND expires_at > now()
-        RETURNING id, client_id, user_id, status, denial_reason, created_at, decided_at,
-                  delivery_mode""",
+        """WITH decided AS (
+               UPDATE auth_requests
+                  SET status = $2, decided_at = now(), decided_by_device = $3,
+                      denial_reason = $4,
+                      amr = CASE WHEN $2 = 'approved' AND $5::text[] IS NOT NULL
+                                 THEN $5::text[] ELSE amr END
+                WHERE id_hash = $1 AND status = 'pending' AND expires_at > now()
+                  AND ($2 <> 'approved' OR $6::boolean
+                       OR user_verification IS DISTINCT FROM 'required')
+            RETURNING id, client_id, user_id, status, denial_reason, created_at, decided_at,
+                      delivery_mode
+           ), audit AS (
+               INSERT INTO audit_events (event, client_id, user_id, auth_request_id, device_id,
+                                         detail)
+               SELECT 'auth_request_decided', client_id, user_id, id, $3, $7::jsonb
+                 FROM decided WHERE $7::jsonb IS NOT NULL
+           ), notified AS (
+               SELECT pg_notify($8, encode($1, 'hex')) FROM decided WHERE $8::text IS NOT NULL
+           )
+           SELECT id, client_id, user_id, status, denial_reason, created_at, decided_at,
+                  delivery_mode, (SELECT count(*) FROM notified) AS _notified
+             FROM decided""",
         id_hash,
         status,
         device_id,
         reason,
+        list(amr) if amr else None,
+        user_verified,
+        audit_detail,
+        notify_channel,
     )
     if row is None:
         return None
-    return Decision(**dict(row))
+    values = dict(row)
+    del values["_notified"]
+    return Decision(**values)
+
+
+async def select_decision_obstacle(
+    conn: Queryable, id_hash: bytes
+) -> tuple[str, str | None] | None:
+    """Why a request took no decision: its state (pending, approved, denied, redeemed or
+    expired) and what it demands (``user_verification``); ``None`` if unknown."""
+    row = await conn.fetchrow(
+        """SELECT CASE WHEN status IN ('pending', 'approved') AND expires_at <= now()
+                       THEN 'expired' ELSE status END AS state, user_verification
+             FROM auth_requests WHERE id_hash = $1""",
+        id_hash,
+    )
+    return (row["state"], row["user_verification"]) if row else None
 
 
 async def select_auth_request_status(conn: Queryable, id_hash: bytes) -> str | None:

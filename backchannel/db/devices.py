@@ -157,15 +157,37 @@ async def select_active_devices(
     return result
 
 
-async def touch_device(conn: Queryable, device_id: str) -> bool:
-    """Record that an active device called; False if it is unknown or removed."""
-    touched = await conn.fetchval(
-        """UPDATE devices SET last_seen_at = now()
-            WHERE device_id = $1 AND removed_at IS NULL
-        RETURNING true""",
+async def record_device_call(
+    conn: Queryable, device_id: str, *, purpose: str, jti: str, expires_at: datetime
+) -> tuple[bool, bool]:
+    """Spend a device call's ``jti`` (remembered until ``expires_at``) and, if it was
+    fresh, record that the device called, in one statement.
+
+    Returns (fresh, active): ``fresh`` False when the jti is remembered already (a
+    replay; the device is not touched), ``active`` False when the device is unknown
+    or removed. The jti is spent as ``insert_jti`` does, with the device as issuer.
+    """
+    row = await conn.fetchrow(
+        """WITH spent AS (
+               INSERT INTO used_jtis (issuer, purpose, jti, expires_at)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (issuer, purpose, jti) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                WHERE used_jtis.expires_at < now()
+               RETURNING true AS fresh
+           ), touched AS (
+               UPDATE devices SET last_seen_at = now()
+                WHERE device_id = $1 AND removed_at IS NULL AND EXISTS (SELECT 1 FROM spent)
+            RETURNING true
+           )
+           SELECT EXISTS (SELECT 1 FROM spent) AS fresh,
+                  EXISTS (SELECT 1 FROM touched) AS active""",
         device_id,
+        purpose,
+        jti,
+        expires_at,
     )
-    return bool(touched)
+    assert row is not None
+    return bool(row["fresh"]), bool(row["active"])
 
 
 async def update_subscription(

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -93,7 +94,19 @@ def _access(row: asyncpg.Record) -> AccessTokenRecord:
     return AccessTokenRecord(**values)
 
 
-async def insert_access_token(
+@dataclass(frozen=True)
+class NewRefreshToken:
+    """A refresh token to store with the access token of the same response."""
+
+    token_hash: bytes
+    scope: Sequence[str]
+    auth_time: datetime
+    ttl: int
+    max_age: int
+    dpop_jkt: str | None = None
+
+
+async def insert_token_set(
     conn: asyncpg.Connection,
     *,
     jti: str,
@@ -102,15 +115,37 @@ async def insert_access_token(
     user_id: int,
     scope: Sequence[str],
     ttl: int,
-    auth_request_id: int | None = None,
-    dpop_jkt: str | None = None,
-    x5t_s256: str | None = None,
+    auth_request_id: int | None,
+    dpop_jkt: str | None,
+    x5t_s256: str | None,
+    refresh: NewRefreshToken | None,
+    audit_detail: dict[str, Any],
 ) -> AccessTokenRecord:
+    """Store one token response in one statement: the access token's jti and lifetime
+    (``ttl`` seconds from now), the refresh token's hash if any (in ``family_id``,
+    expiring ``ttl`` seconds from now but never later than ``max_age`` seconds after
+    ``auth_time``, the family's end) and the ``token_issued`` audit row."""
+    if refresh is not None and family_id is None:
+        raise ValueError("a refresh token needs its family")
     row = await conn.fetchrow(
-        f"""INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope, expires_at,
-                                      auth_request_id, dpop_jkt, x5t_s256)
-            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8, $9)
-            RETURNING {_ACCESS_COLUMNS}""",
+        f"""WITH access AS (
+                INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope,
+                                           expires_at, auth_request_id, dpop_jkt, x5t_s256)
+                VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8, $9)
+                RETURNING {_ACCESS_COLUMNS}
+            ), refresh AS (
+                INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id,
+                                            auth_request_id, scope, auth_time, expires_at,
+                                            dpop_jkt)
+                SELECT $10, $2, $3, $4, $7, $11, $12,
+                       least(now() + make_interval(secs => $13),
+                             $12::timestamptz + make_interval(secs => $14)), $15
+                 WHERE $10::bytea IS NOT NULL
+            ), audit AS (
+                INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
+                VALUES ('token_issued', $3, $4, $7, $16::jsonb)
+            )
+            SELECT * FROM access""",
         jti,
         family_id,
         client_id,
@@ -120,46 +155,16 @@ async def insert_access_token(
         auth_request_id,
         dpop_jkt,
         x5t_s256,
+        refresh.token_hash if refresh else None,
+        list(refresh.scope) if refresh else None,
+        refresh.auth_time if refresh else None,
+        float(refresh.ttl) if refresh else None,
+        float(refresh.max_age) if refresh else None,
+        refresh.dpop_jkt if refresh else None,
+        audit_detail,
     )
     assert row is not None
     return _access(row)
-
-
-async def insert_refresh_token(
-    conn: asyncpg.Connection,
-    *,
-    token_hash: bytes,
-    family_id: uuid.UUID,
-    client_id: str,
-    user_id: int,
-    auth_request_id: int | None,
-    scope: Sequence[str],
-    auth_time: datetime,
-    ttl: int,
-    max_age: int,
-    dpop_jkt: str | None = None,
-) -> datetime:
-    """Store a refresh token's hash; return its expiry: ``ttl`` seconds from now, but
-    never later than ``max_age`` seconds after ``auth_time`` (the family's end)."""
-    expires_at: datetime = await conn.fetchval(
-        """INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id,
-                                       auth_request_id, scope, auth_time, expires_at, dpop_jkt)
-           VALUES ($1, $2, $3, $4, $5, $6, $7,
-                   least(now() + make_interval(secs => $8),
-                         $7::timestamptz + make_interval(secs => $9)), $10)
-           RETURNING expires_at""",
-        token_hash,
-        family_id,
-        client_id,
-        user_id,
-        auth_request_id,
-        list(scope),
-        auth_time,
-        float(ttl),
-        float(max_age),
-        dpop_jkt,
-    )
-    return expires_at
 
 
 async def lock_refresh_family(conn: asyncpg.Connection, token_hash: bytes) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
 # A VAPID token's lifetime (RFC 8292 §2: at most 24 hours).
 VAPID_TOKEN_LIFETIME = 3600
+# A token is reused for later messages until this long before its expiry.
+VAPID_TOKEN_REUSE_MARGIN = 1800
+# At most this many tokens are kept (keys × push-service origins × subjects).
+VAPID_TOKENS_KEPT = 1024
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 Outcome = Literal["sent", "gone", "retry", "failed"]
@@ -86,17 +91,56 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def vapid_headers(vapid: Vapid, endpoint: str, subject: str) -> dict[str, str]:
+def vapid_headers(
+    vapid: Vapid, endpoint: str, subject: str, *, now: float | None = None
+) -> dict[str, str]:
     """``Authorization: vapid t=<JWT>,k=<key>`` for the endpoint's origin (RFC 8292 §3)."""
-    parts = urlsplit(endpoint)
     # A fresh claims dict each time: signers fill in and keep what they are given.
     claims: dict[str, str | int] = {
-        "aud": f"{parts.scheme}://{parts.netloc}",
-        "exp": int(time.time()) + VAPID_TOKEN_LIFETIME,
+        "aud": push_origin(endpoint),
+        "exp": int(time.time() if now is None else now) + VAPID_TOKEN_LIFETIME,
         "sub": subject,
     }
     headers: dict[str, str] = vapid.sign(claims)
     return headers
+
+
+def push_origin(endpoint: str) -> str:
+    """The push service's origin: a VAPID token's audience (RFC 8292 §2)."""
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class VapidTokens:
+    """VAPID ``Authorization`` headers, each signed once per key, push-service origin
+    and subject and reused for every message to that origin (RFC 8292 §2 allows it)
+    until ``VAPID_TOKEN_REUSE_MARGIN`` seconds before it expires; then a new one is
+    signed. Keyed by the ``Vapid`` instance: a key loaded anew gets tokens anew."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._tokens: dict[tuple[Vapid, str, str], tuple[float, dict[str, str]]] = {}
+
+    def headers(self, vapid: Vapid, endpoint: str, subject: str) -> dict[str, str]:
+        now = self._clock()
+        key = (vapid, push_origin(endpoint), subject)
+        cached = self._tokens.get(key)
+        if cached is not None and now < cached[0] - VAPID_TOKEN_REUSE_MARGIN:
+            return cached[1]
+        headers = vapid_headers(vapid, endpoint, subject, now=now)
+        if len(self._tokens) >= VAPID_TOKENS_KEPT:
+            self._tokens = {k: v for k, v in self._tokens.items() if now < v[0]}
+            if len(self._tokens) >= VAPID_TOKENS_KEPT:
+                self._tokens.clear()
+        self._tokens[key] = (int(now) + VAPID_TOKEN_LIFETIME, headers)
+        return headers
+
+    def forget(self, vapid: Vapid, endpoint: str) -> None:
+        """Drop the tokens of ``vapid`` for the endpoint's push service (it refused one)."""
+        origin = push_origin(endpoint)
+        self._tokens = {
+            k: v for k, v in self._tokens.items() if not (k[0] is vapid and k[1] == origin)
+        }
 
 
 async def send_web_push(
@@ -109,8 +153,11 @@ async def send_web_push(
     topic: str,
     ttl: int,
     urgency: str = "high",
+    tokens: VapidTokens | None = None,
 ) -> PushResult:
-    """Encrypt, sign and POST one message; never raises for delivery problems."""
+    """Encrypt, sign and POST one message; never raises for delivery problems.
+
+    With ``tokens``, the VAPID token is taken from (and kept in) that cache."""
     try:
         endpoint = check_push_endpoint(subscription.endpoint, settings)
     except UnsafeURL as exc:
@@ -119,7 +166,11 @@ async def send_web_push(
         body = WebPusher(subscription.as_subscription_info()).encode(
             encode_payload(payload), "aes128gcm"
         )["body"]
-        auth = vapid_headers(vapid, endpoint, settings.vapid_subject)
+        auth = (
+            tokens.headers(vapid, endpoint, settings.vapid_subject)
+            if tokens is not None
+            else vapid_headers(vapid, endpoint, settings.vapid_subject)
+        )
     except (WebPushException, VapidException, ValueError, TypeError) as exc:
         return PushResult("failed", error=f"cannot encrypt or sign: {exc}")
     if len(body) > MAX_BODY_BYTES:
@@ -143,6 +194,8 @@ async def send_web_push(
         return PushResult("retry", error=f"no answer within {settings.push_timeout} s")
     except aiohttp.ClientError as exc:
         return PushResult("retry", error=f"{type(exc).__name__}: {exc}")
+    if status in (401, 403) and tokens is not None:
+        tokens.forget(vapid, endpoint)  # the next message to this service is signed anew
     return classify_response(status, retry_after)
 
 

@@ -37,7 +37,12 @@ from backchannel.db.push_outbox import (
 )
 from backchannel.delivery.retry import retry_delay
 from backchannel.delivery.vapid import VapidSigners
-from backchannel.delivery.webpush import PushResult, PushSubscription, send_web_push
+from backchannel.delivery.webpush import (
+    PushResult,
+    PushSubscription,
+    VapidTokens,
+    send_web_push,
+)
 from backchannel.key_wrapping import KeyWrapper
 from backchannel.observability.metrics import Metrics
 from backchannel.periodic import DB_ERRORS, Periodic
@@ -73,6 +78,8 @@ class OutboxWorker(Periodic):
         self._sweep_interval = sweep_interval
         self._capacity = settings.outbox_batch_size
         self._signers = VapidSigners(KeyWrapper.from_settings(settings))
+        # One VAPID token per key and push service, reused until shortly before it expires.
+        self._vapid_tokens = VapidTokens()
         self._metrics = metrics if metrics is not None else Metrics(process=False)
         self._inflight: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
@@ -140,6 +147,7 @@ class OutboxWorker(Periodic):
             vapid=vapid,
             topic=message.topic,
             ttl=message.ttl,
+            tokens=self._vapid_tokens,
         )
 
     async def _settle(self, message: OutboxMessage, result: PushResult) -> None:

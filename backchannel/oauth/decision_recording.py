@@ -9,16 +9,15 @@ caller that verified the user: nobody approves it in the user's place.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import asyncpg
 
-from backchannel.db.assurance import record_authentication_methods, select_user_verification
-from backchannel.db.audit import insert_audit_event
-from backchannel.db.auth_requests import Decision, decide_auth_request, select_auth_request_status
+from backchannel.db.auth_requests import Decision, decide_auth_request, select_decision_obstacle
 from backchannel.db.client_notifications import queue_notification
-from backchannel.db.listener import DECISION_CHANNEL, notify
+from backchannel.db.listener import DECISION_CHANNEL
 from backchannel.db.push_outbox import withdraw_request_prompts
 from backchannel.errors import RequestNotPending, UserVerificationRequired
 from backchannel.oauth.central_revocation import revoke_client
@@ -55,33 +54,34 @@ async def record_decision(
         raise ValueError(f"unknown decision {decision!r}")
     if decision == "denied" and reason is None:
         reason = "user"
-    if (
-        decision == "approved"
-        and not user_verified
-        and await select_user_verification(conn, id_hash) == "required"
-    ):
-        raise UserVerificationRequired(
-            "approving this request needs the user's fingerprint, face or PIN on their device"
-        )
-    async with conn.transaction():
+    # In the caller's transaction if there is one, else in its own. No savepoint: the
+    # refusals below are raised before anything is written, and any later failure
+    # propagates for the caller to roll its transaction back.
+    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
+        # One statement: the decision, an approval's amr, its audit row and the NOTIFY
+        # that wakes held polls on every replica (sent at commit).
         decided = await decide_auth_request(
-            conn, id_hash, decision, device_id=device_id, reason=reason
+            conn,
+            id_hash,
+            decision,
+            device_id=device_id,
+            reason=reason,
+            amr=amr,
+            user_verified=user_verified,
+            audit_detail={"decision": decision, "reason": reason, **(detail or {})},
+            notify_channel=DECISION_CHANNEL,
         )
         if decided is None:
-            state = await select_auth_request_status(conn, id_hash)
-            raise RequestNotPending("unknown" if state is None else _describe(state))
-        if amr and decided.status == "approved":
-            await record_authentication_methods(conn, decided.id, amr)
-        await insert_audit_event(
-            conn,
-            "auth_request_decided",
-            client_id=decided.client_id,
-            user_id=decided.user_id,
-            auth_request_id=decided.id,
-            device_id=device_id,
-            detail={"decision": decision, "reason": reason, **(detail or {})},
-        )
-        await notify(conn, DECISION_CHANNEL, id_hash.hex())
+            obstacle = await select_decision_obstacle(conn, id_hash)
+            if obstacle is None:
+                raise RequestNotPending("unknown")
+            state, user_verification = obstacle
+            if decision == "approved" and not user_verified and user_verification == "required":
+                raise UserVerificationRequired(
+                    "approving this request needs the user's fingerprint, face or PIN on their"
+                    " device"
+                )
+            raise RequestNotPending(_describe(state))
         if decided.delivery_mode != "poll":  # ping and push clients hear of it (CIBA §10)
             await queue_notification(
                 conn, decided.id, decision, denial_reason=decided.denial_reason

@@ -17,10 +17,9 @@ from typing import Any
 import asyncpg
 from joserfc import jwt
 
-from backchannel.db.audit import insert_audit_event
 from backchannel.db.auth_requests import Redemption
 from backchannel.db.clients import Client
-from backchannel.db.tokens import AccessTokenRecord, insert_access_token, insert_refresh_token
+from backchannel.db.tokens import AccessTokenRecord, NewRefreshToken, insert_token_set
 from backchannel.oauth.algorithms import ACCESS_TOKEN_ALG
 from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.id_tokens import (
@@ -120,7 +119,14 @@ async def issue_tokens(
     family_id = (grant.family_id or uuid.uuid4()) if refresh_token is not None else None
     jti = new_secret(16)
     access_ttl = client.access_token_ttl or settings.access_token_ttl
-    record = await insert_access_token(
+    detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
+    cnf = grant.binding.cnf()
+    if cnf is not None:
+        detail["cnf"] = cnf
+    if family_id is not None:
+        detail["family_id"] = str(family_id)
+    # The access token, the refresh token and the audit row: one statement.
+    record = await insert_token_set(
         conn,
         jti=jti,
         family_id=family_id,
@@ -131,23 +137,21 @@ async def issue_tokens(
         auth_request_id=grant.auth_request_id,
         dpop_jkt=grant.binding.dpop_jkt,
         x5t_s256=grant.binding.x5t_s256,
+        refresh=(
+            NewRefreshToken(
+                token_hash=hash_secret(refresh_token),
+                scope=list(grant.refresh_scope) if grant.refresh_scope is not None else scope,
+                auth_time=grant.auth_time,
+                ttl=client.refresh_token_ttl or settings.refresh_token_ttl,
+                max_age=settings.refresh_token_max_age,
+                dpop_jkt=grant.refresh_jkt,
+            )
+            if refresh_token is not None
+            else None
+        ),
+        audit_detail=detail,
     )
     access_token = _sign_access_token(services, grant, record, scope)
-    if refresh_token is not None:
-        assert family_id is not None
-        await insert_refresh_token(
-            conn,
-            token_hash=hash_secret(refresh_token),
-            family_id=family_id,
-            client_id=client.client_id,
-            user_id=grant.user_id,
-            auth_request_id=grant.auth_request_id,
-            scope=list(grant.refresh_scope) if grant.refresh_scope is not None else scope,
-            auth_time=grant.auth_time,
-            ttl=client.refresh_token_ttl or settings.refresh_token_ttl,
-            max_age=settings.refresh_token_max_age,
-            dpop_jkt=grant.refresh_jkt,
-        )
     id_claims = _id_token_claims(settings, grant, record, access_token, refresh_token)
     body: dict[str, Any] = {
         "access_token": access_token,
@@ -160,20 +164,6 @@ async def issue_tokens(
     body["scope"] = " ".join(scope)
     if grant.authorization_details is not None:
         body["authorization_details"] = list(grant.authorization_details)  # RFC 9396 §7
-    detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
-    cnf = grant.binding.cnf()
-    if cnf is not None:
-        detail["cnf"] = cnf
-    if family_id is not None:
-        detail["family_id"] = str(family_id)
-    await insert_audit_event(
-        conn,
-        "token_issued",
-        client_id=client.client_id,
-        user_id=grant.user_id,
-        auth_request_id=grant.auth_request_id,
-        detail=detail,
-    )
     return body
 
 

@@ -234,16 +234,47 @@ async def test_store_receipt_refuses_a_decision_the_device_did_not_sign(
         ),
         "about another request": decided.device_jws,
     }
+    shown = {k: entry[k] for k in ("client_name", "binding_message", "scope")}
+    # Without the request's ref and client (stored, then checked and rolled back) and
+    # with them (checked first, then stored only for that request).
+    known = {"ref": ref_of(other), "client_id": target.client_id}
     for what, device_jws in attempts.items():
-        with pytest.raises(ValueError, match="does not fit"):
+        for request in ({}, known):
+            with pytest.raises(ValueError, match="does not fit"):
+                await store_receipt(
+                    db,
+                    auth_request_id=target.id,
+                    device_id=decided.phone.device_id,
+                    decision="approve",
+                    shown=shown,
+                    device_jws=device_jws,
+                    device_public_jwk=decided.phone.public_jwk(),
+                    **request,
+                )
+            assert await select_receipt(db, auth_request_id=target.id) is None, what
+    # A JWS that fits the ref and client it is named with is not stored under another request
+    # or for another client.
+    misnamed = {
+        "another request": (decided.device_jws, decided.shown, ref_of(decided.auth_req_id), None),
+        "another client": (
+            decided.phone.call_jws(DECISION_PATH, **good_payload),
+            shown,
+            ref_of(other),
+            "other-client",
+        ),
+    }
+    for what, (device_jws, shown_there, ref, client_id) in misnamed.items():
+        with pytest.raises(ValueError, match="no auth request"):
             await store_receipt(
                 db,
                 auth_request_id=target.id,
                 device_id=decided.phone.device_id,
                 decision="approve",
-                shown={k: entry[k] for k in ("client_name", "binding_message", "scope")},
+                shown=shown_there,
                 device_jws=device_jws,
                 device_public_jwk=decided.phone.public_jwk(),
+                ref=ref,
+                client_id=client_id or target.client_id,
             )
         assert await select_receipt(db, auth_request_id=target.id) is None, what
     with pytest.raises(ValueError, match="decision"):

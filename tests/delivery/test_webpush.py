@@ -3,6 +3,8 @@ how each answer of the push service is classified."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,8 +18,10 @@ from backchannel.delivery.vapid import application_server_key, load_vapid, new_v
 from backchannel.delivery.webpush import (
     MAX_BODY_BYTES,
     VAPID_TOKEN_LIFETIME,
+    VAPID_TOKEN_REUSE_MARGIN,
     PushResult,
     PushSubscription,
+    VapidTokens,
     _connection_attempts,
     check_push_endpoint,
     classify_response,
@@ -325,3 +329,78 @@ async def test_only_loopback_endpoints_are_contacted_without_pinning() -> None:
     # Without the development setting loopback is no exception.
     with pytest.raises(UnsafeURL):
         await _connection_attempts("http://localhost:9/x", Settings())
+
+
+# --- VAPID tokens reused per push service --------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def vapid_claims(headers: dict[str, str]) -> dict[str, Any]:
+    token = headers["Authorization"].split("t=", 1)[1].split(",", 1)[0]
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+async def test_reused_vapid_tokens_are_accepted_by_the_push_service(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    tokens = VapidTokens()
+    sub, other = push_service.subscribe(), push_service.subscribe()
+    for target in (sub, other, sub):
+        result = await send_web_push(
+            http, SETTINGS, subscription_of(target), {"type": "dismiss"},
+            vapid=vapid, topic=TOPIC, ttl=60, tokens=tokens,
+        )  # fmt: skip
+        assert result.outcome == "sent"
+    assert push_service.errors == []
+    assert len(push_service.received) == 3
+
+
+async def test_a_vapid_token_is_signed_anew_before_it_expires() -> None:
+    clock, subject = Clock(), SETTINGS.vapid_subject
+    tokens = VapidTokens(clock)
+    vapid = load_vapid(new_vapid_key()[1])
+    first = tokens.headers(vapid, "https://push.example/a", subject)
+    assert tokens.headers(vapid, "https://push.example/b", subject) is first  # same origin
+    clock.now += VAPID_TOKEN_LIFETIME - VAPID_TOKEN_REUSE_MARGIN - 1
+    assert tokens.headers(vapid, "https://push.example/c", subject) is first
+    clock.now += 2
+    renewed = tokens.headers(vapid, "https://push.example/a", subject)
+    assert renewed != first
+    assert vapid_claims(renewed)["exp"] > vapid_claims(first)["exp"]
+    assert vapid_claims(renewed)["exp"] - clock.now > VAPID_TOKEN_REUSE_MARGIN
+
+
+async def test_a_vapid_token_is_kept_per_key_origin_and_subject() -> None:
+    tokens, subject = VapidTokens(), SETTINGS.vapid_subject
+    vapid, other_key = load_vapid(new_vapid_key()[1]), load_vapid(new_vapid_key()[1])
+    first = tokens.headers(vapid, "https://push.example/a", subject)
+    elsewhere = tokens.headers(vapid, "https://other.example/a", subject)
+    assert vapid_claims(elsewhere)["aud"] == "https://other.example"
+    by_other_key = tokens.headers(other_key, "https://push.example/a", subject)
+    assert by_other_key["Authorization"].endswith(application_server_key(other_key))
+    other_subject = tokens.headers(vapid, "https://push.example/a", "mailto:ops@example.org")
+    assert vapid_claims(other_subject)["sub"] == "mailto:ops@example.org"
+    assert first is tokens.headers(vapid, "https://push.example/a", subject)
+
+
+async def test_a_refused_vapid_token_is_not_used_again(
+    push_service: LocalPushService, http: aiohttp.ClientSession, vapid: Vapid
+) -> None:
+    tokens = VapidTokens()
+    other_key = load_vapid(new_vapid_key()[1])
+    sub = push_service.subscribe(server_key=application_server_key(other_key))
+    first = tokens.headers(vapid, sub.endpoint, SETTINGS.vapid_subject)
+    result = await send_web_push(
+        http, SETTINGS, subscription_of(sub), {"type": "dismiss"},
+        vapid=vapid, topic=TOPIC, ttl=60, tokens=tokens,
+    )  # fmt: skip
+    assert (result.outcome, result.status) == ("failed", 403)
+    assert tokens.headers(vapid, sub.endpoint, SETTINGS.vapid_subject) != first
