@@ -22,6 +22,7 @@ from backchannel.settings import Settings
 from tests.support import factories
 from tests.support.cli import Cli, cli_runner
 from tests.support.postgres import TestPostgres, start_test_postgres
+from tests.support.receiver import NotificationReceiver, run_receiver
 
 ISSUER = "http://127.0.0.1:8000"
 
@@ -146,3 +147,10 @@ def cli(
 ) -> Cli:
     """Runs ``backchannel`` commands against the test database."""
     return cli_runner(database_url, monkeypatch, tmp_path / "data", capsys)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[NotificationReceiver]:
+    """A ping and push notification endpoint on loopback, recording what it is sent."""
+    async for started in run_receiver():
+        yield started

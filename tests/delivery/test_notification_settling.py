@@ -5,7 +5,6 @@ made again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -23,15 +22,7 @@ from backchannel.db.users import User
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, start_app
 from tests.support.ciba import audit_events, decide, start_auth_req_id
-from tests.support.receiver import NotificationReceiver, run_receiver
-
-BEARER = "rp-chosen.notification-token_1"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[NotificationReceiver]:
-    async for r in run_receiver():
-        yield r
+from tests.support.receiver import BEARER, NotificationReceiver
 
 
 @pytest.fixture

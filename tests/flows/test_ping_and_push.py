@@ -27,15 +27,7 @@ from backchannel.oauth.registration import ClientRegistration, RegistrationError
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, RunningApp, start_app
 from tests.support.ciba import decide, poll, rewind, start_request
-from tests.support.receiver import NotificationReceiver, run_receiver
-
-BEARER = "rp-chosen.notification-token_1"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[NotificationReceiver]:
-    async for r in run_receiver():
-        yield r
+from tests.support.receiver import BEARER, NotificationReceiver, run_receiver
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+# The client_notification_token the tests' ping and push clients send.
+BEARER = "rp-chosen.notification-token_1"
+
 Answer = int | str | tuple[str, str] | asyncio.Event
 
 
