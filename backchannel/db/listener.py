@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -30,7 +30,10 @@ Handler = Callable[[str], None]
 
 
 class PgListener:
-    def __init__(self, dsn: str) -> None:
+    def __init__(
+        self, dsn: str, *, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+    ) -> None:
+        """``sleep`` waits out the back-off after each failed reconnect attempt."""
         self._dsn = dsn
         self._handlers: dict[str, list[Handler]] = {}
         self._on_reconnect: list[Callable[[], None]] = []
@@ -38,6 +41,7 @@ class PgListener:
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._closing = False
+        self._sleep = sleep
 
     def subscribe(self, channel: str, handler: Handler) -> None:
         """Call ``handler`` for each notification on ``channel``; a channel must be known
@@ -107,7 +111,7 @@ class PgListener:
                 await self._connect()
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("LISTEN reconnect failed: %s", exc)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1

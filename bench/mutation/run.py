@@ -19,6 +19,7 @@ GROUP-survivors.diff (each surviving mutant's change), and prints a summary.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -184,6 +185,7 @@ def collect(name: str, group: dict[str, Any], work_root: Path, children: int) ->
             [str(MUTMUT), "show", mutant], cwd=work, capture_output=True, text=True
         ).stdout
         for mutant in alive
+        if statuses[mutant] != "not checked"  # never run: no result to show
     ]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}-survivors.diff").write_text("\n".join(diffs))
@@ -209,11 +211,13 @@ def recheck(
     env: dict[str, str],
     only: list[str] | None = None,
     children: int = 2,
+    mutants: list[str] | None = None,
 ) -> None:
     """Run the group's current test files against each mutant the last run left alive.
 
     ``only`` (pytest arguments) runs just those tests instead: enough when they are
-    the tests added since the run, since the others already let these mutants live."""
+    the tests added since the run, since the others already let these mutants live;
+    ``mutants`` (fnmatch patterns) limits the recheck to the survivors they match."""
     work = work_root / name
     if not (work / "mutants").is_dir():
         raise SystemExit(f"mutation: no finished run of {name} in {work}")
@@ -230,6 +234,7 @@ def recheck(
         if status not in ("killed", "timeout", "not checked")
         and rechecked.get(mutant) != "killed"
         and mutant not in equivalent
+        and (not mutants or any(fnmatch.fnmatchcase(mutant, m) for m in mutants))
     ]
     tests = only or group["tests"]
 
@@ -313,6 +318,12 @@ def main() -> None:
         metavar="PYTEST_ARG",
         help="with --recheck: run only these tests (those added since the run)",
     )
+    parser.add_argument(
+        "--mutants",
+        nargs="+",
+        metavar="PATTERN",
+        help="with --recheck: only the survivors matching these fnmatch patterns",
+    )
     args = parser.parse_args()
     if args.table:
         print(table())
@@ -336,7 +347,7 @@ def main() -> None:
     try:
         for name in chosen:
             if args.recheck:
-                recheck(name, groups[name], args.work, env, args.only, args.children)
+                recheck(name, groups[name], args.work, env, args.only, args.children, args.mutants)
                 summary = collect(name, groups[name], args.work, args.children)
             else:
                 summary = run_group(name, groups[name], args.work, args.children, env)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from backchannel.db.users import User
+from backchannel.errors import RequestNotPending
 from backchannel.settings import Settings
 from tests.conftest import RegisteredClient, RunningApp, start_app
 from tests.support import factories
@@ -356,14 +357,14 @@ async def test_a_decision_on_an_expired_request_is_refused_with_conflict(
 
 
 @pytest.mark.parametrize(
-    ("iat", "exp", "status"),
+    ("iat", "exp", "status", "description"),
     [
-        (0, 121, 400),  # more than two minutes after iat
-        (0, 0, 400),  # not after iat
-        (0, -1, 400),
-        (-100, -90, 401),  # past
-        (0, None, 400),
-        (0, "soon", 400),
+        (0, 121, 400, "exp must be within 120 seconds after iat"),  # more than two minutes
+        (0, 0, 400, "exp must be within 120 seconds after iat"),  # not after iat
+        (0, -1, 400, "exp must be within 120 seconds after iat"),
+        (-100, -90, 401, "the JWS is stale or from the future (iat)"),  # past
+        (0, None, 400, "exp must be a number"),
+        (0, "soon", 400, "exp must be a number"),
     ],
 )
 async def test_a_decision_outside_its_short_lifetime_is_refused(
@@ -374,6 +375,7 @@ async def test_a_decision_outside_its_short_lifetime_is_refused(
     iat: int,
     exp: Any,
     status: int,
+    description: str,
 ) -> None:
     phone = await enrolled_phone(http, db, alice.user_id)
     auth_req_id = await start_auth_req_id(http, rp.basic_auth())
@@ -382,6 +384,7 @@ async def test_a_decision_outside_its_short_lifetime_is_refused(
     exp = now + exp if isinstance(exp, int) else exp
     response = await phone.decide(http, entry, "approve", iat=now + iat, exp=exp)
     assert response.status_code == status, response.text
+    assert response.json()["error_description"] == description
     assert await db.fetchval("SELECT status FROM auth_requests") == "pending"
 
 
@@ -436,6 +439,8 @@ async def test_history_lists_this_devices_decisions_newest_first(
         entry = await _pending_entry(http, device, auth_req_id)
         assert (await device.decide(http, entry, decision)).status_code == 200
     await start_auth_req_id(http, rp.basic_auth())  # undecided: not in the history
+    await rewind(db, ids[0], 6)  # past the poll interval
+    assert (await poll(http, rp.basic_auth(), ids[0])).status_code == 200  # redeemed
 
     response = await phone.call(http, "/device/history")
     assert response.status_code == 200
@@ -487,3 +492,34 @@ async def test_phone_approval_leaves_a_receipt_the_relying_party_can_verify(
     assert claims["shown"]["binding_message"] == "Pay 80 EUR at Acme Coffee?"
     assert claims["device"]["device_id"] == phone.device_id
     assert claims["device_jws"].count(".") == 2
+
+
+async def test_a_decision_that_comes_too_late_says_how_the_request_ended(
+    http: httpx.AsyncClient, db: asyncpg.Connection, rp: RegisteredClient, alice: User
+) -> None:
+    """The one decision path names the state a request left ``pending`` for."""
+
+    async def refusal(auth_req_id: str) -> str:
+        with pytest.raises(RequestNotPending) as refused:
+            await decide(db, auth_req_id, "denied")
+        return refused.value.state
+
+    approved = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, approved, "approved")
+    assert await refusal(approved) == "already approved"
+
+    denied = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, denied, "denied")
+    assert await refusal(denied) == "already denied"
+
+    redeemed = await start_auth_req_id(http, rp.basic_auth())
+    await decide(db, redeemed, "approved")
+    await rewind(db, redeemed, 6)  # past the poll interval
+    assert (await poll(http, rp.basic_auth(), redeemed)).status_code == 200
+    assert await refusal(redeemed) == "already used"
+
+    expired = await start_auth_req_id(http, rp.basic_auth())
+    await rewind(db, expired, 301)
+    assert await refusal(expired) == "expired"
+
+    assert await refusal("never-issued") == "unknown"

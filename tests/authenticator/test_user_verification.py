@@ -87,10 +87,25 @@ async def test_a_request_needing_uv_cannot_be_approved_without_it_but_can_be_ref
     entry = await phone.entry(http, first)
     response = await phone.decide(http, entry, "approve")
     assert response.status_code == 403
-    assert response.json()["error"] == "user_verification_required"
+    assert response.json() == {
+        "error": "user_verification_required",
+        "error_description": (
+            "approving this request needs your fingerprint, face or PIN on this phone"
+        ),
+    }
     assert await state_of(db, first) == "pending"
+    assert running.services.metrics.user_verification.labels("missing")._value.get() == 1
     [refused] = await audit_events(db, "user_verification_failed")
-    assert refused["detail"]["reason"] == "missing"
+    assert refused["detail"] == {"reason": "missing", "error": "the approval carries no assertion"}
+    request = await db.fetchrow(
+        "SELECT id, client_id, user_id FROM auth_requests WHERE id_hash = $1", hash_secret(first)
+    )
+    assert (refused["auth_request_id"], refused["client_id"], refused["user_id"]) == (
+        request["id"],
+        rp.client_id,
+        alice.user_id,
+    )
+    assert refused["device_id"] == phone.device_id
 
     # Deny and "This wasn't me" never need it.
     assert (await phone.decide(http, entry, "deny")).json()["status"] == "denied"

@@ -157,3 +157,44 @@ async def test_a_lost_connection_is_retried_with_back_off_until_the_database_tak
 
 async def _equal(a: object, b: object) -> bool:
     return a == b
+
+
+async def test_the_reconnect_back_off_doubles_from_a_tenth_of_a_second_up_to_five(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """The waits between refused attempts, exactly: 0.1 s doubling to at most 5 s, and
+    again from 0.1 s after the connection has been re-established."""
+    delays: list[float] = []
+
+    async def recorded_sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.sleep(0)
+
+    reconnects: list[int | None] = []
+    listener = PgListener(database_url, sleep=recorded_sleep)
+    listener.subscribe(CONFIG_CHANNEL, lambda _payload: None)
+    listener.on_reconnect(lambda: reconnects.append(listener.server_pid))
+    await listener.start()
+    try:
+        for outage, refusals in ((1, 9), (2, 3)):
+            before = len(delays)
+            async with refusing_connections(db, database_url):
+                assert await db.fetchval("SELECT pg_terminate_backend($1)", listener.server_pid)
+
+                async def refused_enough(n: int = before + refusals) -> bool:
+                    return len(delays) >= n
+
+                await eventually(refused_enough, within=15)
+
+            async def reconnected(n: int = outage) -> bool:
+                return len(reconnects) == n
+
+            await eventually(reconnected, within=15)
+            waits = delays[before:]
+            if outage == 1:
+                assert waits[:9] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0])
+                assert set(waits[6:]) == {5.0}
+            else:  # the back-off starts afresh after the recovery
+                assert waits[:3] == pytest.approx([0.1, 0.2, 0.4])
+    finally:
+        await listener.close()
