@@ -204,7 +204,7 @@ def error_response(exc: OAuthError, headers: dict[str, str] | None = None) -> Re
 def oauth_error_response(
     request: Request, exc: OAuthError, headers: dict[str, str] | None = None
 ) -> Response:
-    """The error answer, noting its code as the outcome observability.middleware counts."""
+    """The error answer, noting its code as the outcome observability.requests counts."""
     request.state.oauth_error = exc.error
     return error_response(exc, headers)
 

@@ -3,7 +3,7 @@
 :class:`RequestGateway` does for every HTTP request, in one place (a stack of
 middlewares cost about a tenth of a token poll's CPU):
 
-- **request ids and metrics** (``observability.middleware``): the id is the
+- **request ids and metrics** (``observability.requests``): the id is the
   caller's sane ``X-Request-ID`` or a fresh one, returned in ``X-Request-ID`` and
   set in :data:`REQUEST_ID` while the request is served; the request is counted
   by route, status class and outcome, and logged when the access log is on;
@@ -209,14 +209,7 @@ class RequestGateway:
                 scope["route"] = route
                 scope["endpoint"] = route.endpoint
                 scope["path_params"] = {}
-                request = Request(scope, receive, send)
-                try:
-                    response: Response = await route.endpoint(request)
-                except Exception as exc:
-                    if (handler := self._handler_for(exc)) is None:
-                        raise
-                    response = await _call(handler, request, exc)
-                    exc.__traceback__ = None  # reused instances would pile up tracebacks
+                response: Response = await route.endpoint(Request(scope, receive, send))
                 await response(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
@@ -229,7 +222,7 @@ class RequestGateway:
                     ) from exc
                 response = await _call(handler, Request(scope, receive, send), exc)
                 await response(scope, receive, send)
-                exc.__traceback__ = None
+                exc.__traceback__ = None  # reused instances would pile up tracebacks
                 return
             if not exchange.status:
                 request = Request(scope, receive, send)
