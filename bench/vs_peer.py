@@ -1,7 +1,7 @@
 """backchannel against node-oidc-provider, and checkouts against each other, in one run.
 
     .venv/bin/python bench/vs_peer.py --peer PEER_DIR [--rounds 3] [--duration 10]
-        [--variant NAME=CHECKOUT[,loop=uvloop][,fill=N][,env:KEY=VALUE]] ...
+        [--variant NAME=CHECKOUT[,loop=uvloop][,fill=N][,floor][,env:KEY=VALUE]] ...
         [--cases bc,poll] [--open-loop 500]
 
 PEER_DIR is a copy of shared/bench-peer with ``npm install`` done: its
@@ -24,6 +24,10 @@ divided by the requests answered in it.
 expired, denied and redeemed mixed, as housekeeping leaves them: nothing is
 deleted), N/10 users and N/10 devices, and 2 audit rows per request, sealed:
 the scale check compares it with a variant of the same checkout at a small N.
+``floor`` also serves bench/floor_app.py (hypercorn, asyncpg and the service's
+own statements, no framework and no other Python) on the variant's database, as
+a server of its own (``NAME-floor``, port + 100): the least the fixed stack
+spends on the same durable work.
 ``--open-loop RATE`` runs the cases with bench/open_loop.py at a fixed rate
 instead (latency at a fixed load).
 """
@@ -93,6 +97,8 @@ class Variant:
     dsn: str = ""
     secret: str = ""
     wrapper: list[str] = field(default_factory=list)  # e.g. valgrind (bench/instructions.py)
+    floor: bool = False  # also serve bench/floor_app.py on port + 100, on the same database
+    floor_proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def parse(cls, spec: str, port: int) -> Variant:
@@ -107,6 +113,8 @@ class Variant:
                 v.fill = int(value)
             elif key.startswith("env:"):
                 v.env[key[4:]] = value
+            elif key == "floor":
+                v.floor = True
             else:
                 raise SystemExit(f"unknown variant option {option!r}")
         return v
@@ -160,13 +168,33 @@ class Variant:
         created = json.loads(out)
         self.secret = created.get("client_secret") or created["client"]["client_secret"]
 
+    @property
+    def floor_base(self) -> str:
+        return f"http://127.0.0.1:{self.port + 100}"
+
+    def start_floor(self) -> None:
+        """bench/floor_app.py under hypercorn, on this variant's database and loop."""
+        assert self.data is not None
+        hypercorn = self.checkout / ".venv" / "bin" / "hypercorn"
+        cmd = ["taskset", "-c", SERVER_CPU, str(hypercorn), "--worker-class", self.loop,
+               "--bind", f"127.0.0.1:{self.port + 100}", "--log-level", "WARNING",
+               "--keep-alive", "75", "bench.floor_app:app"]  # fmt: skip
+        env = {**self.environment(), "BACKCHANNEL_DATABASE_URL": self.dsn,
+               "PYTHONPATH": str(ROOT)}  # fmt: skip
+        with (self.data / "floor.log").open("wb") as out:
+            self.floor_proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_http(f"{self.floor_base}/token", self.floor_proc, f"{self.name} floor")
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        for proc in (self.floor_proc, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 async def add_users(dsn: str, users: int) -> None:
@@ -357,6 +385,8 @@ def main() -> None:
             asyncio.run(add_users(v.dsn, args.users))
             if v.fill:
                 facts[v.name] = asyncio.run(fill(v.dsn, v.fill))
+            if v.floor:
+                v.start_floor()
         servers: list[tuple[str, str, int, int | None, list[str]]] = []
         if peer is not None:
             servers.append(("peer", f"http://127.0.0.1:{PEER_PORT}", peer.pid, None, []))
@@ -365,6 +395,8 @@ def main() -> None:
             extra = ["--bc-path", "/bc-authorize", "--hint", "user{i}",
                      "--client-id", "perf-client", f"--client-secret={v.secret}"]  # fmt: skip
             servers.append((v.name, v.base, v.proc.pid, v.pg_pid, extra))
+            if v.floor_proc is not None:
+                servers.append((f"{v.name}-floor", v.floor_base, v.floor_proc.pid, v.pg_pid, extra))
         results: dict[str, list[dict[str, Any]]] = {}
         for r in range(args.rounds):
             for mode in cases:
@@ -396,6 +428,12 @@ def main() -> None:
             ref = summary.get(f"peer {mode}")
             first = summary[f"{variants[0].name} {mode}"]
             for v in variants:
+                floor = summary.get(f"{v.name}-floor {mode}")
+                if floor and ref:
+                    over = summary[f"{v.name} {mode}"]["cpu_ms_per_req"] / floor["cpu_ms_per_req"]
+                    print(f"{mode} {v.name}-floor: CPU per request "
+                          f"{floor['cpu_ms_per_req'] / ref['cpu_ms_per_req']:.2f}× the peer's; "
+                          f"{v.name} spends {over:.2f}× its floor")  # fmt: skip
                 s = summary[f"{v.name} {mode}"]
                 line = f"{mode} {v.name}:"
                 if ref:
