@@ -9,6 +9,10 @@ A bare ASGI app, no framework, no client authentication, no policy, no metrics:
 - ``POST /token`` takes ``auth_req_id``, runs the service's one poll statement
   (``poll_auth_request``: the pacing UPDATE) and answers ``authorization_pending``.
 
+With ``FLOOR_STATEMENT=trivial`` each request runs one ``SELECT`` of its
+parameter instead (one round trip that reads and writes nothing): the cost of
+hypercorn and a database round trip alone.
+
 Whatever backchannel spends above this floor is the framework and its own
 Python; what the floor spends is the fixed stack (hypercorn, asyncpg,
 PostgreSQL) doing the same durable work.
@@ -51,6 +55,7 @@ class Floor:
         self.settings = Settings.from_env()  # the server's pacing rules and interval
         self.limits = poll_limits(self.settings)
         self.client_id = os.environ.get("FLOOR_CLIENT_ID", "perf-client")
+        self.trivial = os.environ.get("FLOOR_STATEMENT") == "trivial"
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -67,7 +72,13 @@ class Floor:
             more = message.get("more_body", False)
         form = dict(parse_qsl(body.decode("latin-1")))
         assert self.pool is not None
-        if scope["path"] == "/bc-authorize" and "login_hint" in form:
+        if self.trivial:
+            await self.pool.fetchval("SELECT $1::text", body.decode("latin-1"))
+            if scope["path"] == "/bc-authorize":
+                status, answer = 200, {"auth_req_id": secrets.token_urlsafe(32), "interval": 1}
+            else:
+                status, answer = 400, {"error": "authorization_pending"}
+        elif scope["path"] == "/bc-authorize" and "login_hint" in form:
             status, answer = await self._authorize(self.pool, form)
         elif scope["path"] == "/token" and "auth_req_id" in form:
             status, answer = await self._poll(self.pool, form)

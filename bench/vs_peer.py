@@ -1,7 +1,8 @@
 """backchannel against node-oidc-provider, and checkouts against each other, in one run.
 
     .venv/bin/python bench/vs_peer.py --peer PEER_DIR [--rounds 3] [--duration 10]
-        [--variant NAME=CHECKOUT[,loop=uvloop][,fill=N][,floor][,env:KEY=VALUE]] ...
+        [--variant NAME=CHECKOUT[,loop=uvloop][,fill=N][,floor[=trivial]][,only-floor[=trivial]]
+        [,env:KEY=VALUE]] ...
         [--cases bc,poll] [--open-loop 500]
 
 PEER_DIR is a copy of shared/bench-peer with ``npm install`` done: its
@@ -27,7 +28,10 @@ the scale check compares it with a variant of the same checkout at a small N.
 ``floor`` also serves bench/floor_app.py (hypercorn, asyncpg and the service's
 own statements, no framework and no other Python) on the variant's database, as
 a server of its own (``NAME-floor``, port + 100): the least the fixed stack
-spends on the same durable work.
+spends on the same durable work. ``floor=trivial`` makes that server run one
+``SELECT`` of the request body per request instead: hypercorn and a database
+round trip, nothing else. ``only-floor`` loads the floor and not the variant's
+own server.
 ``--open-loop RATE`` runs the cases with bench/open_loop.py at a fixed rate
 instead (latency at a fixed load).
 """
@@ -97,8 +101,9 @@ class Variant:
     dsn: str = ""
     secret: str = ""
     wrapper: list[str] = field(default_factory=list)  # e.g. valgrind (bench/instructions.py)
-    floor: bool = False  # also serve bench/floor_app.py on port + 100, on the same database
+    floor: str = ""  # also serve bench/floor_app.py on port + 100 ("service" or "trivial")
     floor_proc: subprocess.Popen[bytes] | None = None
+    only_floor: bool = False  # load the floor only, not the variant's server
 
     @classmethod
     def parse(cls, spec: str, port: int) -> Variant:
@@ -114,7 +119,9 @@ class Variant:
             elif key.startswith("env:"):
                 v.env[key[4:]] = value
             elif key == "floor":
-                v.floor = True
+                v.floor = value or "service"
+            elif key == "only-floor":
+                v.floor, v.only_floor = value or "service", True
             else:
                 raise SystemExit(f"unknown variant option {option!r}")
         return v
@@ -180,7 +187,7 @@ class Variant:
                "--bind", f"127.0.0.1:{self.port + 100}", "--log-level", "WARNING",
                "--keep-alive", "75", "bench.floor_app:app"]  # fmt: skip
         env = {**self.environment(), "BACKCHANNEL_DATABASE_URL": self.dsn,
-               "PYTHONPATH": str(ROOT)}  # fmt: skip
+               "PYTHONPATH": str(ROOT), "FLOOR_STATEMENT": self.floor}  # fmt: skip
         with (self.data / "floor.log").open("wb") as out:
             self.floor_proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -394,7 +401,8 @@ def main() -> None:
             assert v.proc is not None
             extra = ["--bc-path", "/bc-authorize", "--hint", "user{i}",
                      "--client-id", "perf-client", f"--client-secret={v.secret}"]  # fmt: skip
-            servers.append((v.name, v.base, v.proc.pid, v.pg_pid, extra))
+            if not v.only_floor:
+                servers.append((v.name, v.base, v.proc.pid, v.pg_pid, extra))
             if v.floor_proc is not None:
                 servers.append((f"{v.name}-floor", v.floor_base, v.floor_proc.pid, v.pg_pid, extra))
         results: dict[str, list[dict[str, Any]]] = {}
@@ -426,14 +434,21 @@ def main() -> None:
         print()
         for mode in cases:
             ref = summary.get(f"peer {mode}")
-            first = summary[f"{variants[0].name} {mode}"]
+            served = [v for v in variants if not v.only_floor] or variants
+            first = summary.get(f"{served[0].name} {mode}", {"cpu_ms_per_req": 1, "rps_median": 1})
             for v in variants:
                 floor = summary.get(f"{v.name}-floor {mode}")
                 if floor and ref:
-                    over = summary[f"{v.name} {mode}"]["cpu_ms_per_req"] / floor["cpu_ms_per_req"]
-                    print(f"{mode} {v.name}-floor: CPU per request "
-                          f"{floor['cpu_ms_per_req'] / ref['cpu_ms_per_req']:.2f}× the peer's; "
-                          f"{v.name} spends {over:.2f}× its floor")  # fmt: skip
+                    line = (
+                        f"{mode} {v.name}-floor: CPU per request "
+                        f"{floor['cpu_ms_per_req'] / ref['cpu_ms_per_req']:.2f}× the peer's"
+                    )
+                    if not v.only_floor:
+                        over = summary[f"{v.name} {mode}"]["cpu_ms_per_req"]
+                        line += f"; {v.name} spends {over / floor['cpu_ms_per_req']:.2f}× its floor"
+                    print(line)
+                if v.only_floor:
+                    continue
                 s = summary[f"{v.name} {mode}"]
                 line = f"{mode} {v.name}:"
                 if ref:
@@ -441,9 +456,9 @@ def main() -> None:
                         f" CPU per request {s['cpu_ms_per_req'] / ref['cpu_ms_per_req']:.2f}×"
                         f" the peer's; throughput {s['rps_median'] / ref['rps_median']:.2f}×"
                     )
-                if v is not variants[0]:
+                if v is not served[0]:
                     line += (
-                        f"; against {variants[0].name}: CPU per request "
+                        f"; against {served[0].name}: CPU per request "
                         f"{s['cpu_ms_per_req'] / first['cpu_ms_per_req']:.3f}×, throughput "
                         f"{s['rps_median'] / first['rps_median']:.3f}×"
                     )
