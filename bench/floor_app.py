@@ -11,7 +11,8 @@ A bare ASGI app, no framework, no client authentication, no policy, no metrics:
 
 With ``FLOOR_STATEMENT=trivial`` each request runs one ``SELECT`` of its
 parameter instead (one round trip that reads and writes nothing): the cost of
-hypercorn and a database round trip alone.
+hypercorn and a database round trip alone; ``FLOOR_STATEMENT=none`` answers
+without touching the database (hypercorn alone).
 
 Whatever backchannel spends above this floor is the framework and its own
 Python; what the floor spends is the fixed stack (hypercorn, asyncpg,
@@ -55,7 +56,7 @@ class Floor:
         self.settings = Settings.from_env()  # the server's pacing rules and interval
         self.limits = poll_limits(self.settings)
         self.client_id = os.environ.get("FLOOR_CLIENT_ID", "perf-client")
-        self.trivial = os.environ.get("FLOOR_STATEMENT") == "trivial"
+        self.statement = os.environ.get("FLOOR_STATEMENT") or "service"
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -72,8 +73,9 @@ class Floor:
             more = message.get("more_body", False)
         form = dict(parse_qsl(body.decode("latin-1")))
         assert self.pool is not None
-        if self.trivial:
-            await self.pool.fetchval("SELECT $1::text", body.decode("latin-1"))
+        if self.statement in ("trivial", "none"):
+            if self.statement == "trivial":
+                await self.pool.fetchval("SELECT $1::text", body.decode("latin-1"))
             if scope["path"] == "/bc-authorize":
                 status, answer = 200, {"auth_req_id": secrets.token_urlsafe(32), "interval": 1}
             else:

@@ -1,7 +1,7 @@
 """backchannel against node-oidc-provider, and checkouts against each other, in one run.
 
     .venv/bin/python bench/vs_peer.py --peer PEER_DIR [--rounds 3] [--duration 10]
-        [--variant NAME=CHECKOUT[,loop=uvloop][,fill=N][,floor[=trivial]][,only-floor[=trivial]]
+        [--variant NAME=CHECKOUT[,loop=uvloop][,fill=N][,floor[=trivial|none]][,only-floor[=…]]
         [,env:KEY=VALUE]] ...
         [--cases bc,poll] [--open-loop 500]
 
@@ -30,7 +30,8 @@ own statements, no framework and no other Python) on the variant's database, as
 a server of its own (``NAME-floor``, port + 100): the least the fixed stack
 spends on the same durable work. ``floor=trivial`` makes that server run one
 ``SELECT`` of the request body per request instead: hypercorn and a database
-round trip, nothing else. ``only-floor`` loads the floor and not the variant's
+round trip, nothing else; ``floor=none`` answers without the database
+(hypercorn alone). ``only-floor`` loads the floor and not the variant's
 own server.
 ``--open-loop RATE`` runs the cases with bench/open_loop.py at a fixed rate
 instead (latency at a fixed load).
@@ -101,7 +102,7 @@ class Variant:
     dsn: str = ""
     secret: str = ""
     wrapper: list[str] = field(default_factory=list)  # e.g. valgrind (bench/instructions.py)
-    floor: str = ""  # also serve bench/floor_app.py on port + 100 ("service" or "trivial")
+    floor: str = ""  # also serve bench/floor_app.py on port + 100: service, trivial or none
     floor_proc: subprocess.Popen[bytes] | None = None
     only_floor: bool = False  # load the floor only, not the variant's server
 
