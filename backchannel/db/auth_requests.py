@@ -335,14 +335,13 @@ WITH cur AS (
              WHEN status = 'redeemed' THEN 'spent'
              WHEN status = 'denied' THEN 'denied'
              WHEN expires_at <= t THEN 'expired'
-             WHEN NOT $3 THEN CASE WHEN status = 'approved' THEN 'approved' ELSE 'pending' END
-             WHEN locked_until > t + make_interval(secs => $4 / 1000.0) THEN
-                  CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied' ELSE 'locked' END
+             WHEN locked_until > t + make_interval(secs => $3 / 1000.0) THEN
+                  CASE WHEN poll_strikes + 1 >= $6 THEN 'abuse_denied' ELSE 'locked' END
              WHEN last_polled_at IS NOT NULL
                   AND t - last_polled_at
-                      < make_interval(secs => poll_interval - $4 / 1000.0) THEN
-                  CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied'
-                       WHEN poll_strikes + 1 >= $5 THEN 'lock'
+                      < make_interval(secs => poll_interval - $3 / 1000.0) THEN
+                  CASE WHEN poll_strikes + 1 >= $6 THEN 'abuse_denied'
+                       WHEN poll_strikes + 1 >= $4 THEN 'lock'
                        ELSE 'slow_down' END
              WHEN status = 'approved' THEN 'approved'
              ELSE 'pending'
@@ -350,16 +349,16 @@ WITH cur AS (
       FROM cur
 ), upd AS (
     UPDATE auth_requests r SET
-           last_polled_at = CASE WHEN $3 THEN j.t ELSE r.last_polled_at END,
-           poll_count = r.poll_count + CASE WHEN $3 THEN 1 ELSE 0 END,
+           last_polled_at = j.t,
+           poll_count = r.poll_count + 1,
            poll_strikes = r.poll_strikes
                + CASE WHEN j.verdict IN ('slow_down', 'lock', 'locked', 'abuse_denied')
                       THEN 1 ELSE 0 END,
            poll_interval = CASE WHEN j.verdict = 'slow_down'
-                                THEN least(r.poll_interval + $8, $9)
+                                THEN least(r.poll_interval + $7, $8)
                                 ELSE r.poll_interval END,
            locked_until = CASE WHEN j.verdict = 'lock'
-                               THEN j.t + make_interval(secs => $6)
+                               THEN j.t + make_interval(secs => $5)
                                ELSE r.locked_until END,
            lock_count = r.lock_count + CASE WHEN j.verdict = 'lock' THEN 1 ELSE 0 END,
            status = CASE WHEN j.verdict = 'abuse_denied' THEN 'denied' ELSE r.status END,
@@ -398,6 +397,29 @@ SELECT j.verdict, j.id, j.user_id, j.denial_reason,
 """.format(approval=_APPROVAL.format(r="j", approved="j.verdict = 'approved'"))
 
 
+# After a long-poll wake-up the state is re-read, not polled: nothing is recorded, so
+# this reads without taking the row lock or writing the row.
+_REREAD = """
+SELECT CASE WHEN status = 'redeemed' THEN 'spent'
+            WHEN status = 'denied' THEN 'denied'
+            WHEN expires_at <= now() THEN 'expired'
+            WHEN status = 'approved' THEN 'approved'
+            ELSE 'pending'
+       END AS verdict,
+       id, user_id, denial_reason, poll_interval,
+       greatest(1, ceil(extract(epoch FROM greatest(
+           locked_until, last_polled_at + make_interval(secs => poll_interval)) - now())))::int
+           AS retry_after,
+       {approval}
+  FROM auth_requests
+ WHERE id_hash = $1 AND client_id = $2
+""".format(
+    approval=_APPROVAL.format(
+        r="auth_requests", approved="status = 'approved' AND expires_at > now()"
+    )
+)
+
+
 _VERDICTS = {verdict.value: verdict for verdict in PollVerdict}
 
 
@@ -412,13 +434,14 @@ async def poll_auth_request(
     """Judge one token poll; ``None`` when no request with that id belongs to the client.
 
     ``counts_as_poll=False`` re-reads the state after a long-poll wake-up
-    without touching the pacing.
+    without touching the pacing: a plain read, no row lock, nothing written.
     """
-    row = None
-    if counts_as_poll:
+    if not counts_as_poll:
+        row = await conn.fetchrow(_REREAD, id_hash, client_id)
+    else:
         row = await conn.fetchrow(_POLL_PACED, id_hash, client_id, limits.grace_ms)
-    if row is None:
-        row = await _judge_poll(conn, id_hash, client_id, limits, counts_as_poll)
+        if row is None:
+            row = await _judge_poll(conn, id_hash, client_id, limits)
     if row is None:
         return None
     retry_after = row["retry_after"] if row["retry_after"] is not None else 1
@@ -436,13 +459,12 @@ async def poll_auth_request(
 
 
 async def _judge_poll(
-    conn: Queryable, id_hash: bytes, client_id: str, limits: PollLimits, counts_as_poll: bool
+    conn: Queryable, id_hash: bytes, client_id: str, limits: PollLimits
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         _POLL,
         id_hash,
         client_id,
-        counts_as_poll,
         limits.grace_ms,
         limits.lock_after,
         limits.lock_seconds,
