@@ -619,7 +619,11 @@ _LABELS = [
     ("WITH state AS ( SELECT CASE WHEN", "insert_auth_request (+ audit row, prompts, NOTIFY)"),
     ("WITH done AS ( UPDATE push_outbox SET status = 'sent'", "push settle (+ audit row)"),
     ("SELECT device_id, user_id, name, public_jwk", "select_device (device call)"),
-    ("WITH spent AS ( INSERT INTO used_jtis", "device call's jti + last_seen_at"),
+    ("WITH spent AS ( INSERT INTO used_jtis", "device call's jti + last_seen_at (+ target)"),
+    (
+        "SELECT CASE WHEN status = 'redeemed' THEN 'spent'",
+        "poll_auth_request, re-read after a wake-up (plain SELECT)",
+    ),
     ("SELECT r.id, r.user_id, c.name AS client_name", "decision target"),
     (
         "WITH decided AS ( UPDATE auth_requests SET status",
