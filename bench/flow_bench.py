@@ -25,6 +25,11 @@ nothing, so it sends no push); the relying party polls ``/token`` every
 ``interval`` seconds (5) until the tokens come.
 
 This process (load, push service, phones) runs on core 1.
+
+``--census`` adds one round per backchannel variant after the measured ones,
+with ``log_statement=all``: the statements its PostgreSQL ran in that round
+(background workers included, this process's own connection excluded),
+divided by the flows completed. Its CPU is not counted in the table.
 """
 
 from __future__ import annotations
@@ -51,7 +56,11 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import postgres_cpu_seconds, process_cpu_seconds  # noqa: E402
+from harness import (  # noqa: E402
+    count_logged_statements,
+    postgres_cpu_seconds,
+    process_cpu_seconds,
+)
 from vs_peer import PEER_PORT, SERVER_CPU, Variant, wait_http  # noqa: E402
 
 from tests.support.device import Phone  # noqa: E402
@@ -238,6 +247,46 @@ async def backchannel_round(
     return result(v.name, out, cpu1 - cpu0, pg1 - pg0, t1 - t0)
 
 
+CENSUS_APP = "flow_census"
+
+
+async def census_round(
+    v: Variant, service: LocalPushService, emails: list[str], phones: dict[str, Phone],
+    rate: float, duration: float, wait: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One round with every statement logged; statements per completed flow, by kind."""
+    assert v.data is not None
+    log_path = v.data / "pgdata" / "log"
+    admin = await asyncpg.connect(v.dsn, server_settings={"application_name": CENSUS_APP})
+    try:
+        await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+        await admin.execute("ALTER SYSTEM SET log_line_prefix = '%m [%p] %a '")
+        await admin.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(0.5)  # a backend rereads its configuration before its next command
+        offset = log_path.stat().st_size
+        res = await backchannel_round(v, service, emails, phones, rate, duration, wait)
+        end = log_path.stat().st_size
+    finally:
+        await admin.execute("ALTER SYSTEM RESET log_statement")
+        await admin.execute("ALTER SYSTEM RESET log_line_prefix")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        text = f.read(end - offset).decode(errors="replace")
+    counts = count_logged_statements(text, lambda app: app != CENSUS_APP)
+    done = max(1, res["flows_completed"])
+    return {
+        "census": v.name,
+        "flows_completed": res["flows_completed"],
+        "failures": res["failures"],
+        "statements_per_flow": round(sum(counts.values()) / done, 2),
+        "by_statement_per_flow": {
+            k: round(n / done, 3) for k, n in sorted(counts.items(), key=lambda x: -x[1])
+        },
+    }
+
+
 # --------------------------------------------------------------------------- peer
 
 
@@ -337,6 +386,13 @@ async def run(args: argparse.Namespace, variants: list[Variant], peer_pid: int |
                 res["round"] = r
                 print(json.dumps(res), flush=True)
                 runs.setdefault(v.name, []).append(res)
+        if args.census:
+            for v in variants:
+                emails, phones = enrolled[v.name]
+                log(f"census round ({v.name}, log_statement=all, not counted)")
+                census = await census_round(v, service, emails, phones, args.rate,
+                                            args.duration, args.wait)  # fmt: skip
+                print(json.dumps(census, indent=1), flush=True)
     print("\n| server | flows completed | CPU ms per flow (server + DB) | flows per CPU-s |"
           " median flow s |")  # fmt: skip
     print("|---|---:|---:|---:|---:|")
@@ -367,6 +423,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--wait", type=int, default=30, help="Prefer: wait=N on backchannel polls")
+    ap.add_argument("--census", action="store_true",
+                    help="one more round per variant with log_statement=all")  # fmt: skip
     ap.add_argument("--port", type=int, default=8200, help="first backchannel variant's port")
     ap.add_argument("--peer-port", type=int, default=PEER_PORT, help="the peer's (+1: its hook)")
     args = ap.parse_args()

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -616,6 +616,26 @@ _LABELS = [
     ("INSERT INTO refresh_tokens", "insert_refresh_token"),
     ("INSERT INTO audit_events", "insert_audit_event"),
     ("WITH due AS ( SELECT o.id FROM push_outbox", "push outbox worker (background)"),
+    ("WITH state AS ( SELECT CASE WHEN", "insert_auth_request (+ audit row, prompts, NOTIFY)"),
+    ("WITH done AS ( UPDATE push_outbox SET status = 'sent'", "push settle (+ audit row)"),
+    ("SELECT device_id, user_id, name, public_jwk", "select_device (device call)"),
+    ("WITH spent AS ( INSERT INTO used_jtis", "device call's jti + last_seen_at (+ target)"),
+    (
+        "SELECT CASE WHEN status = 'redeemed' THEN 'spent'",
+        "poll_auth_request, re-read after a wake-up (plain SELECT)",
+    ),
+    ("SELECT r.id, r.user_id, c.name AS client_name", "decision target"),
+    (
+        "WITH decided AS ( UPDATE auth_requests SET status",
+        "decide_auth_request (+ amr, audit row, NOTIFY)",
+    ),
+    ("WITH targets AS (SELECT $1::bigint AS id)", "withdraw prompts"),
+    ("WITH ar AS ( SELECT id, id_hash", "receipt (+ audit row)"),
+    ("WITH access AS ( INSERT INTO access_tokens", "insert_token_set (+ refresh, audit row)"),
+    (
+        "WITH redeemed AS ( UPDATE auth_requests r SET status = 'redeemed'",
+        "redeem_into_token_set (redeem + token set + audit row)",
+    ),
     (
         "WITH targets AS ( SELECT r.id FROM auth_requests r WHERE r.prompts_withdrawn_at",
         "prompt withdrawal worker (background)",
@@ -693,14 +713,21 @@ async def statement_census(
     with db.log_path.open("rb") as f:
         f.seek(offset)
         text = f.read(end - offset).decode(errors="replace")
+    statements = count_logged_statements(text, lambda app: app == app_name)
+    return Census("log_statement=all", after - before, statements)
+
+
+def count_logged_statements(text: str, counted: Callable[[str], bool]) -> dict[str, int]:
+    """The statements in a stretch of PostgreSQL's log (log_line_prefix '%m [%p] %a ')
+    by label, of the connections whose application_name ``counted`` accepts."""
     starts = [m.start() for m in _ENTRY_START.finditer(text)] + [len(text)]
     statements: dict[str, int] = {}
     for a, b in itertools.pairwise(starts):
         m = _STATEMENT.match(text[a:b])
-        if m and m.group(1) == app_name:
+        if m and counted(m.group(1)):
             label = statement_label(m.group(3))
             statements[label] = statements.get(label, 0) + 1
-    return Census("log_statement=all", after - before, statements)
+    return statements
 
 
 async def _census_by_counters(

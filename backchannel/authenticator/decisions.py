@@ -12,7 +12,6 @@ recorded. Deny and "This wasn't me" never need user verification.
 from __future__ import annotations
 
 import hmac
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from backchannel.authenticator.device_auth import DeviceCall
-from backchannel.authenticator.messages import shown_digest
+from backchannel.authenticator.messages import ref_id_hash, shown_digest
 from backchannel.authenticator.receipts import store_receipt
 from backchannel.authenticator.user_verification import (
     DEVICE_KEY_AMR,
@@ -52,7 +51,6 @@ from backchannel.settings import Settings
 # exp may lie at most this long after iat.
 MAX_DECISION_LIFETIME = 120
 HISTORY_LIMIT = 20
-_REF = re.compile(r"[0-9a-f]{64}")
 _MAX_FIELD = 256
 
 
@@ -79,9 +77,10 @@ class DeviceDecision:
 
 def parse_ref(value: object) -> bytes:
     """The request id hash a ``ref`` (64 lower-case hex digits) names."""
-    if not isinstance(value, str) or not _REF.fullmatch(value):
+    id_hash = ref_id_hash(value)
+    if id_hash is None:
         raise InvalidRequest("ref must be 64 lower-case hex digits")
-    return bytes.fromhex(value)
+    return id_hash
 
 
 async def decide_on_device(
@@ -111,7 +110,8 @@ async def decide_on_device(
     assert isinstance(shown, str) and isinstance(challenge, str)
     _check_expiry(payload, settings.device_clock_skew)
 
-    target = await select_decision_target(conn, id_hash)
+    # Read with the call's jti (verify_device_call with names_request); else now.
+    target = call.target if call.target_read else await select_decision_target(conn, id_hash)
     if target is None:
         raise InvalidRequest("unknown request", status_code=404)
     if target.user_id != call.device.user_id:

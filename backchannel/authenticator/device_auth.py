@@ -25,7 +25,8 @@ from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey
 
 from backchannel.authenticator.device_keys import import_ec_key
-from backchannel.db.devices import Device, record_device_call, select_device
+from backchannel.authenticator.messages import ref_id_hash
+from backchannel.db.devices import DecisionTarget, Device, record_device_call, select_device
 from backchannel.db.jtis import insert_jti
 from backchannel.errors import InvalidRequest, InvalidToken
 from backchannel.oauth.jwt_claims import JWTRejected, read_header
@@ -50,6 +51,10 @@ class DeviceCall:
     device: Device
     payload: dict[str, Any]
     token: str  # the compact JWS itself, kept as the device's signature
+    # A call that names a request (a decision): whether the request its ``ref`` names
+    # was read with the call, and that request (None: unknown, or no well-formed ref).
+    target_read: bool = False
+    target: DecisionTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,14 @@ class EnrolmentProof:
     payload: dict[str, Any]
 
 
-async def verify_device_call(services: Services, token: str, path: str) -> DeviceCall:
-    """Verify a device-signed call to ``path``; record its jti and the device's last_seen_at."""
+async def verify_device_call(
+    services: Services, token: str, path: str, *, names_request: bool = False
+) -> DeviceCall:
+    """Verify a device-signed call to ``path``; record its jti and the device's last_seen_at.
+
+    ``names_request``: the same statement reads the request the verified payload's
+    ``ref`` names (the call's ``target``).
+    """
     header = _header(token, DEVICE_TYP)
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH:
@@ -72,18 +83,19 @@ async def verify_device_call(services: Services, token: str, path: str) -> Devic
         raise InvalidToken("unknown or removed device")
     payload = _verified_payload(token, _import_public_key(device.public_jwk))
     iat, jti = _check_binding(services, payload, path)
-    fresh, active = await record_device_call(
+    recorded = await record_device_call(
         services.pool,
         device.device_id,
         purpose=DEVICE_CALL_PURPOSE,
         jti=jti,
         expires_at=_jti_expiry(services, iat),
+        target=ref_id_hash(payload.get("ref")) if names_request else None,
     )
-    if not fresh:
+    if not recorded.fresh:
         raise InvalidToken("the JWS was used already (jti)")
-    if not active:
+    if not recorded.active:
         raise InvalidToken("unknown or removed device")
-    return DeviceCall(device, payload, token)
+    return DeviceCall(device, payload, token, names_request, recorded.target)
 
 
 async def verify_enrolment_proof(services: Services, token: str, path: str) -> EnrolmentProof:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,11 +39,19 @@ PUSH_PAYLOAD_BUDGET = 3500
 UV_DOMAIN = "backchannel-uv/1"
 UV_REQUIRED = "required"
 UV_NONE = "none"
+_REF = re.compile(r"[0-9a-f]{64}")
 
 
 def request_ref(id_hash: bytes) -> str:
     """The ``ref`` a device knows a request by: the hex SHA-256 of its auth_req_id."""
     return id_hash.hex()
+
+
+def ref_id_hash(value: object) -> bytes | None:
+    """The request id hash a ``ref`` (64 lower-case hex digits) names; None if it is none."""
+    if not isinstance(value, str) or not _REF.fullmatch(value):
+        return None
+    return bytes.fromhex(value)
 
 
 def push_topic(ref: str) -> str:

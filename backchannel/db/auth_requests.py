@@ -112,19 +112,9 @@ class PollVerdict(StrEnum):
 
 
 @dataclass(frozen=True)
-class PollResult:
-    """What one poll found."""
-
-    verdict: PollVerdict
-    id: int
-    user_id: int
-    poll_interval: int
-    retry_after: int
-    denial_reason: str | None = None  # why a denied request was denied (not_me, user, ...)
-
-
-@dataclass(frozen=True)
 class Redemption:
+    """What an approved request grants."""
+
     id: int
     user_id: int
     subject: str
@@ -134,6 +124,22 @@ class Redemption:
     acr: str | None = None
     amr: tuple[str, ...] | None = None
     authorization_details: tuple[dict[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll found."""
+
+    verdict: PollVerdict
+    id: int
+    user_id: int
+    poll_interval: int
+    retry_after: int
+    denial_reason: str | None = None  # why a denied request was denied (not_me, user, ...)
+    # An approved request: what it grants, as the poll read it, and the database time of
+    # that read (what tokens signed before the redemption take as their issue time).
+    approval: Redemption | None = None
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,17 @@ def _list_or_none(values: tuple[str, ...] | None) -> list[str] | None:
     return list(values) if values is not None else None
 
 
+# What an approved request grants, read by the poll that finds it approved (the subject
+# only then), so its tokens can be signed before the one statement that redeems it and
+# stores them. While a request is approved these columns do not change: a decision
+# changes only pending requests, and a revocation ends it (denied), which the
+# redemption's own status check then sees.
+_APPROVAL = """CASE WHEN {approved} THEN (SELECT who.subject FROM users who
+                                             WHERE who.user_id = {r}.user_id) END AS subject,
+          {r}.scope, {r}.acr_values, {r}.decided_at, {r}.acr, {r}.amr,
+          {r}.authorization_details, now() AS read_at"""
+
+
 # A well-paced poll of a pending or approved request, the common case, is one plain
 # conditional UPDATE: it records the poll only if no strike applies (the request is
 # live, not locked, and the interval has passed), under the row lock, re-checked on
@@ -291,8 +308,9 @@ RETURNING status AS verdict, id, user_id, poll_interval, denial_reason,
           greatest(1, ceil(extract(epoch FROM greatest(
               locked_until, now() + make_interval(secs => poll_interval)) - now())))::int
               AS retry_after,
-          set_config('synchronous_commit', 'off', true) AS _commit
-"""
+          set_config('synchronous_commit', 'off', true) AS _commit,
+          {approval}
+""".format(approval=_APPROVAL.format(r="auth_requests", approved="status = 'approved'"))
 
 # One statement judges a poll and records its pacing: the interval a slow_down
 # raises is written together with the poll time, under the row lock, so polls
@@ -306,7 +324,8 @@ RETURNING status AS verdict, id, user_id, poll_interval, denial_reason,
 _POLL = """
 WITH cur AS (
     SELECT id, user_id, status, denial_reason, expires_at, poll_interval, last_polled_at,
-           poll_strikes, locked_until, now() AS t
+           poll_strikes, locked_until, now() AS t, scope, acr_values, decided_at, acr, amr,
+           authorization_details
       FROM auth_requests
      WHERE id_hash = $1 AND client_id = $2
        FOR UPDATE
@@ -316,14 +335,13 @@ WITH cur AS (
              WHEN status = 'redeemed' THEN 'spent'
              WHEN status = 'denied' THEN 'denied'
              WHEN expires_at <= t THEN 'expired'
-             WHEN NOT $3 THEN CASE WHEN status = 'approved' THEN 'approved' ELSE 'pending' END
-             WHEN locked_until > t + make_interval(secs => $4 / 1000.0) THEN
-                  CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied' ELSE 'locked' END
+             WHEN locked_until > t + make_interval(secs => $3 / 1000.0) THEN
+                  CASE WHEN poll_strikes + 1 >= $6 THEN 'abuse_denied' ELSE 'locked' END
              WHEN last_polled_at IS NOT NULL
                   AND t - last_polled_at
-                      < make_interval(secs => poll_interval - $4 / 1000.0) THEN
-                  CASE WHEN poll_strikes + 1 >= $7 THEN 'abuse_denied'
-                       WHEN poll_strikes + 1 >= $5 THEN 'lock'
+                      < make_interval(secs => poll_interval - $3 / 1000.0) THEN
+                  CASE WHEN poll_strikes + 1 >= $6 THEN 'abuse_denied'
+                       WHEN poll_strikes + 1 >= $4 THEN 'lock'
                        ELSE 'slow_down' END
              WHEN status = 'approved' THEN 'approved'
              ELSE 'pending'
@@ -331,16 +349,16 @@ WITH cur AS (
       FROM cur
 ), upd AS (
     UPDATE auth_requests r SET
-           last_polled_at = CASE WHEN $3 THEN j.t ELSE r.last_polled_at END,
-           poll_count = r.poll_count + CASE WHEN $3 THEN 1 ELSE 0 END,
+           last_polled_at = j.t,
+           poll_count = r.poll_count + 1,
            poll_strikes = r.poll_strikes
                + CASE WHEN j.verdict IN ('slow_down', 'lock', 'locked', 'abuse_denied')
                       THEN 1 ELSE 0 END,
            poll_interval = CASE WHEN j.verdict = 'slow_down'
-                                THEN least(r.poll_interval + $8, $9)
+                                THEN least(r.poll_interval + $7, $8)
                                 ELSE r.poll_interval END,
            locked_until = CASE WHEN j.verdict = 'lock'
-                               THEN j.t + make_interval(secs => $6)
+                               THEN j.t + make_interval(secs => $5)
                                ELSE r.locked_until END,
            lock_count = r.lock_count + CASE WHEN j.verdict = 'lock' THEN 1 ELSE 0 END,
            status = CASE WHEN j.verdict = 'abuse_denied' THEN 'denied' ELSE r.status END,
@@ -373,9 +391,33 @@ SELECT j.verdict, j.id, j.user_id, j.denial_reason,
            coalesce(u.last_polled_at, j.last_polled_at)
                + make_interval(secs => coalesce(u.poll_interval, j.poll_interval))) - j.t)))::int
            AS retry_after,
-       (SELECT count(*) FROM notified) AS _n
+       (SELECT count(*) FROM notified) AS _n,
+       {approval}
   FROM judged j LEFT JOIN upd u ON u.id = j.id
-"""
+""".format(approval=_APPROVAL.format(r="j", approved="j.verdict = 'approved'"))
+
+
+# After a long-poll wake-up the state is re-read, not polled: nothing is recorded, so
+# this reads without taking the row lock or writing the row.
+_REREAD = """
+SELECT CASE WHEN status = 'redeemed' THEN 'spent'
+            WHEN status = 'denied' THEN 'denied'
+            WHEN expires_at <= now() THEN 'expired'
+            WHEN status = 'approved' THEN 'approved'
+            ELSE 'pending'
+       END AS verdict,
+       id, user_id, denial_reason, poll_interval,
+       greatest(1, ceil(extract(epoch FROM greatest(
+           locked_until, last_polled_at + make_interval(secs => poll_interval)) - now())))::int
+           AS retry_after,
+       {approval}
+  FROM auth_requests
+ WHERE id_hash = $1 AND client_id = $2
+""".format(
+    approval=_APPROVAL.format(
+        r="auth_requests", approved="status = 'approved' AND expires_at > now()"
+    )
+)
 
 
 _VERDICTS = {verdict.value: verdict for verdict in PollVerdict}
@@ -392,34 +434,37 @@ async def poll_auth_request(
     """Judge one token poll; ``None`` when no request with that id belongs to the client.
 
     ``counts_as_poll=False`` re-reads the state after a long-poll wake-up
-    without touching the pacing.
+    without touching the pacing: a plain read, no row lock, nothing written.
     """
-    row = None
-    if counts_as_poll:
+    if not counts_as_poll:
+        row = await conn.fetchrow(_REREAD, id_hash, client_id)
+    else:
         row = await conn.fetchrow(_POLL_PACED, id_hash, client_id, limits.grace_ms)
-    if row is None:
-        row = await _judge_poll(conn, id_hash, client_id, limits, counts_as_poll)
+        if row is None:
+            row = await _judge_poll(conn, id_hash, client_id, limits)
     if row is None:
         return None
     retry_after = row["retry_after"] if row["retry_after"] is not None else 1
+    verdict = _VERDICTS[row["verdict"]]
     return PollResult(
-        _VERDICTS[row["verdict"]],
+        verdict,
         row["id"],
         row["user_id"],
         row["poll_interval"],
         retry_after,
         row["denial_reason"],
+        _redemption(row) if verdict is PollVerdict.APPROVED else None,
+        row["read_at"],
     )
 
 
 async def _judge_poll(
-    conn: Queryable, id_hash: bytes, client_id: str, limits: PollLimits, counts_as_poll: bool
+    conn: Queryable, id_hash: bytes, client_id: str, limits: PollLimits
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         _POLL,
         id_hash,
         client_id,
-        counts_as_poll,
         limits.grace_ms,
         limits.lock_after,
         limits.lock_seconds,
@@ -441,8 +486,10 @@ async def redeem_auth_request(conn: asyncpg.Connection, request_id: int) -> Rede
                   r.acr, r.amr, r.authorization_details""",
         request_id,
     )
-    if row is None:
-        return None
+    return _redemption(row) if row is not None else None
+
+
+def _redemption(row: asyncpg.Record) -> Redemption:
     return Redemption(
         row["id"],
         row["user_id"],

@@ -157,18 +157,32 @@ async def select_active_devices(
     return result
 
 
-async def record_device_call(
-    conn: Queryable, device_id: str, *, purpose: str, jti: str, expires_at: datetime
-) -> tuple[bool, bool]:
-    """Spend a device call's ``jti`` (remembered until ``expires_at``) and, if it was
-    fresh, record that the device called, in one statement.
+@dataclass(frozen=True)
+class RecordedCall:
+    fresh: bool  # the jti was not remembered (no replay)
+    active: bool  # the device is known and not removed
+    target: DecisionTarget | None = None  # the request read with the call, if asked
 
-    Returns (fresh, active): ``fresh`` False when the jti is remembered already (a
-    replay; the device is not touched), ``active`` False when the device is unknown
-    or removed. The jti is spent as ``insert_jti`` does, with the device as issuer.
+
+async def record_device_call(
+    conn: Queryable,
+    device_id: str,
+    *,
+    purpose: str,
+    jti: str,
+    expires_at: datetime,
+    target: bytes | None = None,
+) -> RecordedCall:
+    """Spend a device call's ``jti`` (remembered until ``expires_at``) and, if it was
+    fresh, record that the device called, in one statement; with ``target`` (an id
+    hash), the same statement reads the request it names (``select_decision_target``).
+
+    ``fresh`` is False when the jti is remembered already (a replay; the device is
+    not touched), ``active`` False when the device is unknown or removed. The jti is
+    spent as ``insert_jti`` does, with the device as issuer.
     """
     row = await conn.fetchrow(
-        """WITH spent AS (
+        f"""WITH spent AS (
                INSERT INTO used_jtis (issuer, purpose, jti, expires_at)
                VALUES ($1, $2, $3, $4)
                ON CONFLICT (issuer, purpose, jti) DO UPDATE SET expires_at = EXCLUDED.expires_at
@@ -180,14 +194,19 @@ async def record_device_call(
             RETURNING true
            )
            SELECT EXISTS (SELECT 1 FROM spent) AS fresh,
-                  EXISTS (SELECT 1 FROM touched) AS active""",
+                  EXISTS (SELECT 1 FROM touched) AS active, t.*
+             FROM (SELECT 1) AS one
+             LEFT JOIN LATERAL ({_TARGET} WHERE r.id_hash = $5) t ON true""",
         device_id,
         purpose,
         jti,
         expires_at,
+        target,
     )
     assert row is not None
-    return bool(row["fresh"]), bool(row["active"])
+    values = dict(row)
+    fresh, active = bool(values.pop("fresh")), bool(values.pop("active"))
+    return RecordedCall(fresh, active, _target(values) if values["id"] is not None else None)
 
 
 async def update_subscription(
@@ -310,25 +329,26 @@ async def select_pending_requests(conn: Queryable, user_id: int) -> list[Pending
     ]
 
 
-async def select_decision_target(conn: Queryable, id_hash: bytes) -> DecisionTarget | None:
-    """The request a decision names, with what its user was shown; ``None`` if unknown."""
-    row = await conn.fetchrow(
-        """SELECT r.id, r.user_id, c.name AS client_name, r.binding_message, r.scope,
+_TARGET = """SELECT r.id, r.user_id, c.name AS client_name, r.binding_message, r.scope,
                   CASE WHEN r.status IN ('pending', 'approved') AND r.expires_at <= now()
                        THEN 'expired' ELSE r.status END AS state,
                   r.device_challenge AS challenge, r.number_match, r.client_id,
                   r.user_verification, r.authorization_details
-             FROM auth_requests r JOIN clients c ON c.client_id = r.client_id
-            WHERE r.id_hash = $1""",
-        id_hash,
-    )
-    if row is None:
-        return None
+             FROM auth_requests r JOIN clients c ON c.client_id = r.client_id"""
+
+
+async def select_decision_target(conn: Queryable, id_hash: bytes) -> DecisionTarget | None:
+    """The request a decision names, with what its user was shown; ``None`` if unknown."""
+    row = await conn.fetchrow(_TARGET + " WHERE r.id_hash = $1", id_hash)
+    return _target(dict(row)) if row is not None else None
+
+
+def _target(values: dict[str, Any]) -> DecisionTarget:
     return DecisionTarget(
         **{
-            **dict(row),
-            "scope": tuple(row["scope"]),
-            "authorization_details": _details(row["authorization_details"]),
+            **values,
+            "scope": tuple(values["scope"]),
+            "authorization_details": _details(values["authorization_details"]),
         }
     )
 

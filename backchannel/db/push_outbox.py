@@ -86,7 +86,23 @@ async def enqueue_message(
     return message_id
 
 
-_CLAIM = """
+# The lease and the record of a send commit without waiting for the WAL flush
+# (``set_config(..., true)`` is ``SET LOCAL synchronous_commit = off`` for the
+# statement's transaction): what a crash of PostgreSQL can lose is only their last
+# fraction of a second, which sending tolerates already. A lost lease leaves the
+# message queued and unleased, so it is sent (again); a lost settle leaves it leased
+# and queued, so it is sent again once the lease ends, as when a worker dies mid-send.
+# Neither is lost once any later durable commit (a decision, a redemption, the audit
+# sealer's) is flushed, the WAL being written in order; so a sealed audit chain never
+# names a lost row. Visibility to other sessions is immediate either way, so replicas
+# still never lease one message together. The one cost: a prompt whose lost lease
+# was sent looks never attempted, so a decision that withdraws it before the worker
+# sends it again after the restart queues no dismiss for it (that phone's prompt
+# stays until it expires; deciding on it is refused). The other outcomes (failures,
+# retries, dead subscriptions) stay durable: they are rare and some change devices.
+_NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
+
+_CLAIM = f"""
 WITH due AS (
     SELECT o.id FROM push_outbox o
      WHERE o.status = 'queued' AND o.next_attempt_at <= now()
@@ -131,7 +147,8 @@ SELECT l.id, l.kind, l.topic, l.payload, l.attempts,
        floor(extract(epoch FROM l.deliver_before - now()))::int AS ttl,
        l.device_id, d.user_id, l.auth_request_id, r.client_id,
        d.push_endpoint AS endpoint, d.push_p256dh AS p256dh, d.push_auth AS auth,
-       k.kid AS vapid_kid, k.status AS vapid_status, l.created_at
+       k.kid AS vapid_kid, k.status AS vapid_status, l.created_at,
+       {_NOT_DURABLE} AS _commit
   FROM leased l
   JOIN devices d ON d.device_id = l.device_id
   LEFT JOIN auth_requests r ON r.id = l.auth_request_id
@@ -150,16 +167,25 @@ async def claim_due_messages(
     ``deliver_before`` (dropped, audited ``delivery_failed``), prompts of
     withdrawn requests or to removed devices, and messages to devices without a
     push subscription (dropped: such a phone fetches its requests itself).
+
+    A lease's commit does not wait for the WAL flush (see _NOT_DURABLE).
     """
     rows = await conn.fetch(_CLAIM, limit, float(lease_seconds))
-    return [OutboxMessage(**dict(r)) for r in rows]
+    messages = []
+    for row in rows:
+        values = dict(row)
+        del values["_commit"]
+        messages.append(OutboxMessage(**values))
+    return messages
 
 
 _AUDIT_COLUMNS = "event, client_id, user_id, auth_request_id, device_id, detail"
 
 
 async def mark_sent(conn: Queryable, message: OutboxMessage, status: int) -> bool:
-    """Record a delivery (``prompt_sent`` / ``dismiss_sent``); False if the lease was lost."""
+    """Record a delivery (``prompt_sent`` / ``dismiss_sent``); False if the lease was lost.
+
+    Its commit does not wait for the WAL flush (see _NOT_DURABLE)."""
     done = await conn.fetchval(
         f"""WITH done AS (
                 UPDATE push_outbox
@@ -170,7 +196,7 @@ async def mark_sent(conn: Queryable, message: OutboxMessage, status: int) -> boo
                 INSERT INTO audit_events ({_AUDIT_COLUMNS})
                 SELECT $3, $4, $5, $6, $7, $8 FROM done
             )
-            SELECT count(*) FROM done""",
+            SELECT count(*), max({_NOT_DURABLE}) AS _commit FROM done""",
         message.id,
         message.attempts,
         f"{message.kind}_sent",

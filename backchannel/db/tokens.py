@@ -106,65 +106,113 @@ class NewRefreshToken:
     dpop_jkt: str | None = None
 
 
-async def insert_token_set(
-    conn: asyncpg.Connection,
-    *,
-    jti: str,
-    family_id: uuid.UUID | None,
-    client_id: str,
-    user_id: int,
-    scope: Sequence[str],
-    ttl: int,
-    auth_request_id: int | None,
-    dpop_jkt: str | None,
-    x5t_s256: str | None,
-    refresh: NewRefreshToken | None,
-    audit_detail: dict[str, Any],
-) -> AccessTokenRecord:
-    """Store one token response in one statement: the access token's jti and lifetime
-    (``ttl`` seconds from now), the refresh token's hash if any (in ``family_id``,
-    expiring ``ttl`` seconds from now but never later than ``max_age`` seconds after
-    ``auth_time``, the family's end) and the ``token_issued`` audit row."""
-    if refresh is not None and family_id is None:
-        raise ValueError("a refresh token needs its family")
-    row = await conn.fetchrow(
-        f"""WITH access AS (
-                INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope,
-                                           expires_at, auth_request_id, dpop_jkt, x5t_s256)
-                VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8, $9)
-                RETURNING {_ACCESS_COLUMNS}
-            ), refresh AS (
+@dataclass(frozen=True)
+class NewTokenSet:
+    """One token response to store: the access token's jti and lifetime (``ttl``
+    seconds), the refresh token if any (in ``family_id``) and the ``token_issued``
+    audit row's detail."""
+
+    jti: str
+    family_id: uuid.UUID | None
+    client_id: str
+    user_id: int
+    scope: Sequence[str]
+    ttl: int
+    auth_request_id: int | None
+    dpop_jkt: str | None
+    x5t_s256: str | None
+    refresh: NewRefreshToken | None
+    audit_detail: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.refresh is not None and self.family_id is None:
+            raise ValueError("a refresh token needs its family")
+
+    def args(self) -> tuple[Any, ...]:
+        """$1 to $16 of the statements below."""
+        refresh = self.refresh
+        return (
+            self.jti,
+            self.family_id,
+            self.client_id,
+            self.user_id,
+            list(self.scope),
+            float(self.ttl),
+            self.auth_request_id,
+            self.dpop_jkt,
+            self.x5t_s256,
+            refresh.token_hash if refresh else None,
+            list(refresh.scope) if refresh else None,
+            refresh.auth_time if refresh else None,
+            float(refresh.ttl) if refresh else None,
+            float(refresh.max_age) if refresh else None,
+            refresh.dpop_jkt if refresh else None,
+            self.audit_detail,
+        )
+
+
+# The refresh token (if $10 is not null) and the audit row of a token set whose access
+# token ``access`` inserted; the refresh token expires ``ttl`` ($13) seconds from now but
+# never later than ``max_age`` ($14) seconds after ``auth_time`` ($12), the family's end.
+_REFRESH_AND_AUDIT = """refresh AS (
                 INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id,
                                             auth_request_id, scope, auth_time, expires_at,
                                             dpop_jkt)
                 SELECT $10, $2, $3, $4, $7, $11, $12,
                        least(now() + make_interval(secs => $13),
                              $12::timestamptz + make_interval(secs => $14)), $15
+                  FROM access
                  WHERE $10::bytea IS NOT NULL
             ), audit AS (
                 INSERT INTO audit_events (event, client_id, user_id, auth_request_id, detail)
-                VALUES ('token_issued', $3, $4, $7, $16::jsonb)
-            )
-            SELECT * FROM access""",
-        jti,
-        family_id,
-        client_id,
-        user_id,
-        list(scope),
-        float(ttl),
-        auth_request_id,
-        dpop_jkt,
-        x5t_s256,
-        refresh.token_hash if refresh else None,
-        list(refresh.scope) if refresh else None,
-        refresh.auth_time if refresh else None,
-        float(refresh.ttl) if refresh else None,
-        float(refresh.max_age) if refresh else None,
-        refresh.dpop_jkt if refresh else None,
-        audit_detail,
-    )
+                SELECT 'token_issued', $3, $4, $7, $16::jsonb FROM access
+            )"""
+
+_INSERT_TOKEN_SET = f"""WITH access AS (
+                INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope,
+                                           expires_at, auth_request_id, dpop_jkt, x5t_s256)
+                VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8, $9)
+                RETURNING {_ACCESS_COLUMNS}
+            ), {_REFRESH_AND_AUDIT}
+            SELECT * FROM access"""
+
+# The redemption of an approved request ($7) and its token set, the tokens issued at $17
+# (signed before this statement): nothing is stored unless this statement spent the
+# request, so of concurrent redemptions exactly one stores tokens.
+_REDEEM_INTO_TOKEN_SET = f"""WITH redeemed AS (
+                UPDATE auth_requests r SET status = 'redeemed', redeemed_at = now()
+                  FROM users u
+                 WHERE r.id = $7 AND r.status = 'approved' AND r.expires_at > now()
+                   AND u.user_id = r.user_id
+             RETURNING r.id
+            ), access AS (
+                INSERT INTO access_tokens (jti, family_id, client_id, user_id, scope,
+                                           created_at, expires_at, auth_request_id, dpop_jkt,
+                                           x5t_s256)
+                SELECT $1, $2, $3, $4, $5, $17, $17::timestamptz + make_interval(secs => $6),
+                       id, $8, $9
+                  FROM redeemed
+                RETURNING jti
+            ), {_REFRESH_AND_AUDIT}
+            SELECT jti FROM access"""
+
+
+async def insert_token_set(conn: asyncpg.Connection, tokens: NewTokenSet) -> AccessTokenRecord:
+    """Store one token response in one statement, issued now by the database clock:
+    the access token, the refresh token if any and the ``token_issued`` audit row."""
+    row = await conn.fetchrow(_INSERT_TOKEN_SET, *tokens.args())
     assert row is not None
     return _access(row)
+
+
+async def redeem_into_token_set(conn: Queryable, tokens: NewTokenSet, issued_at: datetime) -> bool:
+    """Spend the approved, unexpired request ``tokens.auth_request_id`` and store its token
+    set, issued at ``issued_at``, in one statement; False (nothing stored) unless this call
+    spent it."""
+    if tokens.auth_request_id is None:
+        raise ValueError("a redemption needs its request")
+    jti = await conn.fetchval(_REDEEM_INTO_TOKEN_SET, *tokens.args(), issued_at)
+    return jti is not None
 
 
 async def lock_refresh_family(conn: asyncpg.Connection, token_hash: bytes) -> bool:

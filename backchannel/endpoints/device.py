@@ -88,11 +88,11 @@ def _json(body: dict[str, Any], status_code: int = 200) -> Response:
 
 
 async def _device_call(
-    request: Request, path: str, max_bytes: int = MAX_DEVICE_BODY
+    request: Request, path: str, max_bytes: int = MAX_DEVICE_BODY, *, names_request: bool = False
 ) -> tuple[Services, DeviceCall]:
     services = services_of(request)
     token = await read_jose(request, max_bytes)
-    return services, await verify_device_call(services, token, path)
+    return services, await verify_device_call(services, token, path, names_request=names_request)
 
 
 async def device_config(request: Request) -> Response:
@@ -160,7 +160,7 @@ async def device_requests(request: Request) -> Response:
 
 
 async def device_decision(request: Request) -> Response:
-    services, call = await _device_call(request, DECISION_PATH)
+    services, call = await _device_call(request, DECISION_PATH, names_request=True)
     async with services.pool.acquire() as conn:
         decided = await decide_on_device(conn, call, services.settings, metrics=services.metrics)
     return _json({"ref": decided.ref, "status": decided.status})

@@ -18,7 +18,6 @@ from backchannel.db.auth_requests import (
     PollResult,
     PollVerdict,
     poll_auth_request,
-    redeem_auth_request,
 )
 from backchannel.db.clients import Client
 from backchannel.errors import (
@@ -34,7 +33,7 @@ from backchannel.errors import (
 from backchannel.oauth.secrets import hash_secret
 from backchannel.oauth.sender_constraint import UNBOUND, TokenBinding
 from backchannel.oauth.services import Services
-from backchannel.oauth.token_issuance import Grant, issue_tokens
+from backchannel.oauth.token_issuance import Grant, redeem_and_issue
 from backchannel.settings import Settings
 
 AUTH_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
@@ -122,12 +121,14 @@ async def _redeem(
     auth_req_id: str,
     binding: TokenBinding,
 ) -> dict[str, Any] | OAuthError:
-    async with services.pool.acquire() as conn, conn.transaction():
-        redemption = await redeem_auth_request(conn, result.id)
-        if redemption is None:
-            return InvalidGrant("auth_req_id has already been used")
-        grant = Grant.of_redemption(client, redemption, auth_req_id, binding)
-        return await issue_tokens(services, conn, grant)
+    """Tokens for the approval the poll read, signed at once; one statement then spends
+    the request and stores them, so of racing polls exactly one gets tokens."""
+    assert result.approval is not None and result.read_at is not None
+    grant = Grant.of_redemption(client, result.approval, auth_req_id, binding)
+    body = await redeem_and_issue(services, grant, result.read_at)
+    if body is None:
+        return InvalidGrant("auth_req_id has already been used")
+    return body
 
 
 def _error_for(result: PollResult) -> OAuthError:

@@ -3,15 +3,16 @@ ID token of one grant, stored and audited in the caller's transaction.
 
 Access tokens are JWTs per RFC 9068, signed with ``ACCESS_TOKEN_ALG``, their
 ``jti`` recorded so that revocation and introspection see them. Refresh tokens
-are opaque random values stored as hashes. Times come from the database clock
-(the rows' ``created_at`` / ``expires_at``).
+are opaque random values stored as hashes. Times come from the database clock:
+the rows' ``created_at`` / ``expires_at``, or for a poll's redemption the time
+the poll read the approval, stored as the rows' times.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,12 @@ from joserfc import jwt
 
 from backchannel.db.auth_requests import Redemption
 from backchannel.db.clients import Client
-from backchannel.db.tokens import AccessTokenRecord, NewRefreshToken, insert_token_set
+from backchannel.db.tokens import (
+    NewRefreshToken,
+    NewTokenSet,
+    insert_token_set,
+    redeem_into_token_set,
+)
 from backchannel.oauth.algorithms import ACCESS_TOKEN_ALG
 from backchannel.oauth.assurance import acr_claim
 from backchannel.oauth.id_tokens import (
@@ -106,9 +112,43 @@ async def issue_tokens(
 ) -> dict[str, Any]:
     """The token response body (RFC 6749 §5.1 with an ID token, CIBA §11).
 
-    Runs inside the caller's transaction on ``conn``. A refresh token is issued
-    only to a client allowed the refresh_token grant.
+    Runs inside the caller's transaction on ``conn``, the tokens issued at the
+    time the database stores them. A refresh token is issued only to a client
+    allowed the refresh_token grant.
     """
+    tokens = _token_set(services, grant)
+    record = await insert_token_set(conn, tokens.rows)
+    return _response(services, grant, tokens, record.created_at, record.expires_at)
+
+
+async def redeem_and_issue(
+    services: Services, grant: Grant, issued_at: datetime
+) -> dict[str, Any] | None:
+    """The token response body for the approved request ``grant`` answers (CIBA §11), or
+    None if it was not this call that spent the request (another redemption, a
+    revocation or expiry came first: no tokens are stored).
+
+    The tokens are signed first, issued at ``issued_at`` (the database time at which
+    the poll found the request approved); the redemption and storing them are then one
+    statement.
+    """
+    assert grant.auth_request_id is not None
+    tokens = _token_set(services, grant)
+    expires_at = issued_at + timedelta(seconds=tokens.rows.ttl)
+    body = _response(services, grant, tokens, issued_at, expires_at)
+    if not await redeem_into_token_set(services.pool, tokens.rows, issued_at):
+        return None
+    return body
+
+
+@dataclass(frozen=True)
+class _TokenSet:
+    rows: NewTokenSet
+    refresh_token: str | None
+
+
+def _token_set(services: Services, grant: Grant) -> _TokenSet:
+    """New secrets for ``grant`` and what is stored of them."""
     settings, client = services.settings, grant.client
     scope = list(dict.fromkeys(grant.scope))
     # A grant of authorization details (a payment) is used once: no refresh token
@@ -118,22 +158,19 @@ async def issue_tokens(
     )
     family_id = (grant.family_id or uuid.uuid4()) if refresh_token is not None else None
     jti = new_secret(16)
-    access_ttl = client.access_token_ttl or settings.access_token_ttl
     detail: dict[str, Any] = {"grant": grant.kind, "jti": jti}
     cnf = grant.binding.cnf()
     if cnf is not None:
         detail["cnf"] = cnf
     if family_id is not None:
         detail["family_id"] = str(family_id)
-    # The access token, the refresh token and the audit row: one statement.
-    record = await insert_token_set(
-        conn,
+    rows = NewTokenSet(
         jti=jti,
         family_id=family_id,
         client_id=client.client_id,
         user_id=grant.user_id,
         scope=scope,
-        ttl=access_ttl,
+        ttl=client.access_token_ttl or settings.access_token_ttl,
         auth_request_id=grant.auth_request_id,
         dpop_jkt=grant.binding.dpop_jkt,
         x5t_s256=grant.binding.x5t_s256,
@@ -151,13 +188,28 @@ async def issue_tokens(
         ),
         audit_detail=detail,
     )
-    access_token = _sign_access_token(services, grant, record, scope)
-    id_claims = _id_token_claims(settings, grant, record, access_token, refresh_token)
+    return _TokenSet(rows, refresh_token)
+
+
+def _response(
+    services: Services,
+    grant: Grant,
+    tokens: _TokenSet,
+    issued_at: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """The signed response for ``tokens``, issued at ``issued_at``."""
+    rows, refresh_token = tokens.rows, tokens.refresh_token
+    scope = list(rows.scope)
+    access_token = _sign_access_token(services, grant, rows.jti, issued_at, expires_at, scope)
+    id_claims = _id_token_claims(services.settings, grant, issued_at, access_token, refresh_token)
     body: dict[str, Any] = {
         "access_token": access_token,
         "token_type": grant.binding.token_type,
-        "expires_in": access_ttl,
-        "id_token": sign_id_token(services.keys, client.id_token_signed_response_alg, id_claims),
+        "expires_in": rows.ttl,
+        "id_token": sign_id_token(
+            services.keys, grant.client.id_token_signed_response_alg, id_claims
+        ),
     }
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
@@ -168,7 +220,12 @@ async def issue_tokens(
 
 
 def _sign_access_token(
-    services: Services, grant: Grant, record: AccessTokenRecord, scope: list[str]
+    services: Services,
+    grant: Grant,
+    jti: str,
+    issued_at: datetime,
+    expires_at: datetime,
+    scope: list[str],
 ) -> str:
     """The RFC 9068 JWT of a stored access token."""
     issuer = services.settings.issuer
@@ -177,9 +234,9 @@ def _sign_access_token(
         "sub": grant.subject,
         "aud": issuer,
         "client_id": grant.client.client_id,
-        "exp": epoch(record.expires_at),
-        "iat": epoch(record.created_at),
-        "jti": record.jti,
+        "exp": epoch(expires_at),
+        "iat": epoch(issued_at),
+        "jti": jti,
         "scope": " ".join(scope),
         "auth_time": epoch(grant.auth_time),
     }
@@ -204,13 +261,13 @@ def _sign_access_token(
 def _id_token_claims(
     settings: Settings,
     grant: Grant,
-    record: AccessTokenRecord,
+    issued_at_time: datetime,
     access_token: str,
     refresh_token: str | None,
 ) -> dict[str, Any]:
     """OIDC Core §2 claims, with the hashes and request id CIBA §10.3.1 asks for."""
     alg = grant.client.id_token_signed_response_alg
-    issued_at = epoch(record.created_at)
+    issued_at = epoch(issued_at_time)
     claims: dict[str, Any] = {
         "iss": settings.issuer,
         "sub": grant.subject,

@@ -140,6 +140,30 @@ async def test_approval_on_the_phone_gives_the_relying_party_its_tokens(
     assert await phone.pending(http) == []
 
 
+async def test_a_phones_decision_reads_its_request_with_the_calls_jti_statement(
+    http: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    rp: RegisteredClient,
+    alice: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The statement that spends the call's jti also reads the request the call names:
+    the decision needs no statement of its own to look it up."""
+    from backchannel.authenticator import decisions
+
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth(), binding_message="Pay 80 EUR")
+    entry = await _pending_entry(http, phone, auth_req_id)
+
+    async def read_again(*_: object) -> None:
+        raise AssertionError("the decision looked its request up again")
+
+    monkeypatch.setattr(decisions, "select_decision_target", read_again)
+    response = await phone.decide(http, entry, "approve")
+    assert response.status_code == 200, response.text
+    assert await db.fetchval("SELECT status FROM auth_requests") == "approved"
+
+
 async def test_a_held_long_poll_is_answered_by_the_phones_approval(
     running: RunningApp, db: asyncpg.Connection, rp: RegisteredClient, alice: User
 ) -> None:

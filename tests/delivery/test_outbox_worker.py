@@ -22,6 +22,7 @@ from backchannel.db.push_outbox import (
     OUTBOX_CHANNEL,
     claim_due_messages,
     enqueue_message,
+    mark_sent,
 )
 from backchannel.db.users import User
 from backchannel.delivery.vapid import ensure_vapid_key, rotate_vapid_key
@@ -453,6 +454,26 @@ async def test_a_message_leased_by_a_dead_worker_is_sent_once_its_lease_ends(
     assert push_service.received_by(sub)[0].at - leased_at >= 1.3
     [row] = await wait_for_rows(db, lambda rows: rows[0]["status"] != "queued")
     assert (row["id"], row["status"], row["attempts"]) == (leased.id, "sent", 2)
+
+
+async def test_a_lease_and_a_send_s_record_commit_without_waiting_for_the_wal_flush(
+    alice: User, db: asyncpg.Connection, push_service: LocalPushService
+) -> None:
+    """Losing either in a crash means only that the message is sent again."""
+    device, _sub = await add_phone(db, alice, push_service)
+    await queue_dismiss(db, device, "04" * 32)
+    await db.execute("SET synchronous_commit = on")
+    try:
+        async with db.transaction():
+            [leased] = await claim_due_messages(db, limit=10, lease_seconds=30)
+            assert await db.fetchval("SHOW synchronous_commit") == "off"
+        assert await db.fetchval("SHOW synchronous_commit") == "on"
+        async with db.transaction():
+            assert await mark_sent(db, leased, 201)
+            assert await db.fetchval("SHOW synchronous_commit") == "off"
+        assert await db.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await db.execute("RESET synchronous_commit")
 
 
 async def test_a_stopped_worker_leaves_its_unsent_messages_to_another(

@@ -260,6 +260,34 @@ async def test_concurrent_polls_of_an_approved_request_yield_one_token_response(
     assert await db.fetchval("SELECT count(*) FROM access_tokens") == 1
 
 
+async def test_a_woken_long_poll_re_reads_the_request_without_waiting_for_its_row_lock(
+    running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    """The re-read after a wake-up records nothing, so it neither locks nor writes the
+    row: a transaction holding the row lock does not hold the answer up."""
+    from backchannel.db.pool import connect
+    from backchannel.oauth.secrets import hash_secret
+
+    http = running.http
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    held = asyncio.create_task(poll(http, rp.basic_auth(), auth_req_id, {"Prefer": "wait=25"}))
+    await eventually(lambda: poll_is_held(db, running.services.waiters))
+    await db.execute(
+        """UPDATE auth_requests SET status = 'denied', denial_reason = 'user',
+                  decided_at = now()"""
+    )
+    locker = await connect(database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM auth_requests FOR UPDATE")
+            await db.execute("SELECT pg_notify('bc_decision', $1)", hash_secret(auth_req_id).hex())
+            response = await asyncio.wait_for(held, 10)
+    finally:
+        await locker.close()
+    assert response.status_code == 400
+    assert error_of(response) == "access_denied"
+
+
 async def test_long_poll_answers_the_moment_the_user_approves(
     running: RunningApp, rp: RegisteredClient, db: asyncpg.Connection
 ) -> None:
