@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import unicodedata
+from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from backchannel.db.users import LoginHint
@@ -93,11 +94,20 @@ def test_a_stored_form_typed_with_its_prefix_finds_itself(value: str, kind: str)
 
 
 @given(st.emails())
+@example("%00@A.AC")
 def test_an_email_address_is_found_bare_and_typed(address: str) -> None:
     hint = stored_form("email", address)
     if hint is not None:
-        for written in (address, address.upper(), f" {address} ", "mailto:" + address):
-            assert parse_login_hint(written) == [hint], written
+        # A mailto: URI percent-encodes its address (RFC 6068 §2): "%" and "?" included.
+        uri = "mailto:" + quote(address, safe="@")
+        for written in (address, address.upper(), f" {address} ", "email:" + address, uri):
+            if len(written) <= MAX_HINT_LENGTH:
+                assert parse_login_hint(written) == [hint], written
+
+
+def test_a_mailto_hint_is_percent_decoded() -> None:
+    assert parse_login_hint("mailto:a%25b@example.com") == [LoginHint("email", "a%b@example.com")]
+    assert parse_login_hint("mailto:%00@example.com") == []
 
 
 @given(st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True), st.sampled_from(["", " ", "-", "."]))
