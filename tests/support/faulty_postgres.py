@@ -9,6 +9,7 @@ server runs as) and, for a freeze, SIGSTOP/SIGCONT on every server process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import tempfile
@@ -76,13 +77,17 @@ class FaultyPostgres:
 
     def freeze(self) -> None:
         """Every server process stops dead: connections stay open, nothing answers."""
-        for process in self._processes():
-            os.kill(process.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            for process in self._processes():
-                os.kill(process.pid, signal.SIGCONT)
+            self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        for process in self._processes():
+            # A backend may end between the listing and the signal (its client gave up).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
 
     def close(self) -> None:
         self._embedded.stop()
