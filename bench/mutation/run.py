@@ -3,6 +3,11 @@
     bench/mutation/run                  every group
     bench/mutation/run polling refresh  those groups
     bench/mutation/run --children 1 ... fewer parallel mutants (default 2)
+    bench/mutation/run --timeout-multiplier 50 ...  more time per mutant (default 15)
+    bench/mutation/run --resume GROUP   go on with a stopped run in its work copy: only the
+                                        mutants without a result run (and those of functions
+                                        changed since, and the timeouts), against the
+                                        current files and tests
     bench/mutation/run --recheck GROUP  after tests were added: run the group's current
                                         test files against each mutant the last run left
                                         alive (in its work copy), and update the results
@@ -80,13 +85,22 @@ def start_postgres() -> tuple[subprocess.Popen[str], str]:
     return server, dsn
 
 
-def setup_cfg(modules: list[str], tests: list[str]) -> str:
+# mutmut stops a mutant's tests after this many times their clean running time (its own
+# default is 15); --timeout-multiplier raises it on a machine busy with other work.
+TIMEOUT_MULTIPLIER = 15.0
+
+# mutmut's exit codes for a mutant stopped at its time limit.
+TIMEOUT_CODES = {-24, 24, 36, 152, 255}
+
+
+def setup_cfg(modules: list[str], tests: list[str], timeout_multiplier: float) -> str:
     def listed(items: list[str]) -> str:
         return "".join(f"\n    {item}" for item in items)
 
     return (
         "[mutmut]\n"
         "source_paths = backchannel\n"
+        f"timeout_multiplier = {timeout_multiplier}\n"
         f"only_mutate ={listed(modules)}\n"
         f"pytest_add_cli_args_test_selection ={listed(tests)}\n"
         f"pytest_add_cli_args ={listed(['-p', 'no:cacheprovider'])}\n"
@@ -94,10 +108,19 @@ def setup_cfg(modules: list[str], tests: list[str]) -> str:
     )
 
 
-def copy_tree(work: Path) -> None:
-    if work.exists():
+def copy_tree(work: Path, keep: tuple[str, ...] = ()) -> None:
+    """Make ``work`` a copy of the tracked files, removing what was there except ``keep``."""
+    if work.exists() and not keep:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    elif work.exists():
+        for entry in work.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    work.mkdir(parents=True, exist_ok=True)
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -140,15 +163,84 @@ def module_of(mutant: str, modules: list[str]) -> str:
     return "?"
 
 
+def function_hashes(work: Path, modules: list[str]) -> dict[str, str]:
+    """The hash mutmut keeps of each mutated function's source, as ``module.function``."""
+    hashes: dict[str, str] = {}
+    for module in modules:
+        meta = work / "mutants" / f"{module}.meta"
+        if meta.exists():
+            dotted = module.removesuffix(".py").replace("/", ".")
+            for function, digest in json.loads(meta.read_text())["hash_by_function_name"].items():
+                hashes[f"{dotted}.{function}"] = digest
+    return hashes
+
+
+def forget_timeouts(work: Path, modules: list[str]) -> int:
+    """Take the result away from each mutant that ran past its time limit, so that mutmut
+    runs it again; the number of such mutants."""
+    forgotten = 0
+    for module in modules:
+        meta = work / "mutants" / f"{module}.meta"
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for mutant, code in codes.items():
+            if code in TIMEOUT_CODES:
+                codes[mutant] = None
+                forgotten += 1
+        meta.write_text(json.dumps(data, indent=4))
+    return forgotten
+
+
 def run_group(
-    name: str, group: dict[str, Any], work_root: Path, children: int, env: dict[str, str]
+    name: str,
+    group: dict[str, Any],
+    work_root: Path,
+    children: int,
+    env: dict[str, str],
+    resume: bool = False,
+    timeout_multiplier: float = TIMEOUT_MULTIPLIER,
 ) -> dict[str, Any]:
+    """Run mutmut on the group in a fresh copy of the tracked files.
+
+    ``resume`` goes on with a stopped run instead: the copy is brought up to the current
+    files but keeps mutants/, where mutmut holds each mutant's result and the hash of each
+    mutated function's source. mutmut then runs the mutants without a result and those of
+    the functions whose source changed (it resets their results itself) and keeps the
+    rest. The test-to-function map is collected afresh, from the group's current tests;
+    the recheck verdicts (rechecked.json) it had for changed functions are dropped, since
+    they were reached on the old code (so recheck after the resumed run, not during it).
+    Mutants that ran past their time limit run again: on a machine busy with other work a
+    test starved of CPU times out as surely as one the mutant made hang, so a timeout
+    is no verdict until it is repeated (with a higher --timeout-multiplier).
+    The minutes add up over the runs."""
     work = work_root / name
-    copy_tree(work)
-    (work / "setup.cfg").write_text(setup_cfg(group["modules"], group["tests"]))
+    minutes_before = 0.0
+    if resume:
+        if not (work / "mutants").is_dir():
+            raise SystemExit(f"mutation: no run of {name} to resume in {work}")
+        old_hashes = function_hashes(work, group["modules"])
+        rechecked_file = work / "rechecked.json"
+        rechecked_before: dict[str, str] = (
+            json.loads(rechecked_file.read_text()) if rechecked_file.exists() else {}
+        )
+        minutes_file = work / "minutes"
+        minutes_before = float(minutes_file.read_text()) if minutes_file.exists() else 0.0
+        copy_tree(work, keep=("mutants", "minutes", "rechecked.json", "mutmut.log"))
+        for module in group["modules"]:  # newer than its mutants: mutmut compares each function
+            (work / module).touch()
+        # Without stats to load, mutmut collects them from the tests now listed, and keeps
+        # the results (a changed test selection with stats loaded would reset them all).
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        forgotten = forget_timeouts(work, group["modules"])
+        print(f"mutation: {name}: {forgotten} timed-out mutants to run again", flush=True)
+    else:
+        copy_tree(work)
+    (work / "setup.cfg").write_text(setup_cfg(group["modules"], group["tests"], timeout_multiplier))
     started = time.monotonic()
     log = work / "mutmut.log"
-    with log.open("w") as out:
+    with log.open("a" if resume else "w") as out:
         done = subprocess.run(
             [str(MUTMUT), "run", "--max-children", str(children)],
             cwd=work,
@@ -156,7 +248,15 @@ def run_group(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    minutes = round((time.monotonic() - started) / 60, 1)
+    minutes = round(minutes_before + (time.monotonic() - started) / 60, 1)
+    if resume:
+        new_hashes = function_hashes(work, group["modules"])
+        changed = {f for f, digest in old_hashes.items() if new_hashes.get(f) != digest}
+        stale = {m for m in rechecked_before if m.partition("__mutmut_")[0] in changed}
+        if stale:
+            rechecked = json.loads(rechecked_file.read_text())
+            kept = {m: v for m, v in rechecked.items() if m not in stale}
+            rechecked_file.write_text(json.dumps(kept, indent=2) + "\n")
     if done.returncode != 0:
         raise SystemExit(f"mutation: mutmut failed for {name}; see {log}")
     (work / "minutes").write_text(f"{minutes}\n")
@@ -308,8 +408,15 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help="groups from groups.toml (default: all)")
     parser.add_argument("--children", type=int, default=2, help="mutants run at once")
     parser.add_argument("--work", type=Path, default=Path("/tmp/backchannel-mutation"))
+    parser.add_argument(
+        "--timeout-multiplier",
+        type=float,
+        default=TIMEOUT_MULTIPLIER,
+        help="a mutant's tests may take this many times their clean time (default 15)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--recheck", action="store_true", help="see above")
+    mode.add_argument("--resume", action="store_true", help="see above")
     mode.add_argument("--collect", action="store_true", help="see above")
     mode.add_argument("--table", action="store_true", help="see above")
     parser.add_argument(
@@ -350,7 +457,15 @@ def main() -> None:
                 recheck(name, groups[name], args.work, env, args.only, args.children, args.mutants)
                 summary = collect(name, groups[name], args.work, args.children)
             else:
-                summary = run_group(name, groups[name], args.work, args.children, env)
+                summary = run_group(
+                    name,
+                    groups[name],
+                    args.work,
+                    args.children,
+                    env,
+                    resume=args.resume,
+                    timeout_multiplier=args.timeout_multiplier,
+                )
             print_summary(summary)
     finally:
         assert server.stdin is not None

@@ -16,6 +16,7 @@ import pytest
 from backchannel.audit.chain import (
     GENESIS_HASH,
     MAX_PROBLEMS,
+    SEAL_BATCH,
     ChainProblem,
     ChainReport,
     SealResult,
@@ -26,7 +27,7 @@ from backchannel.audit.chain import (
     verify_chain,
 )
 from backchannel.db.audit import insert_audit_event
-from backchannel.db.audit_chain import AuditRow
+from backchannel.db.audit_chain import SEALER_LOCK, AuditRow
 from backchannel.db.pool import connect
 from tests.support.waiting import eventually
 
@@ -247,6 +248,81 @@ async def test_a_sealer_steps_aside_while_another_holds_the_lock(
         await other.close()
     assert (await seal_pending(db)).sealed == 2
     assert (await verify_chain(db)).intact
+
+
+async def test_a_batch_larger_than_the_default_is_sealed_whole(db: asyncpg.Connection) -> None:
+    rows = SEAL_BATCH + 1
+    await db.execute(
+        "INSERT INTO audit_events (event, detail)"
+        " SELECT 'bulk', '{}'::jsonb FROM generate_series(1, $1)",
+        rows,
+    )
+    result = await seal_pending(db, batch_size=rows)
+    assert (result.sealed, result.head_seq, result.busy) == (rows, rows, False)
+    assert (await verify_chain(db)).unsealed == 0
+
+
+async def test_a_sealer_that_loses_the_lock_between_batches_reports_the_head_it_reached(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    await insert_events(db, 2)
+    # The first batch, about to commit, waits until another session is queued for the
+    # sealer's lock: that session gets the lock at the commit, before the next batch.
+    await db.execute(
+        """CREATE FUNCTION wait_for_another_sealer() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               WHILE NOT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d
+                                      ON d.oid = l.database
+                                  WHERE d.datname = current_database()
+                                    AND l.locktype = 'advisory' AND NOT l.granted) LOOP
+                   PERFORM pg_sleep(0.01);
+               END LOOP;
+               RETURN NULL;
+           END $$;
+           CREATE TRIGGER wait_for_another_sealer AFTER UPDATE ON audit_chain_head
+               FOR EACH STATEMENT EXECUTE FUNCTION wait_for_another_sealer();"""
+    )
+    sealer = await connect(database_url)
+    other = await connect(database_url)
+    try:
+        sealing = asyncio.create_task(seal_pending(sealer, batch_size=1))
+        sealer_pid = sealer.get_server_pid()
+
+        async def sealer_holds_the_lock() -> bool:
+            held: bool = await db.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND granted AND pid = $1)",
+                sealer_pid,
+            )
+            return held
+
+        await eventually(sealer_holds_the_lock)
+        async with other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock($1)", SEALER_LOCK)
+            result = await sealing
+        assert (result.sealed, result.head_seq, result.busy) == (1, 1, False)
+    finally:
+        await other.close()
+        await sealer.close()
+    await db.execute("DROP TRIGGER wait_for_another_sealer ON audit_chain_head")
+    assert (await seal_pending(db)).sealed == 1
+    assert (await verify_chain(db)).intact
+
+
+async def test_sealing_and_verifying_refuse_a_deleted_chain_head(db: asyncpg.Connection) -> None:
+    await insert_events(db, 1)
+    await db.execute("ALTER TABLE audit_chain_head DISABLE TRIGGER ALL")
+    try:
+        await db.execute("DELETE FROM audit_chain_head")
+    finally:
+        await db.execute("ALTER TABLE audit_chain_head ENABLE TRIGGER ALL")
+
+    with pytest.raises(RuntimeError) as sealing:
+        await seal_pending(db)
+    with pytest.raises(RuntimeError) as verifying:
+        await verify_chain(db)
+    for refused in (sealing, verifying):
+        assert str(refused.value) == "audit_chain_head is empty: the table was tampered with"
 
 
 # --- append-only -----------------------------------------------------------------------------

@@ -412,6 +412,23 @@ async def test_a_decision_outside_its_short_lifetime_is_refused(
     assert await db.fetchval("SELECT status FROM auth_requests") == "pending"
 
 
+@pytest.mark.parametrize("lifetime", [1, 120])
+async def test_a_decision_at_either_end_of_its_allowed_lifetime_is_taken(
+    http: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    rp: RegisteredClient,
+    alice: User,
+    lifetime: int,
+) -> None:
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    entry = await _pending_entry(http, phone, auth_req_id)
+    now = int(time.time())
+    response = await phone.decide(http, entry, "approve", iat=now, exp=now + lifetime)
+    assert response.status_code == 200, response.text
+    assert await db.fetchval("SELECT status FROM auth_requests") == "approved"
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -445,6 +462,55 @@ async def test_a_malformed_decision_is_refused(
     response = await phone.decide(http, entry, decision, **overrides)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("ref", [None, 12, "AB" * 32, "ab" * 31, "ab" * 32 + "a"])
+async def test_a_ref_other_than_64_lower_case_hex_digits_is_refused_as_such(
+    http: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    rp: RegisteredClient,
+    alice: User,
+    ref: Any,
+) -> None:
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    entry = await _pending_entry(http, phone, auth_req_id)
+    response = await phone.decide(http, entry, "approve", ref=ref)
+    assert response.status_code == 400, response.text
+    assert response.json()["error_description"] == "ref must be 64 lower-case hex digits"
+
+
+NOT_SHOWN = "the decision was made over something the request does not show"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "description"),
+    [
+        ("shown", "", "shown and challenge are required"),
+        ("challenge", "", "shown and challenge are required"),
+        ("shown", "s" * 257, "shown and challenge are required"),
+        ("challenge", "c" * 257, "shown and challenge are required"),
+        # 256 characters pass the length check and fail only the comparison.
+        ("challenge", "c" * 256, "the challenge does not match the request"),
+        ("shown", "s" * 256, NOT_SHOWN),
+    ],
+)
+async def test_shown_and_challenge_are_one_to_256_characters(
+    http: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    rp: RegisteredClient,
+    alice: User,
+    field: str,
+    value: str,
+    description: str,
+) -> None:
+    phone = await enrolled_phone(http, db, alice.user_id)
+    auth_req_id = await start_auth_req_id(http, rp.basic_auth())
+    entry = await _pending_entry(http, phone, auth_req_id)
+    response = await phone.decide(http, entry, "approve", **{field: value})
+    assert response.status_code == 400, response.text
+    assert response.json()["error_description"] == description
+    assert await db.fetchval("SELECT status FROM auth_requests") == "pending"
 
 
 async def test_history_lists_this_devices_decisions_newest_first(
